@@ -1,0 +1,89 @@
+//! GRU with gate rows stacked `r, z, n` and the reset applied after the matmul, as `torch.nn.GRU`:
+//! ```text
+//! r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+//! n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h_t = (1 - z) * n + z * h_{t-1}
+//! ```
+
+use super::{input_projection, Dims, LayerCache, LayerParams, StepGrads};
+use crate::tensor::{add_row_bias, matmul, sigmoid, Float, Trans};
+
+pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerParams<T>, dims: Dims) {
+    let (b, h) = (dims.batch, dims.hidden);
+    let bh = b * h;
+    let bg = 3 * bh;
+    input_projection(&mut cache.gates, x, p, false, dims);
+    for t in 0..dims.steps {
+        let gates = &mut cache.gates[t * bg..(t + 1) * bg];
+        let hn_t = &mut cache.hn[t * bh..(t + 1) * bh];
+        let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
+        // gh = h_{t-1} W_hh^T + b_hh   ([B, H] x [H, 3H])
+        matmul(&mut cache.gh, h_prev, Trans::No, p.w_hh, Trans::Yes, b, 3 * h, h, false);
+        add_row_bias(&mut cache.gh, p.b_hh);
+        for r in 0..b {
+            let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
+            let gh = &cache.gh[r * 3 * h..(r + 1) * 3 * h];
+            for j in 0..h {
+                let k = r * h + j;
+                let rv = sigmoid(g[j] + gh[j]);
+                let z = sigmoid(g[h + j] + gh[h + j]);
+                let n = (g[2 * h + j] + rv * gh[2 * h + j]).tanh();
+                g[j] = rv;
+                g[h + j] = z;
+                g[2 * h + j] = n;
+                hn_t[k] = gh[2 * h + j];
+                h_next[k] = (T::ONE - z) * n + z * h_prev[k];
+            }
+        }
+    }
+}
+
+/// Backward through time; fills `cache.da` (input side) and `cache.da_hh` (recurrent side):
+/// ```text
+/// dh = dh_out[t] + carry     dn = dh (1 - z)     dz = dh (h_{t-1} - n)
+/// dan = dn (1 - n^2)   dar = dan * hn * r (1 - r)   daz = dz z (1 - z)
+/// da = [dar, daz, dan]    da_hh = [dar, daz, dan * r]    carry = dh * z + da_hh W_hh
+/// ```
+pub(super) fn backward_steps<T: Float>(
+    cache: &mut LayerCache<T>,
+    dh_out: &[T],
+    p: LayerParams<T>,
+    dims: Dims,
+    mut record: Option<StepGrads<T>>,
+) {
+    let (b, h) = (dims.batch, dims.hidden);
+    let bh = b * h;
+    let bg = 3 * bh;
+    for t in (0..dims.steps).rev() {
+        let gates = &cache.gates[t * bg..(t + 1) * bg];
+        let hn_t = &cache.hn[t * bh..(t + 1) * bh];
+        let h_prev = &cache.h[t * bh..(t + 1) * bh];
+        let da_t = &mut cache.da[t * bg..(t + 1) * bg];
+        let dahh_t = &mut cache.da_hh[t * bg..(t + 1) * bg];
+        let up = &dh_out[t * bh..(t + 1) * bh];
+        for r in 0..b {
+            let g = &gates[r * 3 * h..(r + 1) * 3 * h];
+            let d = &mut da_t[r * 3 * h..(r + 1) * 3 * h];
+            let dhh = &mut dahh_t[r * 3 * h..(r + 1) * 3 * h];
+            for j in 0..h {
+                let k = r * h + j;
+                let (rv, z, n) = (g[j], g[h + j], g[2 * h + j]);
+                let dh = cache.dh_carry[k] + up[k];
+                if let Some(rec) = record.as_mut() {
+                    rec.dh[t * bh + k] = dh;
+                }
+                let dan = dh * (T::ONE - z) * (T::ONE - n * n);
+                let dar = dan * hn_t[k] * rv * (T::ONE - rv);
+                let daz = dh * (h_prev[k] - n) * z * (T::ONE - z);
+                d[j] = dar;
+                d[h + j] = daz;
+                d[2 * h + j] = dan;
+                dhh[j] = dar;
+                dhh[h + j] = daz;
+                dhh[2 * h + j] = dan * rv;
+                cache.dh_carry[k] = dh * z;
+            }
+        }
+        // carry += da_hh_t W_hh   ([B, 3H] x [3H, H])
+        matmul(&mut cache.dh_carry, dahh_t, Trans::No, p.w_hh, Trans::No, b, h, 3 * h, true);
+    }
+}

@@ -1,0 +1,416 @@
+//! Recurrent cells with explicit forward and backward passes over a whole sequence.
+//!
+//! Every cell follows the PyTorch definitions (`torch.nn.RNN`, `torch.nn.LSTM`, `torch.nn.GRU`);
+//! parameters of one layer are `W_ih [G*H, in]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`
+//! with `G` gate blocks. Activations are time-major `[T][B][H]`.
+//!
+//! The input projection `X W_ih^T` for all time steps is one GEMM, the weight gradients are one
+//! GEMM each over all time steps; only the recurrent product `h_{t-1} W_hh^T` runs step by step.
+
+mod gru;
+mod lstm;
+mod rnn;
+
+use crate::tensor::{matmul, sum_rows_into, Float, Trans};
+use serde::{Deserialize, Serialize};
+
+/// Which recurrent cell a layer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    Rnn,
+    Lstm,
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gate blocks `G` stacked in the weight rows: 1, 4 (i, f, g, o) or 3 (r, z, n).
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::Rnn => "rnn",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rnn" => Some(CellKind::Rnn),
+            "lstm" => Some(CellKind::Lstm),
+            "gru" => Some(CellKind::Gru),
+            _ => None,
+        }
+    }
+}
+
+/// The vanilla RNN's activation `s` in `h_t = s(a_t)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Tanh,
+    Relu,
+    Sigmoid,
+    Identity,
+}
+
+impl Activation {
+    #[inline(always)]
+    pub fn apply<T: Float>(self, a: T) -> T {
+        match self {
+            Activation::Tanh => a.tanh(),
+            Activation::Relu => a.max(T::ZERO),
+            Activation::Sigmoid => crate::tensor::sigmoid(a),
+            Activation::Identity => a,
+        }
+    }
+
+    /// `s'(a)` expressed through the output `h = s(a)`, so backward needs only the stored `h`:
+    /// ```text
+    /// tanh: 1 - h^2    sigmoid: h (1 - h)    relu: [h > 0]    identity: 1
+    /// ```
+    #[inline(always)]
+    pub fn derivative_from_output<T: Float>(self, h: T) -> T {
+        match self {
+            Activation::Tanh => T::ONE - h * h,
+            Activation::Relu => {
+                if h > T::ZERO {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::Sigmoid => h * (T::ONE - h),
+            Activation::Identity => T::ONE,
+        }
+    }
+
+    /// `gamma = max |s'|`: 1 for tanh, relu and identity, 1/4 for sigmoid (Pascanu et al. 2013).
+    pub fn gamma(self) -> f64 {
+        match self {
+            Activation::Sigmoid => 0.25,
+            _ => 1.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Identity => "identity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tanh" => Some(Activation::Tanh),
+            "relu" => Some(Activation::Relu),
+            "sigmoid" => Some(Activation::Sigmoid),
+            "identity" | "linear" => Some(Activation::Identity),
+            _ => None,
+        }
+    }
+}
+
+/// A cell type with its activation (the activation matters only for the vanilla RNN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cell {
+    pub kind: CellKind,
+    pub activation: Activation,
+}
+
+/// Sizes of one layer's pass: `steps` = T, `batch` = B, `input` = in, `hidden` = H.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub steps: usize,
+    pub batch: usize,
+    pub input: usize,
+    pub hidden: usize,
+}
+
+/// Borrowed parameters of one layer.
+#[derive(Clone, Copy)]
+pub struct LayerParams<'a, T> {
+    /// `[G*H, in]`
+    pub w_ih: &'a [T],
+    /// `[G*H, H]`
+    pub w_hh: &'a [T],
+    /// `[G*H]`
+    pub b_ih: &'a [T],
+    /// `[G*H]`
+    pub b_hh: &'a [T],
+}
+
+impl<'a, T: Float> LayerParams<'a, T> {
+    /// Splits one layer's contiguous block `[w_ih | w_hh | b_ih | b_hh]`.
+    pub fn split(block: &'a [T], gh: usize, input: usize, hidden: usize) -> Self {
+        let (w_ih, rest) = block.split_at(gh * input);
+        let (w_hh, rest) = rest.split_at(gh * hidden);
+        let (b_ih, b_hh) = rest.split_at(gh);
+        LayerParams {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        }
+    }
+}
+
+/// Mutable gradients of one layer, same layout as [`LayerParams`].
+pub struct LayerGrads<'a, T> {
+    pub w_ih: &'a mut [T],
+    pub w_hh: &'a mut [T],
+    pub b_ih: &'a mut [T],
+    pub b_hh: &'a mut [T],
+}
+
+impl<'a, T: Float> LayerGrads<'a, T> {
+    pub fn split(block: &'a mut [T], gh: usize, input: usize, hidden: usize) -> Self {
+        let (w_ih, rest) = block.split_at_mut(gh * input);
+        let (w_hh, rest) = rest.split_at_mut(gh * hidden);
+        let (b_ih, b_hh) = rest.split_at_mut(gh);
+        LayerGrads {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        }
+    }
+}
+
+/// What forward keeps for backward, and backward's scratch, sized once per shape.
+///
+/// ```text
+/// h      [(T+1), B, H]   h[0] = initial state, h[t+1] = h_t
+/// c      [(T+1), B, H]   LSTM cell states, same indexing
+/// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
+/// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
+/// da     [T, B, G*H]     backward: gradient w.r.t. the pre-activations fed by W_ih
+/// da_hh  [T, B, G*H]     GRU only: gradient w.r.t. the pre-activations fed by W_hh
+/// ```
+#[derive(Default, Debug)]
+pub struct LayerCache<T> {
+    pub dims: Option<Dims>,
+    pub h: Vec<T>,
+    pub c: Vec<T>,
+    pub gates: Vec<T>,
+    pub hn: Vec<T>,
+    pub da: Vec<T>,
+    pub da_hh: Vec<T>,
+    /// `[B, G*H]` GRU recurrent pre-activation of the current step.
+    gh: Vec<T>,
+    /// `[B, H]` gradient flowing into `h_{t-1}` from step `t`.
+    dh_carry: Vec<T>,
+    /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
+    dc_carry: Vec<T>,
+}
+
+fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, T::ZERO);
+    }
+}
+
+impl<T: Float> LayerCache<T> {
+    /// Sizes every buffer for `dims`; a no-op when the shape is unchanged (no per-step allocation).
+    pub fn prepare(&mut self, cell: Cell, dims: Dims) {
+        if self.dims == Some(dims) {
+            return;
+        }
+        let Dims {
+            steps: t,
+            batch: b,
+            hidden: h,
+            ..
+        } = dims;
+        let gh = cell.kind.gates() * h;
+        resize(&mut self.h, (t + 1) * b * h);
+        resize(&mut self.c, if cell.kind == CellKind::Lstm { (t + 1) * b * h } else { 0 });
+        resize(&mut self.gates, if cell.kind == CellKind::Rnn { 0 } else { t * b * gh });
+        let gru = cell.kind == CellKind::Gru;
+        resize(&mut self.hn, if gru { t * b * h } else { 0 });
+        resize(&mut self.da, t * b * gh);
+        resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
+        resize(&mut self.gh, if gru { b * gh } else { 0 });
+        resize(&mut self.dh_carry, b * h);
+        resize(&mut self.dc_carry, b * h);
+        self.dims = Some(dims);
+    }
+
+    /// Hidden state `h_t` for `t` in `0..=T` (`t = 0` is the initial state), `[B, H]`.
+    pub fn h_at(&self, t: usize) -> &[T] {
+        let d = self.dims.expect("forward has run");
+        let n = d.batch * d.hidden;
+        &self.h[t * n..(t + 1) * n]
+    }
+
+    /// Outputs `h_1..h_T` as one `[T, B, H]` slice.
+    pub fn outputs(&self) -> &[T] {
+        let d = self.dims.expect("forward has run");
+        &self.h[d.batch * d.hidden..]
+    }
+
+    /// LSTM cell state `c_t` for `t` in `0..=T`, `[B, H]`.
+    pub fn c_at(&self, t: usize) -> &[T] {
+        let d = self.dims.expect("forward has run");
+        let n = d.batch * d.hidden;
+        &self.c[t * n..(t + 1) * n]
+    }
+}
+
+/// Where backward writes the per-step gradients `dL/dh_t` (and `dL/dc_t` for the LSTM), each
+/// `[T, B, H]`, when a caller asks for them; `None` costs nothing.
+pub struct StepGrads<'a, T> {
+    pub dh: &'a mut [T],
+    pub dc: Option<&'a mut [T]>,
+}
+
+/// Initial state of one layer and, after backward, the gradient with respect to it.
+pub struct StateIo<'a, T> {
+    /// `[B, H]`
+    pub h: &'a [T],
+    /// `[B, H]` (LSTM only; empty otherwise)
+    pub c: &'a [T],
+}
+
+/// Runs one layer forward over all `T` steps.
+///
+/// `x` is `[T, B, in]`; `state` holds `h_0` (and `c_0`). Results land in `cache`.
+pub fn forward<T: Float>(
+    cell: Cell,
+    cache: &mut LayerCache<T>,
+    x: &[T],
+    state: StateIo<T>,
+    p: LayerParams<T>,
+    dims: Dims,
+) {
+    cache.prepare(cell, dims);
+    let bh = dims.batch * dims.hidden;
+    cache.h[..bh].copy_from_slice(state.h);
+    if cell.kind == CellKind::Lstm {
+        cache.c[..bh].copy_from_slice(state.c);
+    }
+    match cell.kind {
+        CellKind::Rnn => rnn::forward(cell.activation, cache, x, p, dims),
+        CellKind::Lstm => lstm::forward(cache, x, p, dims),
+        CellKind::Gru => gru::forward(cache, x, p, dims),
+    }
+}
+
+/// Gradient outputs of one layer's backward pass.
+pub struct BackwardOut<'a, T> {
+    /// `[T, B, in]` gradient w.r.t. the layer input, or `None` when nobody needs it.
+    pub dx: Option<&'a mut [T]>,
+    /// `[B, H]` gradient w.r.t. `h_0` (overwritten).
+    pub dh0: &'a mut [T],
+    /// `[B, H]` gradient w.r.t. `c_0` (LSTM; overwritten; empty otherwise).
+    pub dc0: &'a mut [T],
+}
+
+/// Runs one layer backward over all `T` steps (after [`forward`] on the same cache).
+///
+/// `dh_out` `[T, B, H]` is the gradient reaching each `h_t` from above (the output layer or the
+/// next layer); `dh_last`/`dc_last` `[B, H]` the gradient reaching the final state (or `None`).
+/// Weight gradients are accumulated into `g`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Float>(
+    cell: Cell,
+    out: BackwardOut<T>,
+    g: LayerGrads<T>,
+    cache: &mut LayerCache<T>,
+    dh_out: &[T],
+    dh_last: Option<&[T]>,
+    dc_last: Option<&[T]>,
+    x: &[T],
+    p: LayerParams<T>,
+    record: Option<StepGrads<T>>,
+) {
+    let dims = cache.dims.expect("backward needs a forward pass first");
+    match dh_last {
+        Some(d) => cache.dh_carry.copy_from_slice(d),
+        None => cache.dh_carry.fill(T::ZERO),
+    }
+    match dc_last {
+        Some(d) => cache.dc_carry.copy_from_slice(d),
+        None => cache.dc_carry.fill(T::ZERO),
+    }
+    match cell.kind {
+        CellKind::Rnn => rnn::backward_steps(cell.activation, cache, dh_out, p, dims, record),
+        CellKind::Lstm => lstm::backward_steps(cache, dh_out, p, dims, record),
+        CellKind::Gru => gru::backward_steps(cache, dh_out, p, dims, record),
+    }
+    out.dh0.copy_from_slice(&cache.dh_carry);
+    if cell.kind == CellKind::Lstm {
+        out.dc0.copy_from_slice(&cache.dc_carry);
+    }
+    weight_grads(cell.kind, out.dx, g, cache, x, p, dims);
+}
+
+/// The weight gradients over all steps at once, from the stored pre-activation gradients:
+/// ```text
+/// dW_ih += dA^T X        dW_hh += dA_hh^T H_prev     db_ih += sum dA    db_hh += sum dA_hh
+/// dX = dA W_ih           (dA_hh = dA except for the GRU's n-gate)
+/// ```
+fn weight_grads<T: Float>(
+    kind: CellKind,
+    dx: Option<&mut [T]>,
+    g: LayerGrads<T>,
+    cache: &LayerCache<T>,
+    x: &[T],
+    p: LayerParams<T>,
+    dims: Dims,
+) {
+    let Dims {
+        steps,
+        batch,
+        input,
+        hidden,
+    } = dims;
+    let gh = kind.gates() * hidden;
+    let rows = steps * batch;
+    let da = &cache.da[..];
+    let da_hh = if kind == CellKind::Gru {
+        &cache.da_hh[..]
+    } else {
+        da
+    };
+    let h_prev = &cache.h[..rows * hidden];
+    matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
+    matmul(
+        g.w_hh,
+        da_hh,
+        Trans::Yes,
+        h_prev,
+        Trans::No,
+        gh,
+        hidden,
+        rows,
+        true,
+    );
+    sum_rows_into(g.b_ih, da);
+    sum_rows_into(g.b_hh, da_hh);
+    if let Some(dx) = dx {
+        matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
+    }
+}
+
+/// `out = x W_ih^T + b_ih (+ b_hh)` for all steps at once: `x [T*B, in]`, `out [T*B, G*H]`.
+/// The RNN and LSTM add both biases here; the GRU keeps `b_hh` for the recurrent term.
+fn input_projection<T: Float>(out: &mut [T], x: &[T], p: LayerParams<T>, with_b_hh: bool, dims: Dims) {
+    let gh = p.b_ih.len();
+    let rows = dims.steps * dims.batch;
+    matmul(out, x, Trans::No, p.w_ih, Trans::Yes, rows, gh, dims.input, false);
+    crate::tensor::add_row_bias(out, p.b_ih);
+    if with_b_hh {
+        crate::tensor::add_row_bias(out, p.b_hh);
+    }
+}

@@ -1,0 +1,313 @@
+//! Checkpoints as safetensors files with PyTorch state-dict names and shapes.
+//!
+//! A checkpoint holds `embedding.weight`, `rnn.weight_ih_l{k}`, `rnn.weight_hh_l{k}`,
+//! `rnn.bias_ih_l{k}`, `rnn.bias_hh_l{k}`, `decoder.weight`, `decoder.bias` in f32, so that
+//!
+//! ```text
+//! model.load_state_dict(safetensors.torch.load_file(path), strict=True)
+//! ```
+//! works for `nn.Embedding` + `nn.RNN/LSTM/GRU` + `nn.Linear` (see `reference/load_in_pytorch.py`).
+//! With a tied decoder `decoder.weight` is written as a copy of `embedding.weight` (PyTorch's
+//! state dict lists both keys). The model config (JSON under `rnnscope.config`), the vocabulary
+//! and any caller metadata go in the safetensors header. Writes are atomic: temp file, fsync,
+//! rename.
+
+use crate::cell::{Activation, CellKind};
+use crate::error::{Error, Result};
+use crate::model::{LanguageModel, ModelConfig};
+use crate::tensor::Float;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Metadata key holding the model config as JSON.
+pub const CONFIG_KEY: &str = "rnnscope.config";
+
+/// One tensor read from a file, converted to f64.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+/// A safetensors file read into memory: tensors by name (as f64) and the header metadata.
+#[derive(Debug)]
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, Tensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Reads and validates a safetensors file; f32, f64 and integer tensors are accepted.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::checkpoint(
+                path,
+                format!("not a valid safetensors file ({e}); it may be truncated or of another format"),
+            )
+        })?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::checkpoint(path, format!("unreadable header ({e})")))?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let data = decode(&view).ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    format!(
+                        "tensor `{name}` has dtype {:?}; save it as float32 or float64",
+                        view.dtype()
+                    ),
+                )
+            })?;
+            tensors.insert(
+                name,
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            tensors,
+            metadata,
+        })
+    }
+
+    /// The named tensor, or an error naming it.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::checkpoint(&self.path, format!("tensor `{name}` is missing")))
+    }
+
+    /// The named tensor, checked against `shape`.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<&Tensor> {
+        let t = self.get(name)?;
+        if t.shape != shape {
+            return Err(Error::checkpoint(
+                &self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {:?} for this model",
+                    t.shape, shape
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// The model config: from rnnscope's metadata when present, else inferred from the tensor
+    /// shapes of a PyTorch state dict (`nonlinearity` metadata, if any, picks the RNN activation;
+    /// tanh otherwise, as in `nn.RNN`).
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        if let Some(json) = self.metadata.get(CONFIG_KEY) {
+            let c: ModelConfig = serde_json::from_str(json).map_err(|e| {
+                Error::checkpoint(&self.path, format!("metadata `{CONFIG_KEY}` is not a model config: {e}"))
+            })?;
+            c.validate()
+                .map_err(|e| Error::checkpoint(&self.path, format!("metadata `{CONFIG_KEY}`: {e}")))?;
+            return Ok(c);
+        }
+        let dim2 = |name: &str| -> Result<(usize, usize)> {
+            match self.get(name)?.shape[..] {
+                [a, b] => Ok((a, b)),
+                ref s => Err(Error::checkpoint(
+                    &self.path,
+                    format!("tensor `{name}` has shape {s:?}, expected a matrix"),
+                )),
+            }
+        };
+        let (vocab, embedding) = dim2("embedding.weight")?;
+        let (gh, hidden) = dim2("rnn.weight_hh_l0")?;
+        let cell = match gh / hidden.max(1) {
+            1 => CellKind::Rnn,
+            3 => CellKind::Gru,
+            4 => CellKind::Lstm,
+            _ => {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("tensor `rnn.weight_hh_l0` has shape [{gh}, {hidden}]: rows must be 1, 3 or 4 times the columns"),
+                ))
+            }
+        };
+        let layers = (0..)
+            .take_while(|k| self.tensors.contains_key(&format!("rnn.weight_ih_l{k}")))
+            .count();
+        let activation = match self.metadata.get("nonlinearity").map(String::as_str) {
+            Some("relu") => Activation::Relu,
+            Some("sigmoid") => Activation::Sigmoid,
+            Some("identity") => Activation::Identity,
+            _ => Activation::Tanh,
+        };
+        let tie = match self.tensors.get("decoder.weight") {
+            None => true,
+            Some(d) => d.data == self.get("embedding.weight")?.data,
+        };
+        let c = ModelConfig {
+            cell,
+            activation,
+            vocab,
+            embedding,
+            hidden,
+            layers,
+            dropout: 0.0,
+            tie: tie && embedding == hidden,
+        };
+        c.validate()
+            .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;
+        Ok(c)
+    }
+
+    /// Copies this file's parameters into `model`, checking every name and shape. With `strict`,
+    /// a tensor the model does not have is an error too (as `load_state_dict(strict=True)`).
+    pub fn load_params<T: Float>(&self, model: &mut LanguageModel<T>, strict: bool) -> Result<()> {
+        for e in model.layout.entries().to_vec() {
+            let t = self.get_shaped(&e.name, &e.shape)?;
+            for (dst, &src) in model.params[e.range()].iter_mut().zip(&t.data) {
+                *dst = T::from_f64(src);
+            }
+        }
+        if model.config.tie {
+            if let Some(d) = self.tensors.get("decoder.weight") {
+                if d.data != self.get("embedding.weight")?.data {
+                    return Err(Error::checkpoint(
+                        &self.path,
+                        "tensor `decoder.weight` differs from `embedding.weight` but the model ties them",
+                    ));
+                }
+            }
+        }
+        if strict {
+            let tied_extra = |n: &str| model.config.tie && n == "decoder.weight";
+            if let Some(extra) = self
+                .tensors
+                .keys()
+                .find(|n| model.layout.get(n).is_none() && !tied_extra(n))
+            {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("unexpected tensor `{extra}`: the file is not a checkpoint of this model"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(view: &TensorView) -> Option<Vec<f64>> {
+    let b = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// A loaded checkpoint: the model and the header metadata (vocabulary, training info).
+pub struct Checkpoint<T> {
+    pub model: LanguageModel<T>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Loads a model checkpoint (ours, or a PyTorch state dict saved with safetensors), strictly.
+pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
+    let file = TensorFile::open(path)?;
+    let config = file.model_config()?;
+    let mut model = LanguageModel::zeros(config)?;
+    file.load_params(&mut model, true)?;
+    Ok(Checkpoint {
+        model,
+        metadata: file.metadata,
+    })
+}
+
+/// Named f32 tensors to write: `(name, shape, values)`.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// The model's parameters as PyTorch-named f32 tensors (tied decoder written as a copy).
+pub fn model_tensors<T: Float>(model: &LanguageModel<T>) -> NamedTensors {
+    let mut out: NamedTensors = model
+        .layout
+        .entries()
+        .iter()
+        .map(|e| {
+            let v = model.params[e.range()].iter().map(|x| x.to_f64() as f32).collect();
+            (e.name.clone(), e.shape.clone(), v)
+        })
+        .collect();
+    if model.config.tie {
+        let emb = out.iter().find(|t| t.0 == "embedding.weight").expect("embedding").clone();
+        out.push(("decoder.weight".into(), emb.1, emb.2));
+    }
+    out
+}
+
+/// Saves `model` (plus `metadata`, e.g. the vocabulary) atomically to `path`.
+pub fn save<T: Float>(model: &LanguageModel<T>, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+    let mut meta = metadata.clone();
+    meta.insert(
+        CONFIG_KEY.into(),
+        serde_json::to_string(&model.config).expect("config serialises"),
+    );
+    meta.insert("format".into(), "pt".into());
+    if model.config.cell == CellKind::Rnn {
+        meta.insert("nonlinearity".into(), model.config.activation.name().into());
+    }
+    write_tensors(path, &model_tensors(model), &meta)
+}
+
+/// Writes f32 tensors with metadata to a safetensors file, atomically.
+pub fn write_tensors(path: &Path, tensors: &NamedTensors, metadata: &HashMap<String, String>) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, &Some(metadata.clone()))
+        .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &data)
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory, then renames it,
+/// so a crash leaves either the old file or the new one, never a partial file.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

@@ -1,0 +1,274 @@
+//! Parameter initialisers.
+//!
+//! ```text
+//! default      PyTorch: cell weights and biases U(-1/sqrt(H), 1/sqrt(H)), embedding N(0, 1),
+//!              decoder U(-1/sqrt(H), 1/sqrt(H))
+//! uniform:A    every parameter U(-A, A) (char-rnn uses 0.08)
+//! xavier       cell weight blocks U(+-sqrt(6 / (fan_in + fan_out))), biases 0
+//! orthogonal   W_hh blocks orthogonal (QR of a Gaussian, Saxe et al. 2014), biases 0
+//! identity     W_hh blocks = I, biases 0 (IRNN, Le et al. 2015)
+//! ```
+//! `spectral_radius` rescales each `W_hh` gate block to that spectral radius; `forget_bias` sets
+//! the LSTM forget-gate bias (`b_ih` block f; `b_hh` block f = 0; Gers et al. 2000, Jozefowicz 2015).
+
+use crate::analysis::spectrum::spectral_radius;
+use crate::cell::CellKind;
+use crate::error::{Error, Result};
+use crate::model::LanguageModel;
+use crate::tensor::Float;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// How recurrent weights start out.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitScheme {
+    Default,
+    Uniform(f64),
+    Xavier,
+    Orthogonal,
+    Identity,
+}
+
+impl InitScheme {
+    /// Parses `default`, `uniform:A` (or `uniform`, A = 0.08), `xavier`, `orthogonal`, `identity`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "unknown init `{s}`: use default, uniform:A, xavier, orthogonal or identity"
+            ))
+        };
+        Ok(match s {
+            "default" | "pytorch" => InitScheme::Default,
+            "uniform" => InitScheme::Uniform(0.08),
+            "xavier" | "glorot" => InitScheme::Xavier,
+            "orthogonal" => InitScheme::Orthogonal,
+            "identity" | "irnn" => InitScheme::Identity,
+            _ => match s.strip_prefix("uniform:") {
+                Some(a) => InitScheme::Uniform(a.parse().map_err(|_| bad())?),
+                None => return Err(bad()),
+            },
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            InitScheme::Default => "default".into(),
+            InitScheme::Uniform(a) => format!("uniform:{a}"),
+            InitScheme::Xavier => "xavier".into(),
+            InitScheme::Orthogonal => "orthogonal".into(),
+            InitScheme::Identity => "identity".into(),
+        }
+    }
+}
+
+/// Full initialisation recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitConfig {
+    pub scheme: InitScheme,
+    /// Rescale every `W_hh` gate block to this spectral radius.
+    pub spectral_radius: Option<f64>,
+    /// LSTM forget-gate bias.
+    pub forget_bias: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig {
+            scheme: InitScheme::Default,
+            spectral_radius: None,
+            forget_bias: None,
+            seed: 0,
+        }
+    }
+}
+
+fn uniform(rng: &mut StdRng, out: &mut [f64], a: f64) {
+    for v in out {
+        *v = rng.gen_range(-a..=a);
+    }
+}
+
+/// A random `[n, n]` orthogonal matrix: QR (modified Gram-Schmidt) of a Gaussian matrix, which
+/// gives the Haar distribution because the columns are normalised one by one (sign of R >= 0).
+pub fn random_orthogonal(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    let mut q: Vec<f64> = (0..n * n).map(|_| StandardNormal.sample(rng)).collect();
+    // Orthonormalise the rows (twice for full double precision).
+    for i in 0..n {
+        for _ in 0..2 {
+            for j in 0..i {
+                let dot: f64 = (0..n).map(|k| q[i * n + k] * q[j * n + k]).sum();
+                for k in 0..n {
+                    q[i * n + k] -= dot * q[j * n + k];
+                }
+            }
+        }
+        let norm = (0..n).map(|k| q[i * n + k].powi(2)).sum::<f64>().sqrt();
+        for k in 0..n {
+            q[i * n + k] /= norm;
+        }
+    }
+    q
+}
+
+/// Initialises all parameters of `model` in place.
+pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> Result<()> {
+    let c = model.config.clone();
+    let mut rng = StdRng::seed_from_u64(init.seed);
+    let h = c.hidden;
+    let gates = c.cell.gates();
+    let k_h = 1.0 / (h as f64).sqrt();
+    let layout = model.layout.clone();
+    let mut p = vec![0.0f64; layout.total()];
+    for e in layout.entries() {
+        let block = &mut p[e.range()];
+        let name = e.name.as_str();
+        match init.scheme {
+            InitScheme::Uniform(a) => uniform(&mut rng, block, a),
+            _ if name == "embedding.weight" => {
+                for v in block.iter_mut() {
+                    *v = StandardNormal.sample(&mut rng);
+                }
+            }
+            _ if name.starts_with("decoder.") => uniform(&mut rng, block, k_h),
+            InitScheme::Default => uniform(&mut rng, block, k_h),
+            InitScheme::Xavier => {
+                if name.contains(".bias_") {
+                    block.fill(0.0);
+                } else {
+                    let fan_in = e.shape[1];
+                    let a = (6.0 / (fan_in + h) as f64).sqrt();
+                    uniform(&mut rng, block, a);
+                }
+            }
+            InitScheme::Orthogonal | InitScheme::Identity => {
+                if name.contains(".bias_") {
+                    block.fill(0.0);
+                } else if name.contains("weight_hh") {
+                    for g in 0..gates {
+                        let b = &mut block[g * h * h..(g + 1) * h * h];
+                        if init.scheme == InitScheme::Identity {
+                            b.fill(0.0);
+                            for i in 0..h {
+                                b[i * h + i] = 1.0;
+                            }
+                        } else {
+                            b.copy_from_slice(&random_orthogonal(&mut rng, h));
+                        }
+                    }
+                } else {
+                    uniform(&mut rng, block, k_h);
+                }
+            }
+        }
+    }
+    for k in 0..c.layers {
+        let w_hh = layout.get(&format!("rnn.weight_hh_l{k}")).expect("layout has every layer");
+        if let Some(rho) = init.spectral_radius {
+            if !(rho.is_finite() && rho >= 0.0) {
+                return Err(Error::Config(format!(
+                    "`spectral_radius` = {rho} must be a finite number >= 0"
+                )));
+            }
+            for g in 0..gates {
+                let r = w_hh.offset + g * h * h..w_hh.offset + (g + 1) * h * h;
+                let current = spectral_radius(&p[r.clone()], h)?;
+                if current == 0.0 {
+                    return Err(Error::Config(
+                        "cannot rescale a nilpotent W_hh to a spectral radius: choose another init".into(),
+                    ));
+                }
+                for v in &mut p[r] {
+                    *v *= rho / current;
+                }
+            }
+        }
+        if let (Some(fb), CellKind::Lstm) = (init.forget_bias, c.cell) {
+            let b_ih = layout.get(&format!("rnn.bias_ih_l{k}")).expect("layer bias");
+            let b_hh = layout.get(&format!("rnn.bias_hh_l{k}")).expect("layer bias");
+            p[b_ih.offset + h..b_ih.offset + 2 * h].fill(fb);
+            p[b_hh.offset + h..b_hh.offset + 2 * h].fill(0.0);
+        }
+    }
+    for (dst, src) in model.params.iter_mut().zip(&p) {
+        *dst = T::from_f64(*src);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::Activation;
+    use crate::model::ModelConfig;
+
+    fn cfg(cell: CellKind) -> ModelConfig {
+        ModelConfig {
+            cell,
+            activation: Activation::Tanh,
+            vocab: 5,
+            embedding: 4,
+            hidden: 6,
+            layers: 2,
+            dropout: 0.0,
+            tie: false,
+        }
+    }
+
+    #[test]
+    fn orthogonal_is_orthogonal() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let n = 9;
+        let q = random_orthogonal(&mut rng, n);
+        for i in 0..n {
+            for j in 0..n {
+                let dot: f64 = (0..n).map(|k| q[i * n + k] * q[j * n + k]).sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn spectral_radius_and_forget_bias_are_applied() {
+        let mut m = LanguageModel::<f64>::zeros(cfg(CellKind::Lstm)).unwrap();
+        let init = InitConfig {
+            scheme: InitScheme::Default,
+            spectral_radius: Some(0.7),
+            forget_bias: Some(1.0),
+            seed: 11,
+        };
+        initialize(&mut m, &init).unwrap();
+        let w = m.layout.view(&m.params, "rnn.weight_hh_l1").unwrap();
+        for g in 0..4 {
+            let rho = spectral_radius(&w[g * 36..(g + 1) * 36], 6).unwrap();
+            assert!((rho - 0.7).abs() < 1e-12);
+        }
+        let b = m.layout.view(&m.params, "rnn.bias_ih_l0").unwrap();
+        assert!(b[6..12].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn identity_init_and_seed_reproducibility() {
+        let mut a = LanguageModel::<f32>::zeros(cfg(CellKind::Rnn)).unwrap();
+        let init = InitConfig {
+            scheme: InitScheme::Identity,
+            ..Default::default()
+        };
+        initialize(&mut a, &init).unwrap();
+        let w = a.layout.view(&a.params, "rnn.weight_hh_l0").unwrap();
+        for i in 0..6 {
+            for j in 0..6 {
+                assert_eq!(w[i * 6 + j], if i == j { 1.0 } else { 0.0 });
+            }
+        }
+        let mut b = LanguageModel::<f32>::zeros(cfg(CellKind::Rnn)).unwrap();
+        initialize(&mut b, &init).unwrap();
+        assert_eq!(a.params, b.params);
+        assert!(InitScheme::parse("uniform:0.1").unwrap() == InitScheme::Uniform(0.1));
+        assert!(InitScheme::parse("nonsense").is_err());
+    }
+}

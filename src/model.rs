@@ -1,0 +1,495 @@
+//! `LanguageModel`: embedding -> stacked recurrent cells -> linear decoder -> softmax cross-entropy.
+//!
+//! ```text
+//! x_t = E[w_t]                     (embedding, [V, E])
+//! h^k_t = cell_k(x^k_t, h^k_{t-1})   x^0 = drop(x), x^{k+1} = drop(h^k)
+//! z_t = W_dec drop(h^{L-1}_t) + b_dec      (W_dec [V, H], tied to E when `tie`)
+//! J^(t) = -ln softmax(z_t)[w_{t+1}]        L = mean over t and batch of J^(t)
+//! ```
+//! Dropout (inverted, probability `dropout`) sits on every non-recurrent connection: the
+//! embedding output, between layers and before the decoder (Zaremba et al. 2014); it is off in
+//! evaluation. With `dropout = 0` the model is exactly `nn.Embedding -> nn.RNN/LSTM/GRU -> nn.Linear`.
+
+use crate::cell::{self, Activation, BackwardOut, Cell, CellKind, Dims, LayerCache, LayerGrads, LayerParams, StateIo, StepGrads};
+use crate::error::{Error, Result};
+use crate::layers;
+use crate::params::ParamLayout;
+use crate::tensor::{matmul, sum_rows_into, Float, Trans};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// Architecture of a language model; stored in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub cell: CellKind,
+    /// Activation of the vanilla RNN (ignored by LSTM and GRU).
+    pub activation: Activation,
+    /// Vocabulary size `V`.
+    pub vocab: usize,
+    /// Embedding size `E`.
+    pub embedding: usize,
+    /// Hidden size `H` of every layer.
+    pub hidden: usize,
+    pub layers: usize,
+    /// Dropout probability on non-recurrent connections (training only).
+    pub dropout: f64,
+    /// Tie the decoder weight to the embedding (needs `embedding == hidden`).
+    pub tie: bool,
+}
+
+impl ModelConfig {
+    /// Checks sizes; the message names the field and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab", self.vocab),
+            ("embedding", self.embedding),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::Config(format!("`{name}` must be at least 1")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "`dropout` = {} must be in [0, 1)",
+                self.dropout
+            )));
+        }
+        if self.tie && self.embedding != self.hidden {
+            return Err(Error::Config(format!(
+                "`tie` needs embedding == hidden (got {} and {}): set both to the same size",
+                self.embedding, self.hidden
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn cell(&self) -> Cell {
+        Cell {
+            kind: self.cell,
+            activation: self.activation,
+        }
+    }
+
+    /// Input size of layer `k`.
+    pub fn layer_input(&self, k: usize) -> usize {
+        if k == 0 {
+            self.embedding
+        } else {
+            self.hidden
+        }
+    }
+
+    /// The parameter layout, in PyTorch state-dict names and shapes.
+    pub fn layout(&self) -> ParamLayout {
+        self.layout_and_offsets().0
+    }
+
+    fn layout_and_offsets(&self) -> (ParamLayout, Offsets) {
+        let mut l = ParamLayout::default();
+        let embedding = l.push("embedding.weight", &[self.vocab, self.embedding]);
+        let gh = self.cell.gates() * self.hidden;
+        let mut layers = Vec::new();
+        for k in 0..self.layers {
+            let a = l.push(format!("rnn.weight_ih_l{k}"), &[gh, self.layer_input(k)]);
+            l.push(format!("rnn.weight_hh_l{k}"), &[gh, self.hidden]);
+            l.push(format!("rnn.bias_ih_l{k}"), &[gh]);
+            let d = l.push(format!("rnn.bias_hh_l{k}"), &[gh]);
+            layers.push(a.start..d.end);
+        }
+        let decoder_w = if self.tie {
+            embedding.clone()
+        } else {
+            l.push("decoder.weight", &[self.vocab, self.hidden])
+        };
+        let decoder_b = l.push("decoder.bias", &[self.vocab]);
+        let offsets = Offsets {
+            embedding,
+            layers,
+            decoder_w,
+            decoder_b,
+        };
+        (l, offsets)
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.layout().total()
+    }
+
+    /// Multiply-adds x 2 (FLOPs) of forward + backward per token, as DESIGN.md counts them:
+    /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder.
+    pub fn train_flops_per_token(&self) -> f64 {
+        let gh = (self.cell.gates() * self.hidden) as f64;
+        let mut f = 0.0;
+        for k in 0..self.layers {
+            f += 6.0 * (self.layer_input(k) + self.hidden) as f64 * gh;
+        }
+        f + 6.0 * (self.hidden * self.vocab) as f64
+    }
+}
+
+/// Where each piece lives in the flat parameter buffer.
+#[derive(Clone, Debug)]
+struct Offsets {
+    embedding: Range<usize>,
+    /// One contiguous block `[w_ih | w_hh | b_ih | b_hh]` per layer.
+    layers: Vec<Range<usize>>,
+    /// Equal to `embedding` when tied.
+    decoder_w: Range<usize>,
+    decoder_b: Range<usize>,
+}
+
+/// Recurrent state of every layer: `h [L, B, H]` and, for the LSTM, `c [L, B, H]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State<T> {
+    pub h: Vec<T>,
+    pub c: Vec<T>,
+}
+
+impl<T: Float> State<T> {
+    pub fn zeros(config: &ModelConfig, batch: usize) -> Self {
+        let n = config.layers * batch * config.hidden;
+        State {
+            h: vec![T::ZERO; n],
+            c: vec![T::ZERO; if config.cell == CellKind::Lstm { n } else { 0 }],
+        }
+    }
+
+    fn layer(&self, k: usize, bh: usize) -> StateIo<'_, T> {
+        StateIo {
+            h: &self.h[k * bh..(k + 1) * bh],
+            c: if self.c.is_empty() {
+                &[]
+            } else {
+                &self.c[k * bh..(k + 1) * bh]
+            },
+        }
+    }
+}
+
+/// Per-step gradients recorded by backward: `dh[k]` and `dc[k]` are `[T, B, H]` for layer `k`
+/// (`dc` only for the LSTM). They are the total derivatives `dL/dh_t`, `dL/dc_t`.
+#[derive(Clone, Debug, Default)]
+pub struct StepRecord<T> {
+    pub dh: Vec<Vec<T>>,
+    pub dc: Vec<Vec<T>>,
+}
+
+/// How the per-token losses `J_{t,b}` are weighted into the loss that backward differentiates.
+pub enum LossWeights<'a, T> {
+    /// `L = mean over all T * B tokens` (training).
+    Mean,
+    /// `L = sum_r w_r J_r` with `w` of length `T * B` (e.g. a single step `J^(i)`).
+    PerToken(&'a [T]),
+}
+
+/// Buffers for one `(T, B)` shape, allocated once and reused every step.
+#[derive(Default)]
+pub struct Workspace<T> {
+    dims: Option<(usize, usize)>,
+    tokens: Vec<u32>,
+    targets: Vec<u32>,
+    /// Per layer `[T, B, in_k]`: the layer's input after dropout.
+    layer_in: Vec<Vec<T>>,
+    /// Per dropout site (layer inputs, then the decoder input) `[T, B, size]`; empty when off.
+    masks: Vec<Vec<T>>,
+    dropout_on: bool,
+    pub caches: Vec<LayerCache<T>>,
+    /// `[T, B, H]` decoder input.
+    top: Vec<T>,
+    /// `[T * B, V]`: logits after forward, probabilities after `loss`, then logit gradients.
+    pub logits: Vec<T>,
+    /// `[T * B]` per-token losses `J_{t,b}` (time-major).
+    pub step_loss: Vec<f64>,
+    weights: Vec<T>,
+    dtop: Vec<T>,
+    /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input.
+    dlayer_in: Vec<Vec<T>>,
+    /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
+    dh0: Vec<T>,
+    dc0: Vec<T>,
+}
+
+impl<T: Float> Workspace<T> {
+    fn prepare(&mut self, c: &ModelConfig, steps: usize, batch: usize) {
+        if self.dims == Some((steps, batch)) && self.layer_in.len() == c.layers {
+            return;
+        }
+        let n = steps * batch;
+        self.layer_in = (0..c.layers).map(|k| vec![T::ZERO; n * c.layer_input(k)]).collect();
+        self.dlayer_in = self.layer_in.clone();
+        self.caches = (0..c.layers).map(|_| LayerCache::default()).collect();
+        self.masks = (0..=c.layers)
+            .map(|k| vec![T::ZERO; n * if k < c.layers { c.layer_input(k) } else { c.hidden }])
+            .collect();
+        self.top = vec![T::ZERO; n * c.hidden];
+        self.dtop = self.top.clone();
+        self.logits = vec![T::ZERO; n * c.vocab];
+        self.step_loss = vec![0.0; n];
+        self.weights = vec![T::ZERO; n];
+        self.dh0 = vec![T::ZERO; batch * c.hidden];
+        self.dc0 = vec![T::ZERO; if c.cell == CellKind::Lstm { batch * c.hidden } else { 0 }];
+        self.dims = Some((steps, batch));
+    }
+
+    /// `(T, B)` of the last forward pass.
+    pub fn dims(&self) -> Option<(usize, usize)> {
+        self.dims
+    }
+
+    /// Top-layer outputs after the last forward, `[T, B, H]` (before dropout).
+    pub fn top_outputs(&self) -> &[T] {
+        self.caches.last().map(|c| c.outputs()).unwrap_or(&[])
+    }
+}
+
+/// A recurrent language model whose parameters live in one flat buffer.
+#[derive(Clone, Debug)]
+pub struct LanguageModel<T> {
+    pub config: ModelConfig,
+    pub layout: ParamLayout,
+    /// All parameters, laid out as `layout` says.
+    pub params: Vec<T>,
+    offsets: Offsets,
+}
+
+impl<T: Float> LanguageModel<T> {
+    /// A model with all parameters zero (see [`crate::init`] to initialise it).
+    pub fn zeros(config: ModelConfig) -> Result<Self> {
+        config.validate()?;
+        let (layout, offsets) = config.layout_and_offsets();
+        let params = vec![T::ZERO; layout.total()];
+        Ok(LanguageModel {
+            config,
+            layout,
+            params,
+            offsets,
+        })
+    }
+
+    /// The parameters of layer `k`.
+    pub fn layer_params(&self, k: usize) -> LayerParams<'_, T> {
+        let c = &self.config;
+        LayerParams::split(
+            &self.params[self.offsets.layers[k].clone()],
+            c.cell.gates() * c.hidden,
+            c.layer_input(k),
+            c.hidden,
+        )
+    }
+
+    /// Mutable view of layer `k`'s parameters in a buffer with this model's layout.
+    pub fn layer_grads<'a>(&self, buf: &'a mut [T], k: usize) -> LayerGrads<'a, T> {
+        let c = &self.config;
+        LayerGrads::split(
+            &mut buf[self.offsets.layers[k].clone()],
+            c.cell.gates() * c.hidden,
+            c.layer_input(k),
+            c.hidden,
+        )
+    }
+
+    /// Forward pass over `tokens [T, B]` (time-major) from `state`, leaving the logits in
+    /// `ws.logits`. `dropout_rng` switches training-mode dropout on. Returns nothing: call
+    /// [`Self::loss`] for the cross-entropy or read the logits.
+    pub fn forward(
+        &self,
+        ws: &mut Workspace<T>,
+        tokens: &[u32],
+        state: &State<T>,
+        steps: usize,
+        batch: usize,
+        dropout_rng: Option<&mut StdRng>,
+    ) {
+        let c = &self.config;
+        assert_eq!(tokens.len(), steps * batch, "tokens must be [T, B]");
+        ws.prepare(c, steps, batch);
+        ws.tokens.clear();
+        ws.tokens.extend_from_slice(tokens);
+        ws.dropout_on = c.dropout > 0.0 && dropout_rng.is_some();
+        if let Some(rng) = dropout_rng.filter(|_| ws.dropout_on) {
+            for m in ws.masks.iter_mut() {
+                layers::dropout_mask(m, c.dropout, rng);
+            }
+        }
+        let table = &self.params[self.offsets.embedding.clone()];
+        layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+        let bh = batch * c.hidden;
+        for k in 0..c.layers {
+            if ws.dropout_on {
+                layers::apply_mask(&mut ws.layer_in[k], &ws.masks[k]);
+            }
+            let dims = Dims {
+                steps,
+                batch,
+                input: c.layer_input(k),
+                hidden: c.hidden,
+            };
+            cell::forward(
+                c.cell(),
+                &mut ws.caches[k],
+                &ws.layer_in[k],
+                state.layer(k, bh),
+                self.layer_params(k),
+                dims,
+            );
+            let next = if k + 1 < c.layers {
+                &mut ws.layer_in[k + 1]
+            } else {
+                &mut ws.top
+            };
+            next.copy_from_slice(ws.caches[k].outputs());
+        }
+        if ws.dropout_on {
+            layers::apply_mask(&mut ws.top, &ws.masks[c.layers]);
+        }
+        // z = top W_dec^T + b_dec   ([T*B, H] x [V, H]^T)
+        let n = steps * batch;
+        matmul(
+            &mut ws.logits,
+            &ws.top,
+            Trans::No,
+            &self.params[self.offsets.decoder_w.clone()],
+            Trans::Yes,
+            n,
+            c.vocab,
+            c.hidden,
+            false,
+        );
+        crate::tensor::add_row_bias(&mut ws.logits, &self.params[self.offsets.decoder_b.clone()]);
+    }
+
+    /// Cross-entropy of the last forward's logits against `targets [T, B]`: fills
+    /// `ws.step_loss` and returns the mean. Overwrites the logits with probabilities.
+    pub fn loss(&self, ws: &mut Workspace<T>, targets: &[u32]) -> f64 {
+        assert_eq!(targets.len(), ws.step_loss.len(), "targets must be [T, B]");
+        ws.targets.clear();
+        ws.targets.extend_from_slice(targets);
+        layers::softmax_cross_entropy(&mut ws.logits, targets, &mut ws.step_loss, self.config.vocab);
+        ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
+    }
+
+    /// Final state after the last forward pass (for carrying into the next window).
+    pub fn final_state(&self, ws: &Workspace<T>, out: &mut State<T>) {
+        let (steps, batch) = ws.dims.expect("forward has run");
+        let bh = batch * self.config.hidden;
+        for (k, cache) in ws.caches.iter().enumerate() {
+            out.h[k * bh..(k + 1) * bh].copy_from_slice(cache.h_at(steps));
+            if !out.c.is_empty() {
+                out.c[k * bh..(k + 1) * bh].copy_from_slice(cache.c_at(steps));
+            }
+        }
+    }
+
+    /// Backward pass after [`Self::forward`] and [`Self::loss`]: accumulates `dL/dparams` into
+    /// `grads` (this model's layout), writes `dL/d state_0` into `dstate` when given, and the
+    /// per-step `dL/dh_t` (and `dL/dc_t`) into `record` when given.
+    pub fn backward(
+        &self,
+        ws: &mut Workspace<T>,
+        grads: &mut [T],
+        weights: LossWeights<T>,
+        dstate: Option<&mut State<T>>,
+        mut record: Option<&mut StepRecord<T>>,
+    ) {
+        let c = &self.config;
+        let (steps, batch) = ws.dims.expect("backward needs forward and loss first");
+        let n = steps * batch;
+        assert_eq!(grads.len(), self.layout.total(), "grads must have the model's layout");
+        match weights {
+            LossWeights::Mean => ws.weights.fill(T::from_f64(1.0 / n as f64)),
+            LossWeights::PerToken(w) => ws.weights.copy_from_slice(w),
+        }
+        layers::softmax_cross_entropy_backward(&mut ws.logits, &ws.targets, &ws.weights, c.vocab);
+        // dW_dec += dz^T top;  db_dec += sum dz;  dtop = dz W_dec
+        matmul(
+            &mut grads[self.offsets.decoder_w.clone()],
+            &ws.logits,
+            Trans::Yes,
+            &ws.top,
+            Trans::No,
+            c.vocab,
+            c.hidden,
+            n,
+            true,
+        );
+        sum_rows_into(&mut grads[self.offsets.decoder_b.clone()], &ws.logits);
+        matmul(
+            &mut ws.dtop,
+            &ws.logits,
+            Trans::No,
+            &self.params[self.offsets.decoder_w.clone()],
+            Trans::No,
+            n,
+            c.hidden,
+            c.vocab,
+            false,
+        );
+        if ws.dropout_on {
+            layers::apply_mask(&mut ws.dtop, &ws.masks[c.layers]);
+        }
+        if let Some(rec) = record.as_deref_mut() {
+            rec.dh.resize(c.layers, Vec::new());
+            rec.dc.resize(if c.cell == CellKind::Lstm { c.layers } else { 0 }, Vec::new());
+            for v in rec.dh.iter_mut().chain(rec.dc.iter_mut()) {
+                v.resize(n * c.hidden, T::ZERO);
+            }
+        }
+        let bh = batch * c.hidden;
+        let mut dstate = dstate;
+        for k in (0..c.layers).rev() {
+            let dims_in = c.layer_input(k);
+            // The gradient reaching this layer's outputs: dtop for the top layer, else the
+            // next layer's input gradient (already multiplied by its dropout mask).
+            let (below, above) = ws.dlayer_in.split_at_mut(k + 1);
+            let dh_out: &[T] = if k + 1 == c.layers { &ws.dtop } else { &above[0] };
+            let (d0h, d0c): (&mut [T], &mut [T]) = match dstate.as_deref_mut() {
+                Some(s) => (
+                    &mut s.h[k * bh..(k + 1) * bh],
+                    if s.c.is_empty() {
+                        &mut []
+                    } else {
+                        &mut s.c[k * bh..(k + 1) * bh]
+                    },
+                ),
+                None => (&mut ws.dh0[..], &mut ws.dc0[..]),
+            };
+            let step_grads = record.as_deref_mut().map(|r| StepGrads {
+                dh: &mut r.dh[k][..],
+                dc: r.dc.get_mut(k).map(|v| &mut v[..]),
+            });
+            let dx = &mut below[k];
+            cell::backward(
+                c.cell(),
+                BackwardOut {
+                    dx: Some(&mut dx[..]),
+                    dh0: d0h,
+                    dc0: d0c,
+                },
+                self.layer_grads(grads, k),
+                &mut ws.caches[k],
+                dh_out,
+                None,
+                None,
+                &ws.layer_in[k],
+                self.layer_params(k),
+                step_grads,
+            );
+            if ws.dropout_on {
+                layers::apply_mask(dx, &ws.masks[k]);
+            }
+            debug_assert_eq!(dx.len(), n * dims_in);
+        }
+        layers::embedding_backward(
+            &mut grads[self.offsets.embedding.clone()],
+            &ws.dlayer_in[0],
+            &ws.tokens,
+            c.embedding,
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The one place that calls the GEMM kernel (the `gemm` crate, also used inside faer).
+
+use super::Float;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Whether a row-major operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    No,
+    Yes,
+}
+
+static GEMM_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets how many threads a large GEMM may use (1 = sequential). Call it once at the top level;
+/// code that already runs inside a parallel region should leave it at 1 to avoid oversubscription.
+pub fn set_gemm_threads(n: usize) {
+    GEMM_THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The current GEMM thread count.
+pub fn gemm_threads() -> usize {
+    GEMM_THREADS.load(Ordering::Relaxed)
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
+const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+
+/// `C = op(A) op(B)` (or `C += op(A) op(B)` when `accumulate`), all row-major.
+///
+/// ```text
+/// C: [m, n]   op(A): [m, k]   op(B): [k, n]
+/// A is stored [m, k] (Trans::No) or [k, m] (Trans::Yes); B is stored [k, n] or [n, k].
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<T: Float>(
+    c: &mut [T],
+    a: &[T],
+    ta: Trans,
+    b: &[T],
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    assert_eq!(c.len(), m * n, "matmul: C must be [m, n]");
+    assert_eq!(a.len(), m * k, "matmul: A must hold m * k values");
+    assert_eq!(b.len(), k * n, "matmul: B must hold k * n values");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(T::ZERO);
+        }
+        return;
+    }
+    // (row stride, column stride) of each operand as the kernel sees it.
+    let (a_rs, a_cs) = match ta {
+        Trans::No => (k as isize, 1),
+        Trans::Yes => (1, m as isize),
+    };
+    let (b_rs, b_cs) = match tb {
+        Trans::No => (n as isize, 1),
+        Trans::Yes => (1, k as isize),
+    };
+    let threads = gemm_threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_FLOPS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee that every index the kernel forms from (m, n, k) and
+    // the strides stays inside `a`, `b` and `c`; `c` is uniquely borrowed and cannot alias `a`
+    // or `b`; `T` is f32 or f64, both supported by `gemm::gemm`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], ta: Trans, b: &[f64], tb: Trans, m: usize, n: usize, k: usize) -> Vec<f64> {
+        let at = |i: usize, p: usize| match ta {
+            Trans::No => a[i * k + p],
+            Trans::Yes => a[p * m + i],
+        };
+        let bt = |p: usize, j: usize| match tb {
+            Trans::No => b[p * n + j],
+            Trans::Yes => b[j * k + p],
+        };
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn all_transpositions_match_naive_and_accumulate() {
+        let (m, n, k) = (7, 5, 9);
+        let a: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 11) as f64) - 5.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| ((i * 13 % 7) as f64) * 0.5 - 1.0).collect();
+        for ta in [Trans::No, Trans::Yes] {
+            for tb in [Trans::No, Trans::Yes] {
+                let want = naive(&a, ta, &b, tb, m, n, k);
+                let mut c = vec![1.0; m * n];
+                matmul(&mut c, &a, ta, &b, tb, m, n, k, false);
+                assert_eq!(c, want);
+                matmul(&mut c, &a, ta, &b, tb, m, n, k, true);
+                let doubled: Vec<f64> = want.iter().map(|x| 2.0 * x).collect();
+                assert_eq!(c, doubled);
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_equals_sequential() {
+        let (m, n, k) = (200, 150, 120);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32) * 0.1 - 0.8).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6).collect();
+        let mut seq = vec![0.0; m * n];
+        matmul(&mut seq, &a, Trans::No, &b, Trans::Yes, m, n, k, false);
+        set_gemm_threads(2);
+        let mut par = vec![0.0; m * n];
+        matmul(&mut par, &a, Trans::No, &b, Trans::Yes, m, n, k, false);
+        set_gemm_threads(1);
+        let want = naive(
+            &a.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            Trans::No,
+            &b.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            Trans::Yes,
+            m,
+            n,
+            k,
+        );
+        for ((s, p), w) in seq.iter().zip(&par).zip(&want) {
+            assert!((s - p).abs() <= 1e-4 * w.abs().max(1.0), "{s} vs {p}");
+            assert!(((*s as f64) - w).abs() <= 1e-4 * w.abs().max(1.0));
+        }
+    }
+}
