@@ -46,7 +46,9 @@ impl TensorFile {
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             Error::checkpoint(
                 path,
-                format!("not a valid safetensors file ({e}); it may be truncated or of another format"),
+                format!(
+                    "not a valid safetensors file ({e}); it may be truncated or of another format"
+                ),
             )
         })?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -106,10 +108,14 @@ impl TensorFile {
     pub fn model_config(&self) -> Result<ModelConfig> {
         if let Some(json) = self.metadata.get(CONFIG_KEY) {
             let c: ModelConfig = serde_json::from_str(json).map_err(|e| {
-                Error::checkpoint(&self.path, format!("metadata `{CONFIG_KEY}` is not a model config: {e}"))
+                Error::checkpoint(
+                    &self.path,
+                    format!("metadata `{CONFIG_KEY}` is not a model config: {e}"),
+                )
             })?;
-            c.validate()
-                .map_err(|e| Error::checkpoint(&self.path, format!("metadata `{CONFIG_KEY}`: {e}")))?;
+            c.validate().map_err(|e| {
+                Error::checkpoint(&self.path, format!("metadata `{CONFIG_KEY}`: {e}"))
+            })?;
             return Ok(c);
         }
         let dim2 = |name: &str| -> Result<(usize, usize)> {
@@ -190,7 +196,9 @@ impl TensorFile {
             {
                 return Err(Error::checkpoint(
                     &self.path,
-                    format!("unexpected tensor `{extra}`: the file is not a checkpoint of this model"),
+                    format!(
+                        "unexpected tensor `{extra}`: the file is not a checkpoint of this model"
+                    ),
                 ));
             }
         }
@@ -249,19 +257,30 @@ pub fn model_tensors<T: Float>(model: &LanguageModel<T>) -> NamedTensors {
         .entries()
         .iter()
         .map(|e| {
-            let v = model.params[e.range()].iter().map(|x| x.to_f64() as f32).collect();
+            let v = model.params[e.range()]
+                .iter()
+                .map(|x| x.to_f64() as f32)
+                .collect();
             (e.name.clone(), e.shape.clone(), v)
         })
         .collect();
     if model.config.tie {
-        let emb = out.iter().find(|t| t.0 == "embedding.weight").expect("embedding").clone();
+        let emb = out
+            .iter()
+            .find(|t| t.0 == "embedding.weight")
+            .expect("embedding")
+            .clone();
         out.push(("decoder.weight".into(), emb.1, emb.2));
     }
     out
 }
 
 /// Saves `model` (plus `metadata`, e.g. the vocabulary) atomically to `path`.
-pub fn save<T: Float>(model: &LanguageModel<T>, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+pub fn save<T: Float>(
+    model: &LanguageModel<T>,
+    path: &Path,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let mut meta = metadata.clone();
     meta.insert(
         CONFIG_KEY.into(),
@@ -275,7 +294,11 @@ pub fn save<T: Float>(model: &LanguageModel<T>, path: &Path, metadata: &HashMap<
 }
 
 /// Writes f32 tensors with metadata to a safetensors file, atomically.
-pub fn write_tensors(path: &Path, tensors: &NamedTensors, metadata: &HashMap<String, String>) -> Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: &NamedTensors,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -297,8 +320,13 @@ pub fn write_tensors(path: &Path, tensors: &NamedTensors, metadata: &HashMap<Str
 /// Writes `data` to `path` through a temporary file in the same directory, then renames it,
 /// so a crash leaves either the old file or the new one, never a partial file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -166,7 +166,9 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
         }
     }
     for k in 0..c.layers {
-        let w_hh = layout.get(&format!("rnn.weight_hh_l{k}")).expect("layout has every layer");
+        let w_hh = layout
+            .get(&format!("rnn.weight_hh_l{k}"))
+            .expect("layout has every layer");
         if let Some(rho) = init.spectral_radius {
             if !(rho.is_finite() && rho >= 0.0) {
                 return Err(Error::Config(format!(
@@ -178,7 +180,8 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
                 let current = spectral_radius(&p[r.clone()], h)?;
                 if current == 0.0 {
                     return Err(Error::Config(
-                        "cannot rescale a nilpotent W_hh to a spectral radius: choose another init".into(),
+                        "cannot rescale a nilpotent W_hh to a spectral radius: choose another init"
+                            .into(),
                     ));
                 }
                 for v in &mut p[r] {
@@ -187,8 +190,12 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
             }
         }
         if let (Some(fb), CellKind::Lstm) = (init.forget_bias, c.cell) {
-            let b_ih = layout.get(&format!("rnn.bias_ih_l{k}")).expect("layer bias");
-            let b_hh = layout.get(&format!("rnn.bias_hh_l{k}")).expect("layer bias");
+            let b_ih = layout
+                .get(&format!("rnn.bias_ih_l{k}"))
+                .expect("layer bias");
+            let b_hh = layout
+                .get(&format!("rnn.bias_hh_l{k}"))
+                .expect("layer bias");
             p[b_ih.offset + h..b_ih.offset + 2 * h].fill(fb);
             p[b_hh.offset + h..b_hh.offset + 2 * h].fill(0.0);
         }

@@ -10,7 +10,10 @@
 //! embedding output, between layers and before the decoder (Zaremba et al. 2014); it is off in
 //! evaluation. With `dropout = 0` the model is exactly `nn.Embedding -> nn.RNN/LSTM/GRU -> nn.Linear`.
 
-use crate::cell::{self, Activation, BackwardOut, Cell, CellKind, Dims, LayerCache, LayerGrads, LayerParams, StateIo, StepGrads};
+use crate::cell::{
+    self, Activation, BackwardOut, Cell, CellKind, Dims, LayerCache, LayerGrads, LayerParams,
+    StateIo, StepGrads,
+};
 use crate::error::{Error, Result};
 use crate::layers;
 use crate::params::ParamLayout;
@@ -221,11 +224,22 @@ impl<T: Float> Workspace<T> {
             return;
         }
         let n = steps * batch;
-        self.layer_in = (0..c.layers).map(|k| vec![T::ZERO; n * c.layer_input(k)]).collect();
+        self.layer_in = (0..c.layers)
+            .map(|k| vec![T::ZERO; n * c.layer_input(k)])
+            .collect();
         self.dlayer_in = self.layer_in.clone();
         self.caches = (0..c.layers).map(|_| LayerCache::default()).collect();
         self.masks = (0..=c.layers)
-            .map(|k| vec![T::ZERO; n * if k < c.layers { c.layer_input(k) } else { c.hidden }])
+            .map(|k| {
+                vec![
+                    T::ZERO;
+                    n * if k < c.layers {
+                        c.layer_input(k)
+                    } else {
+                        c.hidden
+                    }
+                ]
+            })
             .collect();
         self.top = vec![T::ZERO; n * c.hidden];
         self.dtop = self.top.clone();
@@ -233,7 +247,14 @@ impl<T: Float> Workspace<T> {
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
         self.dh0 = vec![T::ZERO; batch * c.hidden];
-        self.dc0 = vec![T::ZERO; if c.cell == CellKind::Lstm { batch * c.hidden } else { 0 }];
+        self.dc0 = vec![
+            T::ZERO;
+            if c.cell == CellKind::Lstm {
+                batch * c.hidden
+            } else {
+                0
+            }
+        ];
         self.dims = Some((steps, batch));
     }
 
@@ -370,7 +391,12 @@ impl<T: Float> LanguageModel<T> {
         assert_eq!(targets.len(), ws.step_loss.len(), "targets must be [T, B]");
         ws.targets.clear();
         ws.targets.extend_from_slice(targets);
-        layers::softmax_cross_entropy(&mut ws.logits, targets, &mut ws.step_loss, self.config.vocab);
+        layers::softmax_cross_entropy(
+            &mut ws.logits,
+            targets,
+            &mut ws.step_loss,
+            self.config.vocab,
+        );
         ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
     }
 
@@ -400,7 +426,11 @@ impl<T: Float> LanguageModel<T> {
         let c = &self.config;
         let (steps, batch) = ws.dims.expect("backward needs forward and loss first");
         let n = steps * batch;
-        assert_eq!(grads.len(), self.layout.total(), "grads must have the model's layout");
+        assert_eq!(
+            grads.len(),
+            self.layout.total(),
+            "grads must have the model's layout"
+        );
         match weights {
             LossWeights::Mean => ws.weights.fill(T::from_f64(1.0 / n as f64)),
             LossWeights::PerToken(w) => ws.weights.copy_from_slice(w),
@@ -435,7 +465,14 @@ impl<T: Float> LanguageModel<T> {
         }
         if let Some(rec) = record.as_deref_mut() {
             rec.dh.resize(c.layers, Vec::new());
-            rec.dc.resize(if c.cell == CellKind::Lstm { c.layers } else { 0 }, Vec::new());
+            rec.dc.resize(
+                if c.cell == CellKind::Lstm {
+                    c.layers
+                } else {
+                    0
+                },
+                Vec::new(),
+            );
             for v in rec.dh.iter_mut().chain(rec.dc.iter_mut()) {
                 v.resize(n * c.hidden, T::ZERO);
             }
@@ -447,7 +484,11 @@ impl<T: Float> LanguageModel<T> {
             // The gradient reaching this layer's outputs: dtop for the top layer, else the
             // next layer's input gradient (already multiplied by its dropout mask).
             let (below, above) = ws.dlayer_in.split_at_mut(k + 1);
-            let dh_out: &[T] = if k + 1 == c.layers { &ws.dtop } else { &above[0] };
+            let dh_out: &[T] = if k + 1 == c.layers {
+                &ws.dtop
+            } else {
+                &above[0]
+            };
             let (d0h, d0c): (&mut [T], &mut [T]) = match dstate.as_deref_mut() {
                 Some(s) => (
                     &mut s.h[k * bh..(k + 1) * bh],

@@ -75,7 +75,10 @@ mod tests {
         let comp = [6.0, -11.0, 6.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         let e = eigenvalues(&comp, 3).unwrap();
         for (ev, want) in e.iter().zip([3.0, 2.0, 1.0]) {
-            assert!((ev.re - want).abs() < 1e-10 && ev.im.abs() < 1e-10, "{ev:?}");
+            assert!(
+                (ev.re - want).abs() < 1e-10 && ev.im.abs() < 1e-10,
+                "{ev:?}"
+            );
         }
         assert!((spectral_radius(&comp, 3).unwrap() - 3.0).abs() < 1e-10);
     }

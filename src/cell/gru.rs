@@ -17,7 +17,17 @@ pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerPara
         let hn_t = &mut cache.hn[t * bh..(t + 1) * bh];
         let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
         // gh = h_{t-1} W_hh^T + b_hh   ([B, H] x [H, 3H])
-        matmul(&mut cache.gh, h_prev, Trans::No, p.w_hh, Trans::Yes, b, 3 * h, h, false);
+        matmul(
+            &mut cache.gh,
+            h_prev,
+            Trans::No,
+            p.w_hh,
+            Trans::Yes,
+            b,
+            3 * h,
+            h,
+            false,
+        );
         add_row_bias(&mut cache.gh, p.b_hh);
         for r in 0..b {
             let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
@@ -84,6 +94,16 @@ pub(super) fn backward_steps<T: Float>(
             }
         }
         // carry += da_hh_t W_hh   ([B, 3H] x [3H, H])
-        matmul(&mut cache.dh_carry, dahh_t, Trans::No, p.w_hh, Trans::No, b, h, 3 * h, true);
+        matmul(
+            &mut cache.dh_carry,
+            dahh_t,
+            Trans::No,
+            p.w_hh,
+            Trans::No,
+            b,
+            h,
+            3 * h,
+            true,
+        );
     }
 }

@@ -17,7 +17,17 @@ pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerPara
         let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
         let (c_prev, c_next) = cache.c[t * bh..(t + 2) * bh].split_at_mut(bh);
         // gates += h_{t-1} W_hh^T   ([B, H] x [H, 4H])
-        matmul(gates, h_prev, Trans::No, p.w_hh, Trans::Yes, b, 4 * h, h, true);
+        matmul(
+            gates,
+            h_prev,
+            Trans::No,
+            p.w_hh,
+            Trans::Yes,
+            b,
+            4 * h,
+            h,
+            true,
+        );
         for r in 0..b {
             let g = &mut gates[r * 4 * h..(r + 1) * 4 * h];
             for j in 0..h {
@@ -83,6 +93,16 @@ pub(super) fn backward_steps<T: Float>(
             }
         }
         // dh_{t-1} (from step t) = da_t W_hh   ([B, 4H] x [4H, H])
-        matmul(&mut cache.dh_carry, da_t, Trans::No, p.w_hh, Trans::No, b, h, 4 * h, false);
+        matmul(
+            &mut cache.dh_carry,
+            da_t,
+            Trans::No,
+            p.w_hh,
+            Trans::No,
+            b,
+            h,
+            4 * h,
+            false,
+        );
     }
 }

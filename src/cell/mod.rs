@@ -234,8 +234,22 @@ impl<T: Float> LayerCache<T> {
         } = dims;
         let gh = cell.kind.gates() * h;
         resize(&mut self.h, (t + 1) * b * h);
-        resize(&mut self.c, if cell.kind == CellKind::Lstm { (t + 1) * b * h } else { 0 });
-        resize(&mut self.gates, if cell.kind == CellKind::Rnn { 0 } else { t * b * gh });
+        resize(
+            &mut self.c,
+            if cell.kind == CellKind::Lstm {
+                (t + 1) * b * h
+            } else {
+                0
+            },
+        );
+        resize(
+            &mut self.gates,
+            if cell.kind == CellKind::Rnn {
+                0
+            } else {
+                t * b * gh
+            },
+        );
         let gru = cell.kind == CellKind::Gru;
         resize(&mut self.hn, if gru { t * b * h } else { 0 });
         resize(&mut self.da, t * b * gh);
@@ -405,10 +419,26 @@ fn weight_grads<T: Float>(
 
 /// `out = x W_ih^T + b_ih (+ b_hh)` for all steps at once: `x [T*B, in]`, `out [T*B, G*H]`.
 /// The RNN and LSTM add both biases here; the GRU keeps `b_hh` for the recurrent term.
-fn input_projection<T: Float>(out: &mut [T], x: &[T], p: LayerParams<T>, with_b_hh: bool, dims: Dims) {
+fn input_projection<T: Float>(
+    out: &mut [T],
+    x: &[T],
+    p: LayerParams<T>,
+    with_b_hh: bool,
+    dims: Dims,
+) {
     let gh = p.b_ih.len();
     let rows = dims.steps * dims.batch;
-    matmul(out, x, Trans::No, p.w_ih, Trans::Yes, rows, gh, dims.input, false);
+    matmul(
+        out,
+        x,
+        Trans::No,
+        p.w_ih,
+        Trans::Yes,
+        rows,
+        gh,
+        dims.input,
+        false,
+    );
     crate::tensor::add_row_bias(out, p.b_ih);
     if with_b_hh {
         crate::tensor::add_row_bias(out, p.b_hh);

@@ -41,9 +41,20 @@ pub fn apply_mask<T: Float>(x: &mut [T], mask: &[T]) {
 /// ```
 /// `logits [N, V]` is overwritten with the probabilities `softmax(z_r)` (what backward needs);
 /// `losses [N]` receives `J_r` (in f64).
-pub fn softmax_cross_entropy<T: Float>(logits: &mut [T], targets: &[u32], losses: &mut [f64], vocab: usize) {
-    for ((row, &y), loss) in logits.chunks_exact_mut(vocab).zip(targets).zip(losses.iter_mut()) {
-        let max = row.iter().fold(T::from_f64(f64::NEG_INFINITY), |m, &v| m.max(v));
+pub fn softmax_cross_entropy<T: Float>(
+    logits: &mut [T],
+    targets: &[u32],
+    losses: &mut [f64],
+    vocab: usize,
+) {
+    for ((row, &y), loss) in logits
+        .chunks_exact_mut(vocab)
+        .zip(targets)
+        .zip(losses.iter_mut())
+    {
+        let max = row
+            .iter()
+            .fold(T::from_f64(f64::NEG_INFINITY), |m, &v| m.max(v));
         let z_y = (row[y as usize] - max).to_f64();
         let mut sum = T::ZERO;
         for v in row.iter_mut() {
@@ -60,7 +71,12 @@ pub fn softmax_cross_entropy<T: Float>(logits: &mut [T], targets: &[u32], losses
 }
 
 /// Turns probabilities into the logit gradient in place: `dz_r = w_r (p_r - onehot(y_r))`.
-pub fn softmax_cross_entropy_backward<T: Float>(probs: &mut [T], targets: &[u32], weights: &[T], vocab: usize) {
+pub fn softmax_cross_entropy_backward<T: Float>(
+    probs: &mut [T],
+    targets: &[u32],
+    weights: &[T],
+    vocab: usize,
+) {
     for ((row, &y), &w) in probs.chunks_exact_mut(vocab).zip(targets).zip(weights) {
         row[y as usize] -= T::ONE;
         for v in row.iter_mut() {

@@ -125,7 +125,9 @@ mod tests {
     fn all_transpositions_match_naive_and_accumulate() {
         let (m, n, k) = (7, 5, 9);
         let a: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 11) as f64) - 5.0).collect();
-        let b: Vec<f64> = (0..k * n).map(|i| ((i * 13 % 7) as f64) * 0.5 - 1.0).collect();
+        let b: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 13 % 7) as f64) * 0.5 - 1.0)
+            .collect();
         for ta in [Trans::No, Trans::Yes] {
             for tb in [Trans::No, Trans::Yes] {
                 let want = naive(&a, ta, &b, tb, m, n, k);
@@ -142,8 +144,12 @@ mod tests {
     #[test]
     fn parallel_equals_sequential() {
         let (m, n, k) = (200, 150, 120);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32) * 0.1 - 0.8).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 31 % 17) as f32) * 0.1 - 0.8)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
+            .collect();
         let mut seq = vec![0.0; m * n];
         matmul(&mut seq, &a, Trans::No, &b, Trans::Yes, m, n, k, false);
         set_gemm_threads(2);

@@ -128,5 +128,8 @@ pub fn sum_rows_into<T: Float>(db: &mut [T], dy: &[T]) {
 
 /// Euclidean norm, accumulated in f64.
 pub fn norm<T: Float>(x: &[T]) -> f64 {
-    x.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt()
+    x.iter()
+        .map(|v| v.to_f64() * v.to_f64())
+        .sum::<f64>()
+        .sqrt()
 }
