@@ -11,12 +11,15 @@
 pub mod analysis;
 pub mod cell;
 pub mod checkpoint;
+pub mod cli;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod layers;
 pub mod model;
 pub mod params;
 pub mod tensor;
+pub mod train;
 
 pub use cell::{Activation, CellKind};
 pub use error::{Error, Result};

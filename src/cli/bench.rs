@@ -1,0 +1,230 @@
+//! `rnnscope bench`: training throughput (forward + backward + clip + Adam) on the standard
+//! configurations of DESIGN.md, against the machine's measured f32 GEMM peak.
+//!
+//! Each configuration runs in a child process of its own so that its peak RSS is its own.
+
+use crate::cell::{Activation, CellKind};
+use crate::error::{Error, Result};
+use crate::init::{initialize, InitConfig};
+use crate::model::{LanguageModel, ModelConfig};
+use crate::tensor::{matmul, Trans};
+use crate::train::{Clip, OptimizerConfig, OptimizerKind, Trainer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print one JSON list instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Threads for GEMM (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Run only this configuration (name from DESIGN.md).
+    #[arg(long)]
+    config: Option<String>,
+    /// Seconds of timed training per configuration.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Run in this process (no child per configuration).
+    #[arg(long, hide = true)]
+    in_process: bool,
+}
+
+/// One standard benchmark configuration (character LM, V = 65, E = 64, Adam, clip 5, f32).
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub name: &'static str,
+    pub cell: CellKind,
+    pub layers: usize,
+    pub hidden: usize,
+    pub batch: usize,
+    pub bptt: usize,
+}
+
+/// The configurations of DESIGN.md.
+pub fn standard_configs() -> Vec<BenchConfig> {
+    let c = |name, cell, layers, hidden, batch, bptt| BenchConfig {
+        name,
+        cell,
+        layers,
+        hidden,
+        batch,
+        bptt,
+    };
+    vec![
+        c("rnn_h256_b32_t64", CellKind::Rnn, 1, 256, 32, 64),
+        c("lstm_h256x2_b32_t64", CellKind::Lstm, 2, 256, 32, 64),
+        c("lstm_h512_b64_t100", CellKind::Lstm, 1, 512, 64, 100),
+        c("gru_h256_b32_t64", CellKind::Gru, 1, 256, 32, 64),
+        c("rnn_h1024_b128_t64", CellKind::Rnn, 1, 1024, 128, 64),
+    ]
+}
+
+impl BenchConfig {
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            cell: self.cell,
+            activation: Activation::Tanh,
+            vocab: 65,
+            embedding: 64,
+            hidden: self.hidden,
+            layers: self.layers,
+            dropout: 0.0,
+            tie: false,
+        }
+    }
+}
+
+/// One result row (the `--json` schema).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub tokens_per_s: f64,
+    pub gflops: f64,
+    pub peak_fraction: f64,
+    pub peak_rss_bytes: u64,
+    pub threads: usize,
+    pub gemm_peak_gflops: f64,
+}
+
+/// Measured f32 GEMM peak in GFLOP/s: best of several `[n, n] x [n, n]` products.
+pub fn gemm_peak_gflops() -> f64 {
+    let n = 1024;
+    let mut rng = StdRng::seed_from_u64(0);
+    let a: Vec<f32> = (0..n * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..n * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = Duration::MAX;
+    for _ in 0..6 {
+        let t = Instant::now();
+        matmul(&mut c, &a, Trans::No, &b, Trans::No, n, n, n, false);
+        best = best.min(t.elapsed());
+    }
+    2.0 * (n * n * n) as f64 / best.as_secs_f64() / 1e9
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes; 0 where unavailable.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Trains `cfg` for about `seconds` after two warm-up steps; returns tokens per second.
+pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<f64> {
+    let mut model = LanguageModel::<f32>::zeros(cfg.model_config())?;
+    initialize(&mut model, &InitConfig::default())?;
+    let mut trainer = Trainer::new(model, OptimizerConfig::new(OptimizerKind::Adam), cfg.batch);
+    let n = cfg.batch * cfg.bptt;
+    let mut rng = StdRng::seed_from_u64(1);
+    let stream: Vec<u32> = (0..n + 1).map(|_| rng.gen_range(0..65)).collect();
+    let (inputs, targets) = (&stream[..n], &stream[1..]);
+    for _ in 0..2 {
+        trainer.step(inputs, targets, 1e-3, Clip::Norm(5.0), None)?;
+    }
+    let start = Instant::now();
+    let mut steps = 0usize;
+    while steps < 3 || start.elapsed().as_secs_f64() < seconds {
+        trainer.step(inputs, targets, 1e-3, Clip::Norm(5.0), None)?;
+        steps += 1;
+    }
+    Ok((steps * n) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let threads = super::set_threads(args.threads);
+    let configs: Vec<BenchConfig> = match &args.config {
+        Some(name) => {
+            let all = standard_configs();
+            let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+            vec![all
+                .iter()
+                .find(|c| c.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "unknown --config `{name}`: use one of {}",
+                        names.join(", ")
+                    ))
+                })?]
+        }
+        None => standard_configs(),
+    };
+    let peak = gemm_peak_gflops();
+    let mut results = Vec::new();
+    if !args.json {
+        println!("f32 GEMM peak (1024^3, {threads} threads): {peak:.1} GFLOP/s");
+        println!(
+            "{:<22} {:>12} {:>9} {:>7} {:>10}",
+            "config", "tokens/s", "GFLOP/s", "% peak", "peak RSS"
+        );
+    }
+    for cfg in &configs {
+        let row = if args.in_process || args.config.is_some() {
+            let tps = measure(cfg, args.seconds)?;
+            let gflops = tps * cfg.model_config().train_flops_per_token() / 1e9;
+            BenchResult {
+                name: cfg.name.into(),
+                tokens_per_s: tps,
+                gflops,
+                peak_fraction: gflops / peak,
+                peak_rss_bytes: peak_rss_bytes(),
+                threads,
+                gemm_peak_gflops: peak,
+            }
+        } else {
+            run_child(cfg.name, threads, args.seconds)?
+        };
+        if !args.json {
+            println!(
+                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB",
+                row.name,
+                row.tokens_per_s,
+                row.gflops,
+                100.0 * row.peak_fraction,
+                row.peak_rss_bytes as f64 / 1e6
+            );
+        }
+        results.push(row);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).expect("serialisable")
+        );
+    }
+    Ok(())
+}
+
+/// Runs one configuration in a child process (`bench --config NAME --json`).
+fn run_child(name: &str, threads: usize, seconds: f64) -> Result<BenchResult> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    let out = std::process::Command::new(&exe)
+        .args(["bench", "--json", "--config", name])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .output()
+        .map_err(|e| Error::io(&exe, e))?;
+    if !out.status.success() {
+        return Err(Error::Data(format!(
+            "bench child for {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut rows: Vec<BenchResult> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Data(format!("bench child for {name} printed no JSON: {e}")))?;
+    rows.pop()
+        .ok_or_else(|| Error::Data(format!("bench child for {name} printed no result")))
+}

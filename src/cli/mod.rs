@@ -1,0 +1,50 @@
+//! The `rnnscope` command line: one file per subcommand.
+
+pub mod bench;
+pub mod demo;
+
+use crate::error::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rnnscope",
+    version,
+    about = "Train recurrent language models with exact BPTT and see how gradients flow through time"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The main job: train small models and show the effect of vanishing gradients (no input needed).
+    Demo(demo::Args),
+    /// Training throughput on the standard configurations (tokens/s, GFLOP/s, % of GEMM peak).
+    Bench(bench::Args),
+}
+
+/// Parses the arguments and runs the subcommand.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// Sets the thread count for GEMMs and rayon (`0` = all cores).
+pub fn set_threads(threads: usize) -> usize {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    // The global pool can be built once; later calls keep the first size.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    crate::tensor::set_gemm_threads(n);
+    n
+}

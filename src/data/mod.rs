@@ -1,0 +1,1 @@
+//! Data: tokenizers, corpora, truncated-BPTT batching and synthetic tasks.

@@ -1,0 +1,7 @@
+//! Training: optimizers, gradient clipping, learning-rate schedules and the trainer loop.
+
+pub mod optim;
+pub mod step;
+
+pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use step::{Clip, StepStats, Trainer};

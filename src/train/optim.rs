@@ -1,0 +1,219 @@
+//! Optimizers over the flat parameter buffer, and gradient clipping.
+//!
+//! ```text
+//! sgd       v = mu v + g;  p -= lr v                      (PyTorch's SGD with momentum mu)
+//! adagrad   s += g^2;      p -= lr g / (sqrt(s) + eps)
+//! rmsprop   s = a s + (1 - a) g^2;  p -= lr g / (sqrt(s) + eps)
+//! adam      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//!           p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//! adamw     adam, with decoupled decay p -= lr wd p (Loshchilov & Hutter 2019)
+//! ```
+//! For all but AdamW, `weight_decay` adds `wd p` to the gradient (L2 regularisation).
+
+use crate::error::{Error, Result};
+use crate::tensor::Float;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adagrad,
+    Rmsprop,
+    Adam,
+    Adamw,
+}
+
+impl OptimizerKind {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "adagrad" => OptimizerKind::Adagrad,
+            "rmsprop" => OptimizerKind::Rmsprop,
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::Adamw,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown optimizer `{s}`: use sgd, adagrad, rmsprop, adam or adamw"
+                )))
+            }
+        })
+    }
+}
+
+/// Hyper-parameters of an optimizer (the learning rate comes from the schedule at each step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub momentum: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// RMSProp's smoothing constant `a`.
+    pub alpha: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl OptimizerConfig {
+    pub fn new(kind: OptimizerKind) -> Self {
+        OptimizerConfig {
+            kind,
+            momentum: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// An optimizer with its state (`m`, `v` share the parameter layout).
+#[derive(Clone, Debug)]
+pub struct Optimizer<T> {
+    pub config: OptimizerConfig,
+    /// Number of updates applied so far (Adam's `t`).
+    pub steps: u64,
+    /// First moment / momentum buffer / Adagrad sum (layout of the parameters).
+    pub m: Vec<T>,
+    /// Second moment (Adam, RMSProp).
+    pub v: Vec<T>,
+}
+
+impl<T: Float> Optimizer<T> {
+    pub fn new(config: OptimizerConfig, num_params: usize) -> Self {
+        Optimizer {
+            config,
+            steps: 0,
+            m: vec![T::ZERO; num_params],
+            v: vec![T::ZERO; num_params],
+        }
+    }
+
+    /// One update `p <- p - lr * direction(g)`.
+    pub fn step(&mut self, params: &mut [T], grads: &[T], lr: f64) {
+        assert_eq!(params.len(), grads.len());
+        self.steps += 1;
+        let c = &self.config;
+        let wd = T::from_f64(c.weight_decay);
+        let lr_t = T::from_f64(lr);
+        let eps = T::from_f64(c.eps);
+        let l2 = c.kind != OptimizerKind::Adamw && c.weight_decay != 0.0;
+        let grad = |g: T, p: T| if l2 { g + wd * p } else { g };
+        match c.kind {
+            OptimizerKind::Sgd => {
+                let mu = T::from_f64(c.momentum);
+                for ((p, &g), m) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
+                    let g = grad(g, *p);
+                    *m = mu * *m + g;
+                    *p -= lr_t * *m;
+                }
+            }
+            OptimizerKind::Adagrad => {
+                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
+                    let g = grad(g, *p);
+                    *s += g * g;
+                    *p -= lr_t * g / (s.sqrt() + eps);
+                }
+            }
+            OptimizerKind::Rmsprop => {
+                let a = T::from_f64(c.alpha);
+                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.v.iter_mut()) {
+                    let g = grad(g, *p);
+                    *s = a * *s + (T::ONE - a) * g * g;
+                    *p -= lr_t * g / (s.sqrt() + eps);
+                }
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let t = self.steps as i32;
+                let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
+                let bc1 = T::from_f64(1.0 / (1.0 - c.beta1.powi(t)));
+                let bc2 = T::from_f64(1.0 / (1.0 - c.beta2.powi(t)));
+                let decay = T::ONE
+                    - T::from_f64(if c.kind == OptimizerKind::Adamw {
+                        lr * c.weight_decay
+                    } else {
+                        0.0
+                    });
+                for (((p, &g), m), v) in params
+                    .iter_mut()
+                    .zip(grads)
+                    .zip(self.m.iter_mut())
+                    .zip(self.v.iter_mut())
+                {
+                    let g = grad(g, *p);
+                    *m = b1 * *m + (T::ONE - b1) * g;
+                    *v = b2 * *v + (T::ONE - b2) * g * g;
+                    *p = *p * decay - lr_t * (*m * bc1) / ((*v * bc2).sqrt() + eps);
+                }
+            }
+        }
+    }
+}
+
+/// Gradient norm clipping (Pascanu et al. 2013, Algorithm 1):
+/// `if ||g|| >= threshold { g <- threshold g / ||g|| }`. Returns `||g||` before clipping.
+pub fn clip_grad_norm<T: Float>(grads: &mut [T], threshold: f64) -> f64 {
+    let norm = crate::tensor::norm(grads);
+    if norm >= threshold && norm.is_finite() && norm > 0.0 {
+        let s = T::from_f64(threshold / norm);
+        for g in grads.iter_mut() {
+            *g *= s;
+        }
+    }
+    norm
+}
+
+/// Element-wise clipping to `[-threshold, threshold]` (char-rnn, Arjovsky et al. 2016).
+pub fn clip_grad_value<T: Float>(grads: &mut [T], threshold: f64) {
+    let (lo, hi) = (T::from_f64(-threshold), T::from_f64(threshold));
+    for g in grads.iter_mut() {
+        if *g > hi {
+            *g = hi;
+        } else if *g < lo {
+            *g = lo;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_first_step_moves_by_lr_times_sign() {
+        let mut p = vec![1.0f64, -2.0, 0.5];
+        let g = vec![0.3, -0.01, 5.0];
+        let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam), 3);
+        opt.step(&mut p, &g, 0.1);
+        // After one step m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
+        for ((&after, &before), &gi) in p.iter().zip(&[1.0, -2.0, 0.5]).zip(&g) {
+            let want = before - 0.1 * gi / (gi.abs() + 1e-8);
+            assert!((after - want).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn sgd_momentum_matches_pytorch_recurrence() {
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Sgd);
+        cfg.momentum = 0.9;
+        let mut opt = Optimizer::new(cfg, 1);
+        let mut p = vec![0.0f64];
+        opt.step(&mut p, &[1.0], 0.1); // v = 1, p = -0.1
+        opt.step(&mut p, &[1.0], 0.1); // v = 1.9, p = -0.29
+        assert!((p[0] + 0.29).abs() < 1e-15);
+    }
+
+    #[test]
+    fn norm_clipping_rescales_only_large_gradients() {
+        let mut g = vec![3.0f64, 4.0];
+        assert_eq!(clip_grad_norm(&mut g, 1.0), 5.0);
+        assert!((g[0] - 0.6).abs() < 1e-15 && (g[1] - 0.8).abs() < 1e-15);
+        let mut small = vec![0.3f64, 0.4];
+        clip_grad_norm(&mut small, 1.0);
+        assert_eq!(small, vec![0.3, 0.4]);
+        let mut e = vec![-7.0f64, 0.5, 9.0];
+        clip_grad_value(&mut e, 1.0);
+        assert_eq!(e, vec![-1.0, 0.5, 1.0]);
+    }
+}

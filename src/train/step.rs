@@ -1,0 +1,99 @@
+//! One truncated-BPTT training step: forward, loss, backward, clip, guard, update.
+
+use super::optim::{clip_grad_norm, clip_grad_value, Optimizer, OptimizerConfig};
+use crate::error::{Error, Result};
+use crate::model::{LanguageModel, LossWeights, State, Workspace};
+use crate::tensor::Float;
+use rand::rngs::StdRng;
+
+/// Gradient clipping applied before the update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clip {
+    None,
+    /// Rescale the whole gradient to norm at most this (Pascanu et al. 2013, Algorithm 1).
+    Norm(f64),
+    /// Clamp every component to `[-x, x]`.
+    Value(f64),
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Mean cross-entropy over the window (nats per token).
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// A model with everything a training step needs, allocated once.
+pub struct Trainer<T> {
+    pub model: LanguageModel<T>,
+    pub optimizer: Optimizer<T>,
+    pub grads: Vec<T>,
+    pub ws: Workspace<T>,
+    /// Recurrent state carried from window to window (detached: no gradient crosses the edge).
+    pub state: State<T>,
+    pub batch: usize,
+}
+
+impl<T: Float> Trainer<T> {
+    pub fn new(model: LanguageModel<T>, optimizer: OptimizerConfig, batch: usize) -> Self {
+        let n = model.layout.total();
+        let state = State::zeros(&model.config, batch);
+        Trainer {
+            optimizer: Optimizer::new(optimizer, n),
+            grads: vec![T::ZERO; n],
+            ws: Workspace::default(),
+            state,
+            batch,
+            model,
+        }
+    }
+
+    /// Trains on one window `inputs`/`targets` `[T, B]`, carrying the state forward. A
+    /// non-finite loss or gradient leaves parameters, optimizer and state untouched and
+    /// returns `Error::Numeric`.
+    pub fn step(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        lr: f64,
+        clip: Clip,
+        dropout_rng: Option<&mut StdRng>,
+    ) -> Result<StepStats> {
+        let steps = inputs.len() / self.batch;
+        self.model.forward(
+            &mut self.ws,
+            inputs,
+            &self.state,
+            steps,
+            self.batch,
+            dropout_rng,
+        );
+        let loss = self.model.loss(&mut self.ws, targets);
+        self.grads.fill(T::ZERO);
+        self.model
+            .backward(&mut self.ws, &mut self.grads, LossWeights::Mean, None, None);
+        let grad_norm = match clip {
+            Clip::Norm(x) => clip_grad_norm(&mut self.grads, x),
+            _ => crate::tensor::norm(&self.grads),
+        };
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(Error::Numeric(format!(
+                "non-finite loss ({loss}) or gradient norm ({grad_norm}) at update {}; the step was skipped (lower --lr or set --clip)",
+                self.optimizer.steps + 1
+            )));
+        }
+        if let Clip::Value(x) = clip {
+            clip_grad_value(&mut self.grads, x);
+        }
+        self.optimizer.step(&mut self.model.params, &self.grads, lr);
+        self.model.final_state(&self.ws, &mut self.state);
+        Ok(StepStats { loss, grad_norm })
+    }
+
+    /// Resets the carried state to zeros (start of an epoch).
+    pub fn reset_state(&mut self) {
+        self.state = State::zeros(&self.model.config, self.batch);
+    }
+}
