@@ -111,16 +111,17 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
         None,
     );
 
-    let mut numeric = vec![0.0; grads.len()];
-    for i in 0..m.params.len() {
-        let p = m.params[i];
-        numeric[i] = central_difference(|d| {
-            m.params[i] = p + d;
-            let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
-            m.params[i] = p;
-            l
-        });
-    }
+    let numeric: Vec<f64> = (0..m.params.len())
+        .map(|i| {
+            let p = m.params[i];
+            central_difference(|d| {
+                m.params[i] = p + d;
+                let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
+                m.params[i] = p;
+                l
+            })
+        })
+        .collect();
     for e in m.layout.entries() {
         let err = rel_err(&grads[e.range()], &numeric[e.range()]);
         assert!(err <= TOL, "{label}: `{}` relative error {err:e}", e.name);
