@@ -4,4 +4,4 @@ pub mod optim;
 pub mod step;
 
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
-pub use step::{Clip, StepStats, Trainer};
+pub use step::{Batch, Clip, StepStats, Trainer};
