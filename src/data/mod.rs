@@ -1,1 +1,2 @@
 //! Data: tokenizers, corpora, truncated-BPTT batching and synthetic tasks.
+pub mod tasks;
