@@ -3,7 +3,7 @@
 //!
 //! | task | input | target | baseline | solved |
 //! |---|---|---|---|---|
-//! | `dependency` | English-like sentence, key noun `l` steps before its repeat | next token (LM) | chance `1/K` on the repeated noun | accuracy >= 99% |
+//! | `dependency` | `when she tried to print her N , <filler> she finally printed her N .`: key noun `l` steps before its repeat | next token (LM) | chance `1/K` on the repeated noun | accuracy >= 99% |
 //! | `copy` (Arjovsky et al. 2016) | 10 symbols of 8, `T-1` blanks, delimiter, 10 blanks | `T+10` blanks, the 10 symbols | `10 ln 8 / (T + 20)` nats/step | recall accuracy >= 99% |
 //! | `adding` (Le et al. 2015) | `T` pairs (value ~ U[0,1], marker), two markers | sum of the marked values at step `T` | MSE 1/6 (predict the mean) | test MSE < 0.01 |
 //! | `order` (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013) | `L` symbols: A/B at `[0.1L, 0.2L)` and `[0.5L, 0.6L)`, distractors elsewhere | AA/AB/BA/BB at the end | chance 1/4 | error < 1% |
@@ -121,12 +121,12 @@ pub fn dependency_vocab() -> Vec<String> {
 }
 
 /// Tokens of the fixed sentence parts between the key noun and the dependent noun:
-/// `, <filler> . she finally <verb-ed> her` minus the filler.
-const DEPENDENCY_FIXED_BETWEEN: usize = 6;
+/// `, <filler> she finally <verb-ed> her` minus the filler.
+const DEPENDENCY_FIXED_BETWEEN: usize = 5;
 /// Tokens before the key noun: `when she tried to <verb> her`.
 const DEPENDENCY_PREFIX: usize = 6;
-/// Smallest distance with at least one filler token (distance = fixed + filler + 1).
-pub const DEPENDENCY_MIN_DISTANCE: usize = DEPENDENCY_FIXED_BETWEEN + 2;
+/// Smallest distance (no filler): distance = fixed + filler + 1.
+pub const DEPENDENCY_MIN_DISTANCE: usize = DEPENDENCY_FIXED_BETWEEN + 1;
 
 /// Copy task: alphabet size and number of symbols to remember.
 const COPY_SYMBOLS: u32 = 8;
@@ -243,7 +243,7 @@ impl Task {
         out
     }
 
-    /// `when she tried to V her N , <filler> . she finally V-ed her N .` — a language model
+    /// `when she tried to V her N , <filler> she finally V-ed her N .` — a language model
     /// trained on every next token; the metric reads the prediction of the second `N`.
     fn dependency(&self, out: &mut TaskBatch, b: usize, rng: &mut StdRng) {
         let vocab = dependency_vocab();
@@ -260,7 +260,7 @@ impl Task {
         }
         filler.truncate(filler_len);
         words.extend(filler);
-        words.extend([".", "she", "finally", verbed, "her", noun, "."]);
+        words.extend(["she", "finally", verbed, "her", noun, "."]);
         // Sequence = words[..steps], target = words[1..=steps]: `steps + 1` words in all.
         debug_assert_eq!(words.len(), self.steps() + 1);
         let steps = self.steps();
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn dependency_key_noun_repeats_exactly_l_steps_later() {
         let vocab = dependency_vocab();
-        for l in [8, 9, 25, 60] {
+        for l in [6, 7, 25, 60] {
             let task = Task::new(TaskKind::Dependency, l).unwrap();
             let b = task.generate(50, &mut rng(l as u64));
             let mut counts = [0usize; NOUNS.len()];

@@ -5,3 +5,4 @@ pub mod step;
 
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 pub use step::{Batch, Clip, StepStats, Trainer};
+pub mod task;

@@ -1,0 +1,111 @@
+//! `rnnscope task NAME --length L`: train one model on one synthetic task.
+
+use crate::cell::{Activation, CellKind};
+use crate::data::tasks::TaskKind;
+use crate::error::{Error, Result};
+use crate::train::optim::OptimizerKind;
+use crate::train::task::{run_task, TaskRunConfig};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// dependency, copy, adding or order.
+    task: String,
+    /// Dependency distance l, or sequence length / delay T.
+    #[arg(long)]
+    length: usize,
+    #[arg(long, default_value = "lstm")]
+    cell: String,
+    #[arg(long, default_value = "tanh")]
+    activation: String,
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    #[arg(long, default_value_t = 16)]
+    embedding: usize,
+    /// default, uniform:A, xavier, orthogonal or identity.
+    #[arg(long, default_value = "default")]
+    init: String,
+    #[arg(long)]
+    spectral_radius: Option<f64>,
+    #[arg(long)]
+    forget_bias: Option<f64>,
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Gradient-norm clipping threshold.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Element-wise gradient clipping threshold.
+    #[arg(long)]
+    clip_value: Option<f64>,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 1000)]
+    test_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop at the first evaluation that meets the task's success criterion.
+    #[arg(long)]
+    stop_when_solved: bool,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Run directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::set_threads(a.threads);
+    let cell = CellKind::parse(&a.cell).ok_or_else(|| {
+        Error::Config(format!("unknown --cell `{}`: use rnn, lstm or gru", a.cell))
+    })?;
+    let activation = Activation::parse(&a.activation).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --activation `{}`: use tanh, relu, sigmoid or identity",
+            a.activation
+        ))
+    })?;
+    let cfg = TaskRunConfig {
+        task: TaskKind::parse(&a.task)?,
+        length: a.length,
+        cell,
+        activation,
+        hidden: a.hidden,
+        layers: a.layers,
+        embedding: a.embedding,
+        init: a.init,
+        spectral_radius: a.spectral_radius,
+        forget_bias: a.forget_bias,
+        optimizer: OptimizerKind::parse(&a.optimizer)?,
+        lr: a.lr,
+        clip: a.clip,
+        clip_value: a.clip_value,
+        batch: a.batch,
+        steps: a.steps,
+        eval_every: a.eval_every,
+        test_size: a.test_size,
+        seed: a.seed,
+        stop_when_solved: a.stop_when_solved,
+    };
+    let (r, _) = run_task(&cfg, Some(&a.out), &mut |line| eprintln!("{line}"))?;
+    println!(
+        "{} {} length {}: {} {:.4} (baseline {:.4}) -> {} after {} updates, {:.1} s",
+        r.label,
+        cfg.task.name(),
+        r.length,
+        r.metric_name,
+        r.metric,
+        r.baseline,
+        if r.solved { "solved" } else { "not solved" },
+        r.updates,
+        r.seconds
+    );
+    Ok(())
+}
