@@ -112,9 +112,9 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
     );
 
     let mut numeric = vec![0.0; grads.len()];
-    for i in 0..m.params.len() {
+    for (i, num) in numeric.iter_mut().enumerate() {
         let p = m.params[i];
-        numeric[i] = central_difference(|d| {
+        *num = central_difference(|d| {
             m.params[i] = p + d;
             let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
             m.params[i] = p;

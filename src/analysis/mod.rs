@@ -421,9 +421,13 @@ impl Summary {
         if let Some(j) = self.jacobian_rate_per_step {
             s += &format!("\nJacobian product: sigma_1 rate {j:.4}/step");
         }
-        let d = |x: Option<usize>| x.map_or(format!("> {}", self.bptt - 1), |l| l.to_string());
+        let d = |x: Option<usize>| {
+            x.map_or(format!("beyond the window (> {})", self.bptt - 1), |l| {
+                format!("l={l}")
+            })
+        };
         s += &format!(
-            "\nR(l) < 1e-3 at l={}, < 1e-6 at l={}",
+            "\nR(l) < 1e-3 at {}, < 1e-6 at {}",
             d(self.distance_below_1e3),
             d(self.distance_below_1e6)
         );

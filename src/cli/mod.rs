@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod gradflow;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Training throughput on the standard configurations (tokens/s, GFLOP/s, % of GEMM peak).
     Bench(bench::Args),
+    /// Gradient flow through time: profiles, influence matrix, spectra, Jacobians, theory checks.
+    Gradflow(Box<gradflow::Args>),
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -31,6 +34,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Gradflow(a) => gradflow::run(*a),
     }
 }
 
