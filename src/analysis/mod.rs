@@ -91,6 +91,8 @@ pub struct Summary {
     /// `None` for gated cells.
     pub gamma: Option<f64>,
     pub regime: String,
+    /// Why: the numbers compared (Pascanu et al. 2013).
+    pub regime_reason: String,
     pub vanishing_guaranteed: Option<bool>,
     /// Geometric mean of `R(l+1)/R(l)` over `l` in `0..decay_range` (where `R > 1e-12`).
     pub decay_per_step: Option<f64>,
@@ -332,6 +334,7 @@ pub fn snapshot<T: Float>(
         sigma_1: sp.sigma_1,
         gamma: sp.gamma,
         regime: sp.regime.name.clone(),
+        regime_reason: sp.regime.reason.clone(),
         vanishing_guaranteed: sp.regime.vanishing_guaranteed,
         decay_per_step: pr.hidden_rate.as_ref().map(|r| r.per_step),
         decay_per_step_fit: pr.hidden_rate.as_ref().map(|r| r.per_step_fit),
@@ -370,11 +373,6 @@ pub fn snapshot<T: Float>(
     })
 }
 
-/// Renders a fixed-point number, or `-` for none.
-fn fmt_opt(x: Option<f64>, digits: usize) -> String {
-    x.map_or("-".into(), |v| format!("{v:.digits$}"))
-}
-
 impl Summary {
     /// The short human summary (a few lines).
     pub fn human(&self) -> String {
@@ -397,18 +395,25 @@ impl Summary {
         if let Some(g) = self.gamma {
             s += &format!(" gamma={g}");
         }
-        s += &format!("\nregime: {}", self.regime);
-        match self.vanishing_guaranteed {
-            Some(true) => s += " (vanishing guaranteed)",
-            Some(false) => s += " (vanishing not guaranteed)",
-            None => {}
-        }
+        let guaranteed = match self.vanishing_guaranteed {
+            Some(true) => "; vanishing guaranteed? yes",
+            Some(false) => "; vanishing guaranteed? no",
+            None => "",
+        };
         s += &format!(
-            "\nmeasured decay {}/step (fit {}, over l = 0..{})",
-            fmt_opt(self.decay_per_step, 4),
-            fmt_opt(self.decay_per_step_fit, 4),
-            self.decay_range.map_or("-".into(), |l| l.to_string())
+            " -> regime: {}{guaranteed} ({})",
+            self.regime, self.regime_reason
         );
+        s += &match (
+            self.decay_per_step,
+            self.decay_per_step_fit,
+            self.decay_range,
+        ) {
+            (Some(d), Some(f), Some(l)) => {
+                format!("\nmeasured decay {d:.4}/step (fit {f:.4}, over l = 0..{l})")
+            }
+            _ => "\nmeasured decay: none (needs T >= 2 and R(1) > 1e-12)".into(),
+        };
         if let Some(b) = self.bound_per_step {
             s += &format!("; bound gamma*sigma_1 = {b:.4}/step");
             if let Some(ok) = self.bound_respected {
@@ -421,11 +426,8 @@ impl Summary {
         if let Some(j) = self.jacobian_rate_per_step {
             s += &format!("\nJacobian product: sigma_1 rate {j:.4}/step");
         }
-        let d = |x: Option<usize>| {
-            x.map_or(format!("beyond the window (> {})", self.bptt - 1), |l| {
-                format!("l={l}")
-            })
-        };
+        let d =
+            |x: Option<usize>| x.map_or(format!("no l <= {}", self.bptt - 1), |l| format!("l={l}"));
         s += &format!(
             "\nR(l) < 1e-3 at {}, < 1e-6 at {}",
             d(self.distance_below_1e3),

@@ -578,3 +578,70 @@ pub fn distance_below(rows: &[ProfileRow], threshold: f64) -> Option<usize> {
         .find(|r| r.ratio.is_some_and(|x| x < threshold))
         .map(|r| r.distance)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(ratios: &[f64]) -> Vec<ProfileRow> {
+        ratios
+            .iter()
+            .enumerate()
+            .map(|(l, &r)| ProfileRow {
+                distance: l,
+                count: 1,
+                mean: r,
+                median: r,
+                p10: r,
+                p90: r,
+                ratio: Some(r),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn percentiles_interpolate() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.1), 1.4);
+        assert_eq!(percentile(&v, 0.9), 4.6);
+        assert_eq!(percentile(&[7.0], 0.1), 7.0);
+    }
+
+    #[test]
+    fn rate_stops_at_the_floor_and_distances_are_first_crossings() {
+        // 0.1^l: below 1e-12 from l = 13 on, so the range is 0..=12
+        let r: Vec<f64> = (0..20).map(|l| 0.1f64.powi(l)).collect();
+        let rate = rate(&rows(&r)).unwrap();
+        assert_eq!(rate.last, 12);
+        assert!((rate.per_step - 0.1).abs() < 1e-14 && (rate.per_step_fit - 0.1).abs() < 1e-14);
+        assert_eq!(distance_below(&rows(&r), 1e-3), Some(4));
+        assert_eq!(distance_below(&rows(&r), 1e-6), Some(7));
+        assert_eq!(distance_below(&rows(&[1.0, 0.5]), 1e-3), None);
+        assert!(rate_of(&[1.0]).is_none());
+        assert!(rate_of(&[1.0, 0.0]).is_none());
+    }
+
+    fn rate_of(r: &[f64]) -> Option<Rate> {
+        rate(&rows(r))
+    }
+
+    #[test]
+    fn packed_indexing_and_matrix() {
+        let mut n = InfluenceNorms::new(3, 2, 1, false);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..3 {
+            for j in 0..=i {
+                for b in 0..2 {
+                    assert!(seen.insert(n.index(i, j, b)));
+                    let at = n.index(i, j, b);
+                    n.dh[0][at] = (10 * i + j) as f64 + b as f64;
+                }
+            }
+        }
+        assert_eq!(seen.len(), n.dh[0].len());
+        let m = n.matrix(&n.dh[0]);
+        assert_eq!(m[2 * 3 + 1], 21.5);
+        assert_eq!(m[3 + 2], 0.0);
+    }
+}

@@ -234,7 +234,10 @@ fn rel_err(meas: &[f64], pred: &[f64]) -> Option<f64> {
         .sum::<f64>()
         .sqrt();
     let p = pred.iter().map(|b| b * b).sum::<f64>().sqrt();
-    if p > 0.0 {
+    if d.is_nan() {
+        // a failed prediction (e.g. a defective W_hh has no eigenbasis) is an infinite error
+        Some(f64::INFINITY)
+    } else if p > 0.0 {
         Some(d / p)
     } else if d == 0.0 {
         None
