@@ -1,9 +1,9 @@
 //! How long the full influence matrix takes against one training step of the same model.
 //!
 //! ```text
-//! cargo run --release --example gradflow_timing [-- CELL [T H B]]     (default: rnn 256 256 16)
+//! cargo run --release --example gradflow_timing [-- CELL [T H B [V E]]]   (default: rnn 256 256 16 65 64)
 //! ```
-//! Model: character LM, V = 65, E = 64, one layer, tanh for the RNN. One training step is
+//! Model: one layer, tanh for the RNN; by default the character LM of DESIGN.md (V = 65, E = 64). One training step is
 //! `Trainer::step` (forward, loss, backward, clip 5, Adam) in f32, as training runs, and in f64.
 //! The influence matrix is the forward pass, the decoder injection, the batched sweep and the
 //! `T x T` matrix, in f64 (as `rnnscope gradflow` and `analysis::snapshot` run it) and in f32.
@@ -56,27 +56,35 @@ fn main() {
         .unwrap_or(CellKind::Rnn);
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (steps, hidden, batch) = (num(1, 256), num(2, 256), num(3, 16));
+    let (vocab, embedding) = (num(4, 65), num(5, 64));
     let threads = rnnscope::cli::set_threads(0);
     let cfg = ModelConfig {
         cell,
         activation: rnnscope::Activation::Tanh,
-        vocab: 65,
-        embedding: 64,
+        vocab,
+        embedding,
         hidden,
         layers: 1,
         dropout: 0.0,
         tie: false,
     };
-    let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % 65) as u32).collect();
-    let tgt: Vec<u32> = (0..steps * batch).map(|i| (i * 11 % 65) as u32).collect();
+    let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % vocab) as u32).collect();
+    let tgt: Vec<u32> = (0..steps * batch)
+        .map(|i| (i * 11 % vocab) as u32)
+        .collect();
     let t32 = train_step::<f32>(&cfg, &inp, &tgt, batch);
     let t64 = train_step::<f64>(&cfg, &inp, &tgt, batch);
     let i64_ = influence::<f64>(&cfg, &inp, &tgt, batch);
     let i32_ = influence::<f32>(&cfg, &inp, &tgt, batch);
     let gflop = analysis::sweep_flops(cell, hidden, 1, steps, batch) / 1e9;
+    let train_gflop = cfg.train_flops_per_token() * (steps * batch) as f64 / 1e9;
     println!(
-        "{} T={steps} H={hidden} B={batch} V=65 E=64, {threads} threads",
+        "{} T={steps} H={hidden} B={batch} V={vocab} E={embedding}, {threads} threads",
         cell.name()
+    );
+    println!(
+        "flops: influence {gflop:.1} GFLOP, training step {train_gflop:.2} GFLOP (ratio {:.1})",
+        gflop / train_gflop
     );
     println!(
         "training step      f32 {:8.1} ms    f64 {:8.1} ms",

@@ -757,3 +757,47 @@ fn cli_checkpoint_corpus_and_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("corpus.txt"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn f32_sweep_agrees_with_f64() {
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let m = model(
+            config(cell, Activation::Tanh, 2, 12),
+            InitScheme::Default,
+            None,
+            6,
+        );
+        let (steps, batch) = (40, 4);
+        let inp = tokens(steps * batch, m.config.vocab, 1);
+        let tgt = tokens(steps * batch, m.config.vocab, 2);
+        let run = |precision| {
+            let o = SnapshotOptions {
+                precision,
+                ..Default::default()
+            };
+            analysis::snapshot(&m, &inp, &tgt, None, batch, &o).unwrap()
+        };
+        let (a, b) = (run(analysis::Precision::F64), run(analysis::Precision::F32));
+        assert_eq!(b.summary.precision, analysis::Precision::F32);
+        for (pa, pb) in a.profiles.iter().zip(&b.profiles) {
+            for (ra, rb) in pa.hidden.iter().zip(&pb.hidden) {
+                if ra.ratio.unwrap() > 1e-20 {
+                    assert!(
+                        (ra.mean / rb.mean - 1.0).abs() < 1e-4,
+                        "{cell:?} l {}: {} vs {}",
+                        ra.distance,
+                        ra.mean,
+                        rb.mean
+                    );
+                }
+            }
+        }
+        let (da, db) = (
+            a.summary.decay_per_step.unwrap(),
+            b.summary.decay_per_step.unwrap(),
+        );
+        assert!((da - db).abs() < 1e-4 * da, "{da} vs {db}");
+        assert_eq!(a.jacobian, b.jacobian, "Jacobians stay in f64");
+        assert_eq!(a.spectrum, b.spectrum);
+    }
+}

@@ -18,7 +18,7 @@ use super::spectrum::{eigenvalues, singular_values, Eigenvalue};
 use crate::cell::{Activation, CellKind};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
-use crate::tensor::{matmul, Trans};
+use crate::tensor::{matmul, Float, Trans};
 use faer::linalg::solvers::Solve;
 use serde::{Deserialize, Serialize};
 
@@ -189,7 +189,7 @@ impl Capture {
     }
 
     /// The sweep visitor: copies the rows of the chosen targets.
-    pub fn visit(&mut self, v: &StepView<'_, f64>) {
+    pub fn visit<T: Float>(&mut self, v: &StepView<'_, T>) {
         if v.layer != self.layer {
             return;
         }
@@ -201,7 +201,9 @@ impl Capture {
             }
             let src = &v.dh[(i - t) * bh..(i - t + 1) * bh];
             let at = (m * self.steps + t) * bh;
-            self.data[at..at + bh].copy_from_slice(src);
+            for (d, s) in self.data[at..at + bh].iter_mut().zip(src) {
+                *d = s.to_f64();
+            }
         }
     }
 
