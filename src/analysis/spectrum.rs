@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 
 /// A complex eigenvalue `re + i im`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Eigenvalue {
     pub re: f64,
     pub im: f64,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod task;
+pub mod gradflow;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Train on one synthetic long-range task (dependency, copy, adding, order).
     Task(task::Args),
+    /// Gradient flow through time: profiles, influence matrix, spectra, Jacobians, theory checks.
+    Gradflow(Box<gradflow::Args>),
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -35,6 +38,7 @@ pub fn run() -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Task(a) => task::run(a),
+        Command::Gradflow(a) => gradflow::run(*a),
     }
 }
 

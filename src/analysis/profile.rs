@@ -1,0 +1,647 @@
+//! Per-distance gradient profiles and the full influence matrix, from one batched backward sweep.
+//!
+//! ```text
+//! J^(i)       the loss at step i alone (every batch element b on its own row)
+//! g^(i)_j     dJ^(i)/dh^(j), j <= i, l = i - j
+//! influence   I[i][j] = mean over b of |g^(i)_{j,b}|_2                      (T x T, lower triangle)
+//! profile     P(l) = mean over (i, b), i >= l, of |g^(i)_{i-l,b}|  (+ median, 10/90 percentiles)
+//! ratio       R(l) = P(l) / P_l(0),  P_l(0) = mean over the same (i, b) of |g^(i)_{i,b}|
+//! ```
+//! `R(l)` divides by `P(0)` restricted to the targets that reach distance `l` (`i >= l`), so a
+//! change in which targets are counted does not show up as decay: for `W_hh = rho Q` (`Q`
+//! orthogonal) and identity activation `R(l) = rho^l` exactly.
+//!
+//! # The batched sweep
+//!
+//! Backward is linear in the upstream gradient, so all `T` single-step losses go back through
+//! time together: row `(i, b)` of a block `[n, B, H]` carries `g^(i)_{t,b}`. Walking `t` from
+//! `T-1` down to `0`, the rows of targets `i >= t` are live (`n = T - t`); at step `t` the top
+//! layer's row `(t, b)` receives the injection `dJ^(t)/dh_t` (through the decoder only), and
+//! each layer, top to bottom, does for all live rows at once:
+//! ```text
+//! g      = carry (from step t+1) + dx from the layer above (same step)    total dJ^(i)/dh^(k)_t
+//! da     = elementwise(g [, dc]) with the cached gates of (t, b)          [n B, G H]
+//! carry  = da W_hh            (GRU: g * z + da_hh W_hh; LSTM also dc_carry = dc * f)
+//! dx     = da W_ih^(k)        (to layer k-1, same step; not for layer 0)
+//! ```
+//! The recurrent product is one GEMM `[n B, G H] x [G H, H]` per step and layer.
+//!
+//! **Cost.** Per layer, `sum_t (T - t) B = B T (T+1) / 2` rows, each `2 G H^2` flops for
+//! `W_hh` (and as much again for `W_ih` in layers above the first), plus `O(G H)` elementwise
+//! work per row: `B T (T+1) G H^2` flops per layer, against `T` separate backward passes that
+//! cost `T` times a full backward (`2 B T^2 G H^2` recurrent flops alone, in GEMMs of only
+//! `B` rows, plus the weight-gradient GEMMs). Memory: `O(B T G H)` per layer for the carries
+//! and one shared `[T, B, G H]` pre-activation block, plus `B T (T+1) / 2` norms per layer.
+
+use crate::cell::{Activation, CellKind, LayerCache};
+use crate::model::LanguageModel;
+use crate::tensor::{matmul, Float, Trans};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The live block of one layer at one step, shown to a sweep visitor.
+///
+/// Row `r` is target `i = step + r / batch`, batch element `b = r % batch`.
+pub struct StepView<'a, T> {
+    pub layer: usize,
+    /// `j`: the step whose hidden state the gradients are taken with respect to.
+    pub step: usize,
+    pub batch: usize,
+    pub hidden: usize,
+    /// `[(T - step), B, H]`: `g^(i)_{step,b} = dJ^(i)/dh^(layer)_{step}` for `i >= step`.
+    pub dh: &'a [T],
+    /// LSTM: `[(T - step), B, H]` total `dJ^(i)/dc^(layer)_{step}`.
+    pub dc: Option<&'a [T]>,
+}
+
+/// A callback that sees every live block before it is propagated further back.
+pub type Visitor<'v, T> = &'v mut dyn FnMut(&StepView<'_, T>);
+
+/// Norms `|g^(i)_{j,b}|` for every layer, `j <= i`, packed by rows of the lower triangle.
+#[derive(Clone, Debug, Default)]
+pub struct InfluenceNorms {
+    pub steps: usize,
+    pub batch: usize,
+    /// Per layer, `[(i (i+1) / 2 + j) * B + b]`.
+    pub dh: Vec<Vec<f64>>,
+    /// LSTM per layer (empty otherwise): norms of the total `dJ^(i)/dc^(j)`.
+    pub dc: Vec<Vec<f64>>,
+}
+
+#[inline]
+fn tri(i: usize) -> usize {
+    i * (i + 1) / 2
+}
+
+impl InfluenceNorms {
+    fn new(steps: usize, batch: usize, layers: usize, lstm: bool) -> Self {
+        let n = tri(steps) * batch;
+        InfluenceNorms {
+            steps,
+            batch,
+            dh: vec![vec![0.0; n]; layers],
+            dc: if lstm {
+                vec![vec![0.0; n]; layers]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Index of `(i, j, b)`, `j <= i`, in the packed buffers.
+    #[inline]
+    pub fn index(&self, i: usize, j: usize, b: usize) -> usize {
+        debug_assert!(j <= i && i < self.steps && b < self.batch);
+        (tri(i) + j) * self.batch + b
+    }
+
+    /// `|g^(i)_{j,b}|` of layer `layer`.
+    pub fn get(&self, layer: usize, i: usize, j: usize, b: usize) -> f64 {
+        self.dh[layer][self.index(i, j, b)]
+    }
+
+    /// The `T x T` influence matrix (row `i`, column `j`; zero above the diagonal): the mean
+    /// over the batch of the packed norms `v` (one of `dh[k]` or `dc[k]`).
+    pub fn matrix(&self, v: &[f64]) -> Vec<f64> {
+        let (t, b) = (self.steps, self.batch);
+        let mut m = vec![0.0; t * t];
+        for i in 0..t {
+            for j in 0..=i {
+                let at = self.index(i, j, 0);
+                m[i * t + j] = v[at..at + b].iter().sum::<f64>() / b as f64;
+            }
+        }
+        m
+    }
+}
+
+/// The dense top-layer injection `dJ^(i)/dh^(L-1)_i` through the decoder only, `[T, B, H]`:
+/// `dz = softmax(z) - onehot(y)` per token (weight 1), times `W_dec [V, H]`.
+///
+/// `probs [T*B, V]` are the probabilities that [`LanguageModel::loss`] leaves in `ws.logits`.
+pub fn decoder_injection<T: Float>(
+    model: &LanguageModel<T>,
+    probs: &[T],
+    targets: &[u32],
+) -> Vec<T> {
+    let c = &model.config;
+    let n = targets.len();
+    assert_eq!(probs.len(), n * c.vocab, "probs must be [T*B, V]");
+    let mut dz = probs.to_vec();
+    for (row, &y) in dz.chunks_exact_mut(c.vocab).zip(targets) {
+        row[y as usize] -= T::ONE;
+    }
+    let name = if c.tie {
+        "embedding.weight"
+    } else {
+        "decoder.weight"
+    };
+    let w_dec = model
+        .layout
+        .view(&model.params, name)
+        .expect("the layout has a decoder weight");
+    let mut out = vec![T::ZERO; n * c.hidden];
+    // [T*B, V] x [V, H]
+    matmul(
+        &mut out,
+        &dz,
+        Trans::No,
+        w_dec,
+        Trans::No,
+        n,
+        c.hidden,
+        c.vocab,
+        false,
+    );
+    out
+}
+
+/// Elementwise coefficients of one step, per batch element, computed once per step (not once
+/// per target row): `[n_coef, B, H]`.
+fn step_coefficients<T: Float>(
+    kind: CellKind,
+    act: Activation,
+    cache: &LayerCache<T>,
+    t: usize,
+    batch: usize,
+    h: usize,
+    coef: &mut [T],
+) {
+    let bh = batch * h;
+    match kind {
+        CellKind::Rnn => {
+            // s'(a_t) from h_t
+            let h_t = &cache.h[(t + 1) * bh..(t + 2) * bh];
+            for (c, &v) in coef[..bh].iter_mut().zip(h_t) {
+                *c = act.derivative_from_output(v);
+            }
+        }
+        CellKind::Lstm => {
+            // 0: o (1 - tc^2)   1: g i(1-i)   2: c_{t-1} f(1-f)   3: i (1-g^2)   4: tc o(1-o)   5: f
+            let c_prev = &cache.c[t * bh..(t + 1) * bh];
+            let c_t = &cache.c[(t + 1) * bh..(t + 2) * bh];
+            let gates = &cache.gates[t * 4 * bh..(t + 1) * 4 * bh];
+            for b in 0..batch {
+                let g = &gates[b * 4 * h..(b + 1) * 4 * h];
+                for j in 0..h {
+                    let k = b * h + j;
+                    let (i, f, gv, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
+                    let tc = c_t[k].tanh();
+                    coef[k] = o * (T::ONE - tc * tc);
+                    coef[bh + k] = gv * i * (T::ONE - i);
+                    coef[2 * bh + k] = c_prev[k] * f * (T::ONE - f);
+                    coef[3 * bh + k] = i * (T::ONE - gv * gv);
+                    coef[4 * bh + k] = tc * o * (T::ONE - o);
+                    coef[5 * bh + k] = f;
+                }
+            }
+        }
+        CellKind::Gru => {
+            // 0: (1-z)(1-n^2)   1: hn r(1-r)   2: (h_{t-1} - n) z(1-z)   3: z   4: r
+            let h_prev = &cache.h[t * bh..(t + 1) * bh];
+            let hn = &cache.hn[t * bh..(t + 1) * bh];
+            let gates = &cache.gates[t * 3 * bh..(t + 1) * 3 * bh];
+            for b in 0..batch {
+                let g = &gates[b * 3 * h..(b + 1) * 3 * h];
+                for j in 0..h {
+                    let k = b * h + j;
+                    let (r, z, n) = (g[j], g[h + j], g[2 * h + j]);
+                    coef[k] = (T::ONE - z) * (T::ONE - n * n);
+                    coef[bh + k] = hn[k] * r * (T::ONE - r);
+                    coef[2 * bh + k] = (h_prev[k] - n) * z * (T::ONE - z);
+                    coef[3 * bh + k] = z;
+                    coef[4 * bh + k] = r;
+                }
+            }
+        }
+    }
+}
+
+fn n_coefficients(kind: CellKind) -> usize {
+    match kind {
+        CellKind::Rnn => 1,
+        CellKind::Lstm => 6,
+        CellKind::Gru => 5,
+    }
+}
+
+#[inline]
+fn sq_norm<T: Float>(v: &[T]) -> f64 {
+    v.iter().map(|x| x.to_f64() * x.to_f64()).sum()
+}
+
+/// Rows per rayon task in the elementwise passes.
+const ROWS_PER_TASK: usize = 64;
+
+/// The batched backward sweep: every `g^(i)_j` of every layer, in one pass over time.
+///
+/// `caches` are the layer caches of a forward pass (`ws.caches`, no dropout) over `[T, B]`;
+/// `inject [T, B, H]` is `dJ^(i)/dh^(L-1)_i` through the output layer only (see
+/// [`decoder_injection`]). `visit`, when given, sees each layer's live block at each step.
+/// Returns the norms; the cost is stated in the module docs.
+pub fn sweep<T: Float>(
+    model: &LanguageModel<T>,
+    caches: &[LayerCache<T>],
+    inject: &[T],
+    mut visit: Option<Visitor<'_, T>>,
+) -> InfluenceNorms {
+    let cfg = &model.config;
+    let (kind, act, h, layers) = (cfg.cell, cfg.activation, cfg.hidden, cfg.layers);
+    assert_eq!(caches.len(), layers, "one cache per layer");
+    let dims = caches[0].dims.expect("forward has run");
+    let (steps, batch) = (dims.steps, dims.batch);
+    assert_eq!(inject.len(), steps * batch * h, "inject must be [T, B, H]");
+    let gh = kind.gates() * h;
+    let bh = batch * h;
+    let lstm = kind == CellKind::Lstm;
+    let gru = kind == CellKind::Gru;
+
+    let mut norms = InfluenceNorms::new(steps, batch, layers, lstm);
+    // Buffers, allocated once: carries indexed by target row (i, b).
+    let mut carry_h: Vec<Vec<T>> = vec![vec![T::ZERO; steps * bh]; layers];
+    let mut carry_c: Vec<Vec<T>> = if lstm {
+        vec![vec![T::ZERO; steps * bh]; layers]
+    } else {
+        Vec::new()
+    };
+    let mut da = vec![T::ZERO; steps * batch * gh];
+    let mut da_hh = if gru {
+        vec![T::ZERO; steps * batch * gh]
+    } else {
+        Vec::new()
+    };
+    let ncoef = n_coefficients(kind);
+    let mut coef = vec![T::ZERO; ncoef * bh];
+    let mut step_norm_h = vec![0.0f64; steps * batch];
+    let mut step_norm_c = vec![0.0f64; if lstm { steps * batch } else { 0 }];
+
+    for t in (0..steps).rev() {
+        let rows = (steps - t) * batch;
+        let live = t * bh..steps * bh;
+        carry_h[layers - 1][t * bh..(t + 1) * bh].copy_from_slice(&inject[t * bh..(t + 1) * bh]);
+        for k in (0..layers).rev() {
+            let cache = &caches[k];
+            step_coefficients(kind, act, cache, t, batch, h, &mut coef);
+            let coef = &coef[..];
+            let p = model.layer_params(k);
+
+            // Pass A: norms of the total dh (and, for the LSTM, the total dc, formed in place).
+            {
+                let g_all = &carry_h[k][live.clone()];
+                let nh = &mut step_norm_h[..rows];
+                if lstm {
+                    let dc_all = &mut carry_c[k][live.clone()];
+                    let nc = &mut step_norm_c[..rows];
+                    dc_all
+                        .par_chunks_mut(ROWS_PER_TASK * h)
+                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
+                        .zip(nh.par_chunks_mut(ROWS_PER_TASK))
+                        .zip(nc.par_chunks_mut(ROWS_PER_TASK))
+                        .enumerate()
+                        .for_each(|(task, (((dcs, gs), nhs), ncs))| {
+                            for (q, (dc, g)) in
+                                dcs.chunks_exact_mut(h).zip(gs.chunks_exact(h)).enumerate()
+                            {
+                                let b = (task * ROWS_PER_TASK + q) % batch;
+                                let a = &coef[b * h..(b + 1) * h];
+                                for ((d, &gv), &av) in dc.iter_mut().zip(g).zip(a) {
+                                    *d += gv * av;
+                                }
+                                nhs[q] = sq_norm(g).sqrt();
+                                ncs[q] = sq_norm(dc).sqrt();
+                            }
+                        });
+                } else {
+                    g_all
+                        .par_chunks(ROWS_PER_TASK * h)
+                        .zip(nh.par_chunks_mut(ROWS_PER_TASK))
+                        .for_each(|(gs, nhs)| {
+                            for (g, n) in gs.chunks_exact(h).zip(nhs.iter_mut()) {
+                                *n = sq_norm(g).sqrt();
+                            }
+                        });
+                }
+            }
+            for r in 0..rows {
+                let (i, b) = (t + r / batch, r % batch);
+                let at = norms.index(i, t, b);
+                norms.dh[k][at] = step_norm_h[r];
+                if lstm {
+                    norms.dc[k][at] = step_norm_c[r];
+                }
+            }
+            if let Some(v) = visit.as_mut() {
+                v(&StepView {
+                    layer: k,
+                    step: t,
+                    batch,
+                    hidden: h,
+                    dh: &carry_h[k][live.clone()],
+                    dc: if lstm {
+                        Some(&carry_c[k][live.clone()])
+                    } else {
+                        None
+                    },
+                });
+            }
+
+            // Pass B: pre-activation gradients of the live rows.
+            let da_live = &mut da[t * batch * gh..];
+            match kind {
+                CellKind::Rnn => {
+                    let g_all = &carry_h[k][live.clone()];
+                    da_live
+                        .par_chunks_mut(ROWS_PER_TASK * gh)
+                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
+                        .enumerate()
+                        .for_each(|(task, (das, gs))| {
+                            for (q, (d, g)) in
+                                das.chunks_exact_mut(h).zip(gs.chunks_exact(h)).enumerate()
+                            {
+                                let b = (task * ROWS_PER_TASK + q) % batch;
+                                let s = &coef[b * h..(b + 1) * h];
+                                for ((d, &gv), &sv) in d.iter_mut().zip(g).zip(s) {
+                                    *d = gv * sv;
+                                }
+                            }
+                        });
+                }
+                CellKind::Lstm => {
+                    let g_all = &carry_h[k][live.clone()];
+                    let dc_all = &mut carry_c[k][live.clone()];
+                    da_live
+                        .par_chunks_mut(ROWS_PER_TASK * gh)
+                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
+                        .zip(dc_all.par_chunks_mut(ROWS_PER_TASK * h))
+                        .enumerate()
+                        .for_each(|(task, ((das, gs), dcs))| {
+                            for (q, ((d, g), dc)) in das
+                                .chunks_exact_mut(gh)
+                                .zip(gs.chunks_exact(h))
+                                .zip(dcs.chunks_exact_mut(h))
+                                .enumerate()
+                            {
+                                let b = (task * ROWS_PER_TASK + q) % batch;
+                                let o = b * h;
+                                for j in 0..h {
+                                    let dcv = dc[j];
+                                    d[j] = dcv * coef[bh + o + j];
+                                    d[h + j] = dcv * coef[2 * bh + o + j];
+                                    d[2 * h + j] = dcv * coef[3 * bh + o + j];
+                                    d[3 * h + j] = g[j] * coef[4 * bh + o + j];
+                                    dc[j] = dcv * coef[5 * bh + o + j];
+                                }
+                            }
+                        });
+                }
+                CellKind::Gru => {
+                    let g_all = &mut carry_h[k][live.clone()];
+                    let dahh_live = &mut da_hh[t * batch * gh..];
+                    da_live
+                        .par_chunks_mut(ROWS_PER_TASK * gh)
+                        .zip(dahh_live.par_chunks_mut(ROWS_PER_TASK * gh))
+                        .zip(g_all.par_chunks_mut(ROWS_PER_TASK * h))
+                        .enumerate()
+                        .for_each(|(task, ((das, dhs), gs))| {
+                            for (q, ((d, dhh), g)) in das
+                                .chunks_exact_mut(gh)
+                                .zip(dhs.chunks_exact_mut(gh))
+                                .zip(gs.chunks_exact_mut(h))
+                                .enumerate()
+                            {
+                                let b = (task * ROWS_PER_TASK + q) % batch;
+                                let o = b * h;
+                                for j in 0..h {
+                                    let gv = g[j];
+                                    let dan = gv * coef[o + j];
+                                    let dar = dan * coef[bh + o + j];
+                                    let daz = gv * coef[2 * bh + o + j];
+                                    d[j] = dar;
+                                    d[h + j] = daz;
+                                    d[2 * h + j] = dan;
+                                    dhh[j] = dar;
+                                    dhh[h + j] = daz;
+                                    dhh[2 * h + j] = dan * coef[4 * bh + o + j];
+                                    // the direct path h_t = ... + z h_{t-1}
+                                    g[j] = gv * coef[3 * bh + o + j];
+                                }
+                            }
+                        });
+                }
+            }
+            let da_live = &da[t * batch * gh..];
+
+            // dx to the layer below (same step): carry_h[k-1] += da W_ih^(k)   ([nB, GH] x [GH, H])
+            if k > 0 {
+                matmul(
+                    &mut carry_h[k - 1][live.clone()],
+                    da_live,
+                    Trans::No,
+                    p.w_ih,
+                    Trans::No,
+                    rows,
+                    h,
+                    gh,
+                    true,
+                );
+            }
+            // carry to step t-1: da W_hh (GRU: += da_hh W_hh)   ([nB, GH] x [GH, H])
+            if t > 0 {
+                let (src, acc) = if gru {
+                    (&da_hh[t * batch * gh..], true)
+                } else {
+                    (da_live, false)
+                };
+                matmul(
+                    &mut carry_h[k][live.clone()],
+                    src,
+                    Trans::No,
+                    p.w_hh,
+                    Trans::No,
+                    rows,
+                    h,
+                    gh,
+                    acc,
+                );
+            }
+        }
+    }
+    norms
+}
+
+/// Statistics of the norms at one distance `l`, over all `(i, b)` with `i >= l`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub distance: usize,
+    /// Number of `(i, b)` pairs.
+    pub count: usize,
+    pub mean: f64,
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+    /// `R(l) = P(l) / P_l(0)` (see the module docs); `None` when `P_l(0) = 0`.
+    pub ratio: Option<f64>,
+}
+
+/// Linear-interpolated percentile `q` in `[0, 1]` of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let w = pos - lo as f64;
+    sorted[lo] * (1.0 - w) + sorted[hi] * w
+}
+
+/// The per-distance profile of one packed norm buffer (`norms.dh[k]` or `norms.dc[k]`).
+pub fn profile(norms: &InfluenceNorms, v: &[f64]) -> Vec<ProfileRow> {
+    let (steps, batch) = (norms.steps, norms.batch);
+    let mut vals = Vec::with_capacity(steps * batch);
+    (0..steps)
+        .map(|l| {
+            vals.clear();
+            let mut base = 0.0;
+            for i in l..steps {
+                let at = norms.index(i, i - l, 0);
+                vals.extend_from_slice(&v[at..at + batch]);
+                let a0 = norms.index(i, i, 0);
+                base += v[a0..a0 + batch].iter().sum::<f64>();
+            }
+            let count = vals.len();
+            let mean = vals.iter().sum::<f64>() / count as f64;
+            base /= count as f64;
+            vals.sort_by(f64::total_cmp);
+            ProfileRow {
+                distance: l,
+                count,
+                mean,
+                median: percentile(&vals, 0.5),
+                p10: percentile(&vals, 0.1),
+                p90: percentile(&vals, 0.9),
+                ratio: (base > 0.0).then(|| mean / base),
+            }
+        })
+        .collect()
+}
+
+/// Ratios below this count as "gone" when measuring the decay rate.
+pub const RATE_FLOOR: f64 = 1e-12;
+
+/// The measured per-step rate of a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Geometric mean of `R(l+1) / R(l)` for `l` in `0..last`, i.e. `R(last)^(1/last)`.
+    pub per_step: f64,
+    /// `exp` of the least-squares slope of `ln R(l)` over `l` in `0..=last`.
+    pub per_step_fit: f64,
+    /// The measured range is `0..=last`: the longest prefix where `R(l) > 1e-12` and finite.
+    pub last: usize,
+}
+
+/// The per-step rate of `R(l)`, over the longest prefix of distances where `R > 1e-12`
+/// (further out, rounding and the few remaining targets dominate). `None` without two points.
+pub fn rate(rows: &[ProfileRow]) -> Option<Rate> {
+    let last = rows
+        .iter()
+        .take_while(|r| r.ratio.is_some_and(|x| x.is_finite() && x > RATE_FLOOR))
+        .count()
+        .checked_sub(1)?;
+    if last == 0 {
+        return None;
+    }
+    let ln: Vec<f64> = rows[..=last]
+        .iter()
+        .map(|r| r.ratio.expect("checked").ln())
+        .collect();
+    let per_step = ((ln[last] - ln[0]) / last as f64).exp();
+    let n = ln.len() as f64;
+    let mx = (n - 1.0) / 2.0;
+    let my = ln.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in ln.iter().enumerate() {
+        let dx = x as f64 - mx;
+        sxy += dx * (y - my);
+        sxx += dx * dx;
+    }
+    Some(Rate {
+        per_step,
+        per_step_fit: (sxy / sxx).exp(),
+        last,
+    })
+}
+
+/// The first distance at which `R(l)` falls below `threshold` (`None`: not within the window).
+pub fn distance_below(rows: &[ProfileRow], threshold: f64) -> Option<usize> {
+    rows.iter()
+        .find(|r| r.ratio.is_some_and(|x| x < threshold))
+        .map(|r| r.distance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(ratios: &[f64]) -> Vec<ProfileRow> {
+        ratios
+            .iter()
+            .enumerate()
+            .map(|(l, &r)| ProfileRow {
+                distance: l,
+                count: 1,
+                mean: r,
+                median: r,
+                p10: r,
+                p90: r,
+                ratio: Some(r),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn percentiles_interpolate() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.1), 1.4);
+        assert_eq!(percentile(&v, 0.9), 4.6);
+        assert_eq!(percentile(&[7.0], 0.1), 7.0);
+    }
+
+    #[test]
+    fn rate_stops_at_the_floor_and_distances_are_first_crossings() {
+        // 0.1^l: below 1e-12 from l = 13 on, so the range is 0..=12
+        let r: Vec<f64> = (0..20).map(|l| 0.1f64.powi(l)).collect();
+        let rate = rate(&rows(&r)).unwrap();
+        assert_eq!(rate.last, 12);
+        assert!((rate.per_step - 0.1).abs() < 1e-14 && (rate.per_step_fit - 0.1).abs() < 1e-14);
+        assert_eq!(distance_below(&rows(&r), 1e-3), Some(4));
+        assert_eq!(distance_below(&rows(&r), 1e-6), Some(7));
+        assert_eq!(distance_below(&rows(&[1.0, 0.5]), 1e-3), None);
+        assert!(rate_of(&[1.0]).is_none());
+        assert!(rate_of(&[1.0, 0.0]).is_none());
+    }
+
+    fn rate_of(r: &[f64]) -> Option<Rate> {
+        rate(&rows(r))
+    }
+
+    #[test]
+    fn packed_indexing_and_matrix() {
+        let mut n = InfluenceNorms::new(3, 2, 1, false);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..3 {
+            for j in 0..=i {
+                for b in 0..2 {
+                    assert!(seen.insert(n.index(i, j, b)));
+                    let at = n.index(i, j, b);
+                    n.dh[0][at] = (10 * i + j) as f64 + b as f64;
+                }
+            }
+        }
+        assert_eq!(seen.len(), n.dh[0].len());
+        let m = n.matrix(&n.dh[0]);
+        assert_eq!(m[2 * 3 + 1], 21.5);
+        assert_eq!(m[3 + 2], 0.0);
+    }
+}

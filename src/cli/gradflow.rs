@@ -1,0 +1,367 @@
+//! `rnnscope gradflow`: measure, predict and explain vanishing and exploding gradients on a
+//! checkpoint or a freshly initialised model.
+//!
+//! Writes `gradflow.json` (the full [`GradflowSnapshot`]), `profile_l{k}.csv`,
+//! `influence_l{k}.csv` (`T x T`), `eigenvalues_l{k}.csv`, `singular_values_l{k}.csv` and
+//! `jacobian_l{k}.csv` (LSTM also `profile_cell_l{k}.csv`, `influence_cell_l{k}.csv`) into
+//! `--out`, and prints a short summary (`--json`: the summary as JSON on stdout).
+
+use crate::analysis::jacobian::JacobianOptions;
+use crate::analysis::{snapshot, GradflowSnapshot, Precision, SnapshotOptions};
+use crate::cell::{Activation, CellKind};
+use crate::checkpoint::{self, write_atomic};
+use crate::error::{Error, Result};
+use crate::init::{initialize, InitConfig, InitScheme};
+use crate::model::{LanguageModel, ModelConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Arithmetic of the batched sweep (`--precision`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// Double precision: exact to rounding (the theory checks hold to ~1e-12).
+    F64,
+    /// Single precision, as models train: about twice as fast, ~1e-7 relative error per step.
+    F32,
+}
+
+/// Where the analysed tokens come from.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Uniformly random tokens (seeded); the target is the next token.
+    Random,
+    /// The bytes of `--corpus`, each mapped to `byte mod vocab`.
+    Corpus,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Analyse this checkpoint (safetensors) instead of a freshly initialised model.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Cell of a fresh model: rnn, lstm or gru.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub cell: Option<String>,
+    /// Activation of a fresh vanilla RNN: tanh, relu, sigmoid or identity.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub activation: Option<String>,
+    /// Hidden size of a fresh model [default: 64].
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub hidden: Option<usize>,
+    /// Layers of a fresh model [default: 1].
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub layers: Option<usize>,
+    /// Embedding size of a fresh model [default: 32].
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub embedding: Option<usize>,
+    /// Vocabulary size of a fresh model [default: 65].
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub vocab: Option<usize>,
+    /// Init of a fresh model: default, uniform:A, xavier, orthogonal, identity.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub init: Option<String>,
+    /// Rescale every W_hh gate block of a fresh model to this spectral radius.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub spectral_radius: Option<f64>,
+    /// LSTM forget-gate bias of a fresh model.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub forget_bias: Option<f64>,
+    /// Seed of the init and of the random input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Window length T (time steps analysed).
+    #[arg(long, default_value_t = 128)]
+    pub bptt: usize,
+    /// Batch size B (independent sequences).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Token source.
+    #[arg(long, value_enum, default_value_t = Input::Random)]
+    pub input: Input,
+    /// Text file for `--input corpus`.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "gradflow_out")]
+    pub out: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the Jacobian products (2 T S^3 flops per layer).
+    #[arg(long)]
+    pub no_jacobian: bool,
+    /// Batch element whose trajectory the Jacobian products follow.
+    #[arg(long, default_value_t = 0)]
+    pub jacobian_batch: usize,
+    /// Arithmetic of the influence sweep (spectra, Jacobians and theory stay in f64).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
+    pub precision: PrecisionArg,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
+    let cell_name = a.cell.as_deref().unwrap_or("rnn");
+    let cell = CellKind::parse(cell_name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --cell `{cell_name}`: use rnn, lstm or gru"
+        ))
+    })?;
+    let act_name = a.activation.as_deref().unwrap_or("tanh");
+    let activation = Activation::parse(act_name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --activation `{act_name}`: use tanh, relu, sigmoid or identity"
+        ))
+    })?;
+    let config = ModelConfig {
+        cell,
+        activation,
+        vocab: a.vocab.unwrap_or(65),
+        embedding: a.embedding.unwrap_or(32),
+        hidden: a.hidden.unwrap_or(64),
+        layers: a.layers.unwrap_or(1),
+        dropout: 0.0,
+        tie: false,
+    };
+    let mut model = LanguageModel::<f64>::zeros(config)?;
+    let init = InitConfig {
+        scheme: InitScheme::parse(a.init.as_deref().unwrap_or("default"))?,
+        spectral_radius: a.spectral_radius,
+        forget_bias: a.forget_bias,
+        seed: a.seed,
+    };
+    initialize(&mut model, &init)?;
+    Ok(model)
+}
+
+/// `[T, B]` inputs and next-token targets: column `b` reads its own contiguous stretch.
+fn window(stream: &[u32], steps: usize, batch: usize) -> Option<(Vec<u32>, Vec<u32>)> {
+    let cols = stream.len().checked_sub(1)? / batch;
+    if cols < steps {
+        return None;
+    }
+    let mut inputs = vec![0u32; steps * batch];
+    let mut targets = vec![0u32; steps * batch];
+    for t in 0..steps {
+        for b in 0..batch {
+            inputs[t * batch + b] = stream[b * cols + t];
+            targets[t * batch + b] = stream[b * cols + t + 1];
+        }
+    }
+    Some((inputs, targets))
+}
+
+fn input_tokens(a: &Args, vocab: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+    let need = a.batch * (a.bptt + 1);
+    let stream: Vec<u32> = match a.input {
+        Input::Random => {
+            let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1));
+            (0..need).map(|_| rng.gen_range(0..vocab as u32)).collect()
+        }
+        Input::Corpus => {
+            let path = a
+                .corpus
+                .as_ref()
+                .ok_or_else(|| Error::Config("--input corpus needs --corpus FILE".into()))?;
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            // Tokens are the file's raw bytes mapped to `byte mod vocab`: no tokenizer here, so
+            // a checkpoint's own vocabulary is not consulted.
+            bytes.iter().map(|&x| x as u32 % vocab as u32).collect()
+        }
+    };
+    window(&stream, a.bptt, a.batch).ok_or_else(|| {
+        Error::Data(format!(
+            "{}: {} tokens are too few for --batch {} x --bptt {} (need {need}); lower them or use a longer file",
+            a.corpus.as_ref().map_or("input".into(), |p| p.display().to_string()),
+            stream.len(),
+            a.batch,
+            a.bptt
+        ))
+    })
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::set_threads(a.threads);
+    if a.bptt == 0 || a.batch == 0 {
+        return Err(Error::Config(
+            "--bptt and --batch must be at least 1".into(),
+        ));
+    }
+    let model = match &a.checkpoint {
+        Some(p) => checkpoint::load::<f64>(p)?.model,
+        None => fresh_model(&a)?,
+    };
+    let (inputs, targets) = input_tokens(&a, model.config.vocab)?;
+    let opts = SnapshotOptions {
+        jacobian: (!a.no_jacobian).then(|| JacobianOptions {
+            batch_index: a.jacobian_batch,
+            seed: a.seed,
+            ..Default::default()
+        }),
+        precision: match a.precision {
+            PrecisionArg::F64 => Precision::F64,
+            PrecisionArg::F32 => Precision::F32,
+        },
+        ..Default::default()
+    };
+    if a.jacobian_batch >= a.batch {
+        return Err(Error::Config(format!(
+            "--jacobian-batch {} must be below --batch {}",
+            a.jacobian_batch, a.batch
+        )));
+    }
+    let snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
+    write_outputs(&a.out, &snap)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snap.summary).expect("the summary serialises")
+        );
+    } else {
+        println!("{}", snap.summary.human());
+        println!("wrote {}", a.out.join("gradflow.json").display());
+    }
+    Ok(())
+}
+
+/// Shortest round-trip form, in exponent notation when very large or small; empty if not finite.
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:?}")
+    } else {
+        String::new()
+    }
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or(String::new(), num)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    write_atomic(&dir.join(name), text.as_bytes())
+}
+
+/// Writes `gradflow.json` and the CSV files of a snapshot into `dir` (created if missing).
+pub fn write_outputs(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let json = serde_json::to_string_pretty(snap).expect("the snapshot serialises");
+    write(dir, "gradflow.json", &json)?;
+    let steps = snap.summary.bptt;
+    for p in &snap.profiles {
+        let k = p.layer;
+        let mut sets = vec![("profile", &p.hidden)];
+        if let Some(c) = &p.cell {
+            sets.push(("profile_cell", c));
+        }
+        for (stem, rows) in sets {
+            let mut s = String::from("distance,mean,median,p10,p90,ratio\n");
+            for r in rows {
+                let _ = writeln!(
+                    s,
+                    "{},{},{},{},{},{}",
+                    r.distance,
+                    num(r.mean),
+                    num(r.median),
+                    num(r.p10),
+                    num(r.p90),
+                    opt(r.ratio)
+                );
+            }
+            write(dir, &format!("{stem}_l{k}.csv"), &s)?;
+        }
+    }
+    let matrices = snap
+        .influence
+        .iter()
+        .enumerate()
+        .map(|(k, m)| (format!("influence_l{k}.csv"), m))
+        .chain(
+            snap.influence_cell
+                .iter()
+                .enumerate()
+                .map(|(k, m)| (format!("influence_cell_l{k}.csv"), m)),
+        );
+    for (name, m) in matrices {
+        // row i (target), column j (source); empty above the diagonal (j > i)
+        let mut s = String::new();
+        for i in 0..steps {
+            let row: Vec<String> = (0..steps)
+                .map(|j| {
+                    if j <= i {
+                        num(m[i * steps + j])
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+            s += &row.join(",");
+            s.push('\n');
+        }
+        write(dir, &name, &s)?;
+    }
+    for sp in &snap.spectrum {
+        let k = sp.layer;
+        let mut e = String::from("gate,index,re,im,modulus\n");
+        let mut v = String::from("gate,index,value\n");
+        for g in &sp.gates {
+            for (n, x) in g.eigenvalues.iter().enumerate() {
+                let _ = writeln!(
+                    e,
+                    "{},{n},{},{},{}",
+                    g.gate,
+                    num(x.re),
+                    num(x.im),
+                    num(x.modulus())
+                );
+            }
+            for (n, x) in g.singular_values.iter().enumerate() {
+                let _ = writeln!(v, "{},{n},{}", g.gate, num(*x));
+            }
+        }
+        write(dir, &format!("eigenvalues_l{k}.csv"), &e)?;
+        write(dir, &format!("singular_values_l{k}.csv"), &v)?;
+    }
+    for j in &snap.jacobian {
+        let k = j.products.first().map_or(0, |r| r.log_stretch.len());
+        let mut s = String::from("distance,step,one_step_norm,log_frobenius");
+        for m in 1..=k {
+            let _ = write!(s, ",log_sigma_{m}");
+        }
+        for m in 1..=k {
+            let _ = write!(s, ",log_stretch_{m}");
+        }
+        s.push('\n');
+        for r in &j.products {
+            let t = steps - r.distance;
+            let _ = write!(
+                s,
+                "{},{t},{},{}",
+                r.distance,
+                num(j.one_step_norm[t]),
+                opt(r.log_frobenius)
+            );
+            for m in 0..k {
+                let _ = write!(
+                    s,
+                    ",{}",
+                    r.log_singular_values
+                        .get(m)
+                        .map_or(String::new(), |x| num(*x))
+                );
+            }
+            for m in 0..k {
+                let _ = write!(
+                    s,
+                    ",{}",
+                    r.log_stretch.get(m).map_or(String::new(), |x| num(*x))
+                );
+            }
+            s.push('\n');
+        }
+        write(dir, &format!("jacobian_l{}.csv", j.layer), &s)?;
+    }
+    Ok(())
+}
