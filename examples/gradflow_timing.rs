@@ -67,6 +67,8 @@ fn main() {
         layers: 1,
         dropout: 0.0,
         tie: false,
+        input_size: 0,
+        output: Default::default(),
     };
     let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % vocab) as u32).collect();
     let tgt: Vec<u32> = (0..steps * batch)

@@ -21,6 +21,8 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         layers,
         dropout: 0.0,
         tie: false,
+        input_size: 0,
+        output: Default::default(),
     }
 }
 

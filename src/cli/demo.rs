@@ -1,102 +1,230 @@
 //! `rnnscope demo`: the main job, needing no input.
 //!
-//! Until the long-distance-dependency demo lands, it trains a small LSTM language model on a
-//! generated sequence (a seeded random walk over a tiny grammar) with exact BPTT and prints
-//! the loss falling from the unigram baseline.
+//! Trains a tanh RNN and an LSTM language model on the dependency language (`when she tried
+//! to print her tickets , ... she finally printed her ___`) at several distances `l` between
+//! the key noun and the word that depends on it, measures each trained model's gradient flow
+//! `R(l) = P(l) / P(0)` on held-out sentences, and prints the table that the vanishing-gradient
+//! argument predicts: the RNN's accuracy on the dependent word falls to chance as `l` grows,
+//! because its gradient across `l` steps is orders of magnitude smaller than the LSTM's.
 
+use crate::analysis;
 use crate::cell::{Activation, CellKind};
-use crate::error::Result;
-use crate::init::{initialize, InitConfig};
-use crate::model::{LanguageModel, ModelConfig};
-use crate::train::{Clip, OptimizerConfig, OptimizerKind, Trainer};
+use crate::checkpoint::write_atomic;
+use crate::data::tasks::{Task, TaskKind, NOUNS};
+use crate::error::{Error, Result};
+use crate::model::{State, Workspace};
+use crate::train::task::{run_task, TaskResult, TaskRunConfig};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Training updates.
-    #[arg(long, default_value_t = 300)]
+    /// Where the runs, results and report go.
+    #[arg(long, default_value = "demo_out")]
+    out: PathBuf,
+    /// Distances between the key noun and the dependent word.
+    #[arg(long, value_delimiter = ',', default_values_t = [6, 10, 14, 18])]
+    distances: Vec<usize>,
+    /// Maximum updates per run (a run stops early once it is solved).
+    #[arg(long, default_value_t = 3000)]
     steps: usize,
-    /// Random seed.
+    /// Parallel runs (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
-/// A token stream where each token depends on the previous two: `x_t = (x_{t-1} + x_{t-2}) mod V`
-/// with probability 0.8, uniform noise otherwise.
-fn generated_stream(len: usize, vocab: u32, seed: u64) -> Vec<u32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut s = vec![0u32, 1];
-    while s.len() < len {
-        let n = s.len();
-        let next = if rng.gen::<f64>() < 0.8 {
-            (s[n - 1] + s[n - 2]) % vocab
-        } else {
-            rng.gen_range(0..vocab)
-        };
-        s.push(next);
+/// One row of the demo table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoRow {
+    pub cell: String,
+    pub distance: usize,
+    pub accuracy: f64,
+    pub chance: f64,
+    /// `R(l)` of the trained model at `l = distance`, on held-out sentences.
+    pub gradient_ratio: Option<f64>,
+    /// Measured per-step decay of `R` (geometric mean).
+    pub decay_per_step: Option<f64>,
+    pub updates: usize,
+    pub seconds: f64,
+}
+
+fn run_config(cell: CellKind, distance: usize, steps: usize, seed: u64) -> TaskRunConfig {
+    let mut c = TaskRunConfig::new(TaskKind::Dependency, distance);
+    c.cell = cell;
+    c.activation = Activation::Tanh;
+    c.hidden = 128;
+    c.embedding = 32;
+    c.steps = steps;
+    c.eval_every = 250;
+    c.test_size = 512;
+    c.seed = seed;
+    c.stop_when_solved = true;
+    if cell == CellKind::Lstm {
+        c.lr = 3e-3;
+        c.forget_bias = Some(1.0);
     }
-    s
+    c
+}
+
+/// `R(l)` and the per-step decay of a trained model on fresh held-out sentences.
+fn gradient_flow(
+    model: &crate::model::LanguageModel<f32>,
+    task: &Task,
+    seed: u64,
+) -> (Option<f64>, Option<f64>) {
+    let b = task.generate(16, &mut StdRng::seed_from_u64(seed ^ 0xD3));
+    let mut ws = Workspace::default();
+    let state = State::zeros(&model.config, b.batch);
+    let norms = analysis::influence(model, &mut ws, &b.tokens, &b.targets, &state, b.batch, None);
+    let rows = analysis::profile::profile(&norms, &norms.dh[0]);
+    let ratio = rows.get(task.length).and_then(|r| r.ratio);
+    (ratio, analysis::profile::rate(&rows).map(|r| r.per_step))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::set_threads(0);
-    let vocab = 12u32;
-    let config = ModelConfig {
-        cell: CellKind::Lstm,
-        activation: Activation::Tanh,
-        vocab: vocab as usize,
-        embedding: 16,
-        hidden: 64,
-        layers: 1,
-        dropout: 0.0,
-        tie: false,
-        input_size: 0,
-        output: Default::default(),
-    };
-    let (batch, bptt) = (16, 32);
-    let stream = generated_stream(batch * bptt * 40 + 1, vocab, args.seed);
-    let mut model = LanguageModel::<f32>::zeros(config)?;
-    initialize(
-        &mut model,
-        &InitConfig {
-            seed: args.seed,
-            ..Default::default()
-        },
-    )?;
-    let mut trainer = Trainer::new(model, OptimizerConfig::new(OptimizerKind::Adam), batch);
-    // Entropy of the generating process (0.8 deterministic, 0.2 uniform) and of the unigram.
-    let p_det = 0.8 + 0.2 / vocab as f64;
-    let p_other = 0.2 / vocab as f64;
-    let floor = -(p_det * p_det.ln() + (vocab as f64 - 1.0) * p_other * p_other.ln());
-    println!("LSTM language model on a generated sequence (x_t = x_(t-1) + x_(t-2) mod {vocab}, 20% noise)");
-    println!(
-        "unigram baseline {:.3} nats/token, best achievable {floor:.3}",
-        (vocab as f64).ln()
-    );
-    let cols = (stream.len() - 1) / batch;
-    let windows = cols / bptt;
-    let mut inputs = vec![0u32; batch * bptt];
-    let mut targets = vec![0u32; batch * bptt];
-    for step in 0..args.steps {
-        let w = step % windows;
-        if w == 0 {
-            trainer.reset_state();
-        }
-        for t in 0..bptt {
-            for b in 0..batch {
-                let pos = b * cols + w * bptt + t;
-                inputs[t * batch + b] = stream[pos];
-                targets[t * batch + b] = stream[pos + 1];
-            }
-        }
-        let s = trainer.step(&inputs, &targets, 3e-3, Clip::Norm(5.0), None)?;
-        if step % 25 == 0 || step + 1 == args.steps {
-            println!(
-                "step {step:>4}  loss {:.3}  grad norm {:.3}",
-                s.loss, s.grad_norm
-            );
-        }
+    let workers = super::set_threads(args.threads);
+    // Runs go in parallel, one per core: each GEMM stays on its own thread.
+    crate::tensor::set_gemm_threads(1);
+    for &l in &args.distances {
+        Task::new(TaskKind::Dependency, l)?;
     }
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    println!("rnnscope demo: long-distance dependencies and vanishing gradients\n");
+    println!("Each model is a language model trained on sentences like");
+    println!(
+        "  when she tried to print her tickets , <l - 6 filler words> she finally printed her ___"
+    );
+    println!(
+        "and scored on the dependent word (one of {} nouns: chance {:.1}%).",
+        NOUNS.len(),
+        100.0 / NOUNS.len() as f64
+    );
+    println!(
+        "Training {} runs on {workers} cores (up to {} updates each, stopping once solved)...\n",
+        2 * args.distances.len(),
+        args.steps
+    );
+    let start = Instant::now();
+    let mut jobs: Vec<(CellKind, usize)> = args
+        .distances
+        .iter()
+        .flat_map(|&l| [(CellKind::Lstm, l), (CellKind::Rnn, l)])
+        .collect();
+    // Longest (LSTM, far) first: the slowest runs start early.
+    jobs.sort_by_key(|&(c, l)| std::cmp::Reverse((c == CellKind::Lstm, l)));
+    let queue = Mutex::new(jobs.into_iter());
+    let rows = Mutex::new(Vec::<DemoRow>::new());
+    let first_error = Mutex::new(None::<Error>);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let next = queue.lock().expect("queue").next();
+                let Some((cell, l)) = next else { break };
+                let cfg = run_config(cell, l, args.steps, args.seed);
+                let dir = args.out.join(format!("{}_l{l}", cell.name()));
+                match run_task(&cfg, Some(&dir), &mut |_| {}) {
+                    Ok((r, model)) => {
+                        let (ratio, decay) = gradient_flow(&model, &Task { kind: TaskKind::Dependency, length: l }, args.seed);
+                        let row = demo_row(&r, cell, ratio, decay);
+                        println!(
+                            "  {:<5} l = {:>3}: accuracy {:>5.1}%  R(l) = {}  ({} updates, {:.0} s)",
+                            row.cell,
+                            l,
+                            100.0 * row.accuracy,
+                            fmt_ratio(row.gradient_ratio),
+                            r.updates,
+                            r.seconds
+                        );
+                        rows.lock().expect("rows").push(row);
+                    }
+                    Err(e) => {
+                        first_error.lock().expect("error slot").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
+    }
+    let mut rows = rows.into_inner().expect("rows");
+    rows.sort_by_key(|r| (r.distance, r.cell.clone()));
+    print_table(&rows, &args.distances);
+    write_results(&args.out, &rows)?;
+    println!(
+        "\n{:.0} s in all. Runs, metrics and checkpoints: {}/",
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
     Ok(())
+}
+
+fn demo_row(r: &TaskResult, cell: CellKind, ratio: Option<f64>, decay: Option<f64>) -> DemoRow {
+    DemoRow {
+        cell: if cell == CellKind::Rnn {
+            "rnn".into()
+        } else {
+            cell.name().into()
+        },
+        distance: r.length,
+        accuracy: r.metric,
+        chance: r.baseline,
+        gradient_ratio: ratio,
+        decay_per_step: decay,
+        updates: r.updates,
+        seconds: r.seconds,
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("n/a".into(), |v| format!("{v:.1e}"))
+}
+
+fn print_table(rows: &[DemoRow], distances: &[usize]) {
+    let find = |cell: &str, l: usize| rows.iter().find(|r| r.cell == cell && r.distance == l);
+    println!("\n| distance l | tanh RNN accuracy | LSTM accuracy | tanh RNN R(l) | LSTM R(l) |");
+    println!("|---|---|---|---|---|");
+    for &l in distances {
+        let (r, m) = (find("rnn", l), find("lstm", l));
+        let acc =
+            |x: Option<&DemoRow>| x.map_or("n/a".into(), |r| format!("{:.1}%", 100.0 * r.accuracy));
+        let ratio = |x: Option<&DemoRow>| fmt_ratio(x.and_then(|r| r.gradient_ratio));
+        println!(
+            "| {l} | {} | {} | {} | {} |",
+            acc(r),
+            acc(m),
+            ratio(r),
+            ratio(m)
+        );
+    }
+    println!("\nChance is {:.1}%. R(l) = mean |dJ^(i)/dh^(i-l)| / mean |dJ^(i)/dh^(i)| on held-out sentences.", 100.0 / NOUNS.len() as f64);
+}
+
+fn write_results(dir: &Path, rows: &[DemoRow]) -> Result<()> {
+    let json = serde_json::to_string_pretty(rows).expect("serialisable");
+    write_atomic(&dir.join("results.json"), json.as_bytes())?;
+    let mut csv = String::from(
+        "cell,distance,accuracy,chance,gradient_ratio,decay_per_step,updates,seconds\n",
+    );
+    for r in rows {
+        let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            r.cell,
+            r.distance,
+            r.accuracy,
+            r.chance,
+            opt(r.gradient_ratio),
+            opt(r.decay_per_step),
+            r.updates,
+            r.seconds
+        ));
+    }
+    write_atomic(&dir.join("results.csv"), csv.as_bytes())
 }

@@ -125,6 +125,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         layers: a.layers.unwrap_or(1),
         dropout: 0.0,
         tie: false,
+        input_size: 0,
+        output: Default::default(),
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {

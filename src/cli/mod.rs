@@ -2,8 +2,8 @@
 
 pub mod bench;
 pub mod demo;
-pub mod task;
 pub mod gradflow;
+pub mod task;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
