@@ -19,6 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// The main job: train small models and show the effect of vanishing gradients (no input needed).
@@ -28,7 +30,7 @@ pub enum Command {
     /// Train on one synthetic long-range task (dependency, copy, adding, order).
     Task(task::Args),
     /// Gradient flow through time: profiles, influence matrix, spectra, Jacobians, theory checks.
-    Gradflow(Box<gradflow::Args>),
+    Gradflow(gradflow::Args),
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -38,7 +40,7 @@ pub fn run() -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Task(a) => task::run(a),
-        Command::Gradflow(a) => gradflow::run(*a),
+        Command::Gradflow(a) => gradflow::run(a),
     }
 }
 
