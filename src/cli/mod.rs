@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod experiment;
 pub mod gradflow;
 pub mod task;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Train on one synthetic long-range task (dependency, copy, adding, order).
     Task(task::Args),
+    /// A grid of task runs (cells x lengths x remedies x seeds) with a results table.
+    Experiment(experiment::Args),
     /// Gradient flow through time: profiles, influence matrix, spectra, Jacobians, theory checks.
     Gradflow(gradflow::Args),
 }
@@ -40,6 +43,7 @@ pub fn run() -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Task(a) => task::run(a),
+        Command::Experiment(a) => experiment::run(a),
         Command::Gradflow(a) => gradflow::run(a),
     }
 }

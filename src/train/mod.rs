@@ -5,4 +5,5 @@ pub mod step;
 
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 pub use step::{Batch, Clip, StepStats, Trainer};
+pub mod experiment;
 pub mod task;
