@@ -2,6 +2,9 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
+pub mod sample;
+pub mod train;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +26,12 @@ pub enum Command {
     Demo(demo::Args),
     /// Training throughput on the standard configurations (tokens/s, GFLOP/s, % of GEMM peak).
     Bench(bench::Args),
+    /// Train a language model on a text file (or --resume a run).
+    Train(Box<train::Args>),
+    /// Loss, perplexity and bits per token of a checkpoint on a text file.
+    Eval(eval::Args),
+    /// Generate text from a checkpoint.
+    Sample(sample::Args),
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -31,6 +40,9 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run(a),
+        Command::Sample(a) => sample::run(a),
     }
 }
 

@@ -280,6 +280,32 @@ impl Vocab {
         Ok(out)
     }
 
+    /// Encodes a fragment of text such as a prime: like [`Self::encode`], except that a word
+    /// fragment gets `<eos>` only for the line breaks it contains (not after its last line).
+    pub fn encode_fragment(&self, data: &[u8]) -> Result<Encoded> {
+        if self.kind != TokenizerKind::Word {
+            return self.encode(data);
+        }
+        let mut out = Encoded::default();
+        let text = as_text(self.kind, data)?;
+        let lines: Vec<&str> = text.split('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            for w in line.split_whitespace() {
+                match self.words.get(w) {
+                    Some(&id) => out.ids.push(id),
+                    None => {
+                        out.ids.push(0);
+                        out.unknown += 1;
+                    }
+                }
+            }
+            if i + 1 < lines.len() {
+                out.ids.push(1);
+            }
+        }
+        Ok(out)
+    }
+
     /// Turns ids back into text (see [`Detokenizer`]); bytes that are not UTF-8 become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut d = Detokenizer::new(self);
@@ -386,5 +412,7 @@ mod tests {
         assert_eq!(e.unknown, 2);
         assert_eq!(v.decode(&e.ids[..9]), "a b a <unk>\na a b\n");
         assert!(Vocab::build(TokenizerKind::Word, b"x", 2).is_err());
+        assert_eq!(v.encode_fragment(b"a b").unwrap().ids, vec![2, 3]);
+        assert_eq!(v.encode_fragment(b"a\nz ").unwrap().ids, vec![2, 1, 0]);
     }
 }

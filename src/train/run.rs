@@ -301,13 +301,13 @@ impl RunDir {
     /// creates nothing.
     pub fn check_new(path: &Path) -> Result<()> {
         if path.exists() && !path.is_dir() {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "{}: exists and is not a directory: choose another --out",
                 path.display()
             )));
         }
         if let Some(f) = RUN_FILES.iter().find(|f| path.join(f).exists()) {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "{}: already holds a run ({f} exists): continue it with --resume {} or choose another --out",
                 path.display(),
                 path.display()
@@ -467,14 +467,14 @@ impl SavedState {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("train_state.safetensors");
         if !dir.is_dir() {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "{}: no such run directory: start a run with --out {}",
                 dir.display(),
                 dir.display()
             )));
         }
         if !path.exists() || !dir.join("config.toml").exists() {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "{}: nothing to resume (no train_state.safetensors and config.toml; a run writes them at its first evaluation): start a run with --out {}",
                 dir.display(),
                 dir.display()
