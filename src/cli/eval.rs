@@ -64,7 +64,9 @@ struct Report {
 
 pub fn run(args: Args) -> Result<()> {
     if args.batch == 0 || args.bptt == 0 {
-        return Err(Error::Config("--batch and --bptt must be at least 1".into()));
+        return Err(Error::Config(
+            "--batch and --bptt must be at least 1".into(),
+        ));
     }
     super::set_threads(args.threads);
     let (model, vocab) = load_checkpoint(&args.checkpoint)?;
@@ -96,7 +98,10 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer: vocab.kind(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
     } else {
         let per = match vocab.kind() {
             TokenizerKind::Char => "bits per character",

@@ -21,7 +21,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub length: usize,
     /// Softmax temperature; lower is more conservative, 0 = always the most likely token.
-    #[arg(long, value_name = "T", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub temperature: f64,
     /// Sample only among the K most likely tokens; 0 = all.
     #[arg(long, value_name = "K", default_value_t = 0)]
@@ -49,9 +54,16 @@ pub fn run(args: Args) -> Result<()> {
         let start = match kind {
             TokenizerKind::Word => vocab.eos(),
             TokenizerKind::Char => vocab.id_of_char('\n'),
-            TokenizerKind::Byte => vocab.encode(b"\n").ok().map(|e| e.ids[0]).filter(|&i| i != 0),
+            TokenizerKind::Byte => vocab
+                .encode(b"\n")
+                .ok()
+                .map(|e| e.ids[0])
+                .filter(|&i| i != 0),
         };
-        (vec![start.unwrap_or(if vocab.len() > 1 { 1 } else { 0 })], 0)
+        (
+            vec![start.unwrap_or(if vocab.len() > 1 { 1 } else { 0 })],
+            0,
+        )
     } else {
         let e = vocab.encode_fragment(prime_text.as_bytes())?;
         (e.ids, e.unknown)
@@ -67,7 +79,11 @@ pub fn run(args: Args) -> Result<()> {
         temperature: args.temperature,
         top_k: args.top_k,
         // Training never shows a char or byte model <unk>: do not emit it.
-        banned: if kind == TokenizerKind::Word { vec![] } else { vec![vocab.unk()] },
+        banned: if kind == TokenizerKind::Word {
+            vec![]
+        } else {
+            vec![vocab.unk()]
+        },
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

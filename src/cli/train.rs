@@ -186,11 +186,40 @@ impl Args {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { cfg.$f = Some(v); } )* };
         }
         set!(
-            valid_fraction, test_fraction, vocab_size, layers, hidden, embedding, dropout, tie,
-            init, lr, momentum, beta1, beta2, alpha, eps, weight_decay, schedule, clip,
-            clip_value, batch, bptt, eval_every, seed, threads, max_bad_steps
+            valid_fraction,
+            test_fraction,
+            vocab_size,
+            layers,
+            hidden,
+            embedding,
+            dropout,
+            tie,
+            init,
+            lr,
+            momentum,
+            beta1,
+            beta2,
+            alpha,
+            eps,
+            weight_decay,
+            schedule,
+            clip,
+            clip_value,
+            batch,
+            bptt,
+            eval_every,
+            seed,
+            threads,
+            max_bad_steps
         );
-        set_some!(corpus, valid_file, test_file, forget_bias, spectral_radius, max_time);
+        set_some!(
+            corpus,
+            valid_file,
+            test_file,
+            forget_bias,
+            spectral_radius,
+            max_time
+        );
         if let Some(s) = self.steps {
             cfg.steps = Some(s);
             cfg.epochs = None;
@@ -306,7 +335,9 @@ fn install_ctrlc() {
             eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)");
+        eprintln!(
+            "\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)"
+        );
     });
 }
 
@@ -330,12 +361,7 @@ fn prepare(mut cfg: TrainConfig) -> Result<Prepared> {
     cfg.validate()?;
     crate::cli::set_threads(cfg.threads);
     let corpus = corpus::load(&cfg.corpus_spec()?)?;
-    let batches = Batches::new(
-        &corpus.train.ids,
-        cfg.batch,
-        cfg.bptt,
-        &corpus.train.source,
-    )?;
+    let batches = Batches::new(&corpus.train.ids, cfg.batch, cfg.bptt, &corpus.train.source)?;
     let windows = batches.windows;
     let steps = cfg.total_steps(windows);
     let settings = TrainSettings {
@@ -405,7 +431,7 @@ fn describe(p: &Prepared, model: &LanguageModel<f32>) -> String {
     }
     let st = &p.settings;
     s.push_str(&format!(
-        "\nplan: {} updates of {} x {} tokens ({:.2} epochs), {} lr {} schedule {}, {}",
+        "\nplan: {} updates of {} x {} tokens ({:.2} epochs), {} lr {:e} schedule {}, {}",
         st.steps,
         st.batch,
         st.bptt,
@@ -537,19 +563,21 @@ fn run_loop(
     };
     let (reason, summary) = train(session, &data, Some(dir), monitor, &STOP)?;
     let d = dir.path.display();
-    let best = summary.best_valid_loss.map_or(String::new(), |b| {
-        let unit = match p.corpus.vocab.kind() {
-            TokenizerKind::Word => "word",
-            TokenizerKind::Char => "char",
-            TokenizerKind::Byte => "byte",
-        };
-        format!(
-            "best valid loss {b:.4} (ppl {:.3}, {:.4} bits/{unit}) at update {}",
-            b.exp(),
-            b / std::f64::consts::LN_2,
-            summary.best_step.unwrap_or(0)
-        )
-    });
+    let best = summary
+        .best_valid_loss
+        .map_or("no finite validation loss".into(), |b| {
+            let unit = match p.corpus.vocab.kind() {
+                TokenizerKind::Word => "word",
+                TokenizerKind::Char => "char",
+                TokenizerKind::Byte => "byte",
+            };
+            format!(
+                "best valid loss {b:.4} (ppl {:.3}, {:.4} bits/{unit}) at update {}",
+                b.exp(),
+                b / std::f64::consts::LN_2,
+                summary.best_step.unwrap_or(0)
+            )
+        });
     match reason {
         StopReason::Finished => println!(
             "done: {} updates in {:.0} s; {best}; files in {d}",

@@ -93,7 +93,9 @@ mod tests {
     #[test]
     fn too_short_a_stream_names_the_window_size() {
         let stream = vec![0u32; 80];
-        let e = Batches::new(&stream, 32, 64, "corpus.txt").unwrap_err().to_string();
+        let e = Batches::new(&stream, 32, 64, "corpus.txt")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "corpus.txt: 80 tokens is shorter than one batch window (batch 32 x bptt 64 + 1 = 2049 tokens): use a longer corpus or lower --batch/--bptt"

@@ -181,12 +181,7 @@ pub fn load(spec: &CorpusSpec) -> Result<Corpus> {
                     .test
                     .as_ref()
                     .map_or(String::new(), |p| p.display().to_string());
-                (
-                    data,
-                    v,
-                    t,
-                    [name, valid.display().to_string(), test_name],
-                )
+                (data, v, t, [name, valid.display().to_string(), test_name])
             }
         };
     let [train_src, valid_src, test_src] = sources;
@@ -264,7 +259,10 @@ mod tests {
         let p = tmp("split.txt", text.as_bytes());
         let c = load(&spec(p.clone(), TokenizerKind::Char)).unwrap();
         // 90 characters: 72 train, 9 valid, 9 test.
-        assert_eq!((c.train.ids.len(), c.valid.ids.len(), c.test.ids.len()), (72, 9, 9));
+        assert_eq!(
+            (c.train.ids.len(), c.valid.ids.len(), c.test.ids.len()),
+            (72, 9, 9)
+        );
         assert_eq!(c.vocab.decode(&c.train.ids[..10]), "é".repeat(10));
         assert_eq!(c.vocab.decode(&c.test.ids), "babababab");
         assert_eq!(c.valid.unknown + c.test.unknown, 0);
@@ -285,14 +283,33 @@ mod tests {
     #[test]
     fn bad_files_are_named() {
         let missing = std::env::temp_dir().join("rnnscope-no-such-file.txt");
-        let e = load(&spec(missing, TokenizerKind::Char)).unwrap_err().to_string();
-        assert!(e.contains("rnnscope-no-such-file.txt: cannot read the corpus"), "{e}");
+        let e = load(&spec(missing, TokenizerKind::Char))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rnnscope-no-such-file.txt: cannot read the corpus"),
+            "{e}"
+        );
         let empty = tmp("empty.txt", b"");
-        let e = load(&spec(empty.clone(), TokenizerKind::Char)).unwrap_err().to_string();
+        let e = load(&spec(empty.clone(), TokenizerKind::Char))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is empty"), "{e}");
-        let bin = tmp("bin.txt", &[b'a'; 100].iter().copied().chain([0xc3, 0x28]).collect::<Vec<_>>());
-        let e = load(&spec(bin.clone(), TokenizerKind::Char)).unwrap_err().to_string();
-        assert!(e.contains("bin.txt: not valid UTF-8 (first bad byte at offset 100)"), "{e}");
+        let bin = tmp(
+            "bin.txt",
+            &[b'a'; 100]
+                .iter()
+                .copied()
+                .chain([0xc3, 0x28])
+                .collect::<Vec<_>>(),
+        );
+        let e = load(&spec(bin.clone(), TokenizerKind::Char))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bin.txt: not valid UTF-8 (first bad byte at offset 100)"),
+            "{e}"
+        );
         assert!(load(&spec(bin.clone(), TokenizerKind::Byte)).is_ok());
         for p in [empty, bin] {
             std::fs::remove_file(p).unwrap();

@@ -378,14 +378,22 @@ mod tests {
         assert_eq!(v.decode(&e.ids[..11]), "hello world");
         let back = Vocab::from_json(&v.to_json()).unwrap();
         assert_eq!(back, v);
-        assert_eq!(back.encode("wörld".as_bytes()).unwrap(), v.encode("wörld".as_bytes()).unwrap());
+        assert_eq!(
+            back.encode("wörld".as_bytes()).unwrap(),
+            v.encode("wörld".as_bytes()).unwrap()
+        );
     }
 
     #[test]
     fn char_mode_rejects_non_utf8_but_byte_mode_accepts_it() {
         let data = [b'a', 0xff, b'b'];
-        let e = Vocab::build(TokenizerKind::Char, &data, 0).unwrap_err().to_string();
-        assert!(e.contains("not valid UTF-8") && e.contains("offset 1"), "{e}");
+        let e = Vocab::build(TokenizerKind::Char, &data, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not valid UTF-8") && e.contains("offset 1"),
+            "{e}"
+        );
         let v = Vocab::build(TokenizerKind::Byte, &data, 0).unwrap();
         assert_eq!(v.len(), 4);
         let enc = v.encode(&[0xff, b'a', b'z']).unwrap();

@@ -166,7 +166,10 @@ mod tests {
             k,
         );
         for ((s, p), w) in seq.iter().zip(&par).zip(&want) {
-            assert!(((s - p).abs() as f64) <= 1e-4 * w.abs().max(1.0), "{s} vs {p}");
+            assert!(
+                ((s - p).abs() as f64) <= 1e-4 * w.abs().max(1.0),
+                "{s} vs {p}"
+            );
             assert!(((*s as f64) - w).abs() <= 1e-4 * w.abs().max(1.0));
         }
     }

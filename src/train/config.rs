@@ -139,7 +139,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, &cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -184,7 +188,12 @@ fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     out.push_str(&msg.replace('\n', ": "));
     if let (Some(l), Some(_)) = (line, e.span()) {
         if let Some(src) = text.lines().nth(l - 1) {
-            if let Some(key) = src.split('=').next().map(str::trim).filter(|k| !k.is_empty()) {
+            if let Some(key) = src
+                .split('=')
+                .next()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+            {
                 out.push_str(&format!(" for field `{key}`"));
             }
         }
@@ -222,7 +231,9 @@ impl TrainConfig {
             }
         };
         if self.corpus.is_none() {
-            return cfg("no corpus: give --corpus FILE (or `corpus = \"FILE\"` in the config)".into());
+            return cfg(
+                "no corpus: give --corpus FILE (or `corpus = \"FILE\"` in the config)".into(),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return cfg(format!("`lr` = {} must be a positive number", self.lr));
@@ -236,7 +247,10 @@ impl TrainConfig {
             return cfg(format!("`eps` = {} must be a positive number", self.eps));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return cfg(format!("`weight_decay` = {} must be >= 0", self.weight_decay));
+            return cfg(format!(
+                "`weight_decay` = {} must be >= 0",
+                self.weight_decay
+            ));
         }
         self.clip()?;
         self.schedule()?;
@@ -259,7 +273,9 @@ impl TrainConfig {
         }
         if let Some(m) = self.max_time {
             if !(m.is_finite() && m > 0.0) {
-                return cfg(format!("`max_time` = {m} must be a positive number of minutes"));
+                return cfg(format!(
+                    "`max_time` = {m} must be a positive number of minutes"
+                ));
             }
         }
         if self.max_bad_steps == 0 {
@@ -317,7 +333,9 @@ impl TrainConfig {
     pub fn clip(&self) -> Result<Clip> {
         for (name, v) in [("clip", self.clip), ("clip_value", self.clip_value)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::Config(format!("`{name}` = {v} must be >= 0 (0 = off)")));
+                return Err(Error::Config(format!(
+                    "`{name}` = {v} must be >= 0 (0 = off)"
+                )));
             }
         }
         match (self.clip > 0.0, self.clip_value > 0.0) {
@@ -378,20 +396,34 @@ mod tests {
     #[test]
     fn errors_name_the_file_line_and_field() {
         let p = Path::new("run.toml");
-        let e = TrainConfig::from_toml("lr = 0.1\nhiden = 3\n", p).unwrap_err().to_string();
+        let e = TrainConfig::from_toml("lr = 0.1\nhiden = 3\n", p)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "invalid configuration: run.toml: line 2: unknown field `hiden` (did you mean `hidden`?): see `rnnscope train --help` for the fields"
         );
-        let e = TrainConfig::from_toml("hidden = \"big\"\n", p).unwrap_err().to_string();
+        let e = TrainConfig::from_toml("hidden = \"big\"\n", p)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "invalid configuration: run.toml: line 1: invalid type: string \"big\", expected usize for field `hidden`"
         );
-        let e = TrainConfig::from_toml("cell = \"lstn\"\n", p).unwrap_err().to_string();
-        assert!(e.contains("unknown variant `lstn`") && !e.contains('\n'), "{e}");
-        let e = TrainConfig::from_toml("lr = \n", p).unwrap_err().to_string();
-        assert!(e.starts_with("invalid configuration: run.toml: line 1: invalid"), "{e}");
+        let e = TrainConfig::from_toml("cell = \"lstn\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `lstn`") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = TrainConfig::from_toml("lr = \n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid configuration: run.toml: line 1: invalid"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
     }
 
@@ -412,10 +444,13 @@ mod tests {
         check(&|c| c.clip_value = 1.0, "choose one clipping");
         check(&|c| c.schedule = "plateau:x".into(), "schedule `plateau:x`");
         check(&|c| c.init = "zeros".into(), "unknown init");
-        check(&|c| {
-            c.steps = Some(3);
-            c.epochs = Some(1.0)
-        }, "not both");
+        check(
+            &|c| {
+                c.steps = Some(3);
+                c.epochs = Some(1.0)
+            },
+            "not both",
+        );
         check(&|c| c.tie = true, "`tie`");
         check(&|c| c.corpus = None, "no corpus");
         assert_eq!(ok.total_steps(7), 7);

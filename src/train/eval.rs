@@ -174,7 +174,9 @@ pub fn sample<T: Float>(
     mut emit: impl FnMut(u32) -> Result<()>,
 ) -> Result<()> {
     if prime.is_empty() {
-        return Err(Error::Data("sampling needs at least one prime token".into()));
+        return Err(Error::Data(
+            "sampling needs at least one prime token".into(),
+        ));
     }
     let v = model.config.vocab;
     let mut ws = Workspace::default();
@@ -238,7 +240,11 @@ mod tests {
         let first = evaluate(&m, &mut ws, &stream[..17], 1, 5).unwrap();
         let second = evaluate(&m, &mut ws, &stream[16..33], 1, 5).unwrap();
         let want = (first.loss * 16.0 + second.loss * 16.0 + last.loss * 17.0) / 49.0;
-        assert!((three.loss - want).abs() < 1e-12, "{} vs {want}", three.loss);
+        assert!(
+            (three.loss - want).abs() < 1e-12,
+            "{} vs {want}",
+            three.loss
+        );
         assert!(evaluate(&m, &mut ws, &stream[..1], 4, 5).is_err());
     }
 
@@ -276,10 +282,17 @@ mod tests {
         };
         let run = |seed| {
             let mut out = Vec::new();
-            sample(&m, &[1, 2], 20, &opts, &mut StdRng::seed_from_u64(seed), |t| {
-                out.push(t);
-                Ok(())
-            })
+            sample(
+                &m,
+                &[1, 2],
+                20,
+                &opts,
+                &mut StdRng::seed_from_u64(seed),
+                |t| {
+                    out.push(t);
+                    Ok(())
+                },
+            )
             .unwrap();
             out
         };

@@ -11,6 +11,9 @@ pub mod step;
 pub use config::TrainConfig;
 pub use eval::{evaluate, sample, EvalResult, SampleOptions};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
-pub use run::{train, Monitor, Progress, RunDir, SavedState, Session, StopReason, Summary, TrainData, TrainSettings};
+pub use run::{
+    train, Monitor, Progress, RunDir, SavedState, Session, StopReason, Summary, TrainData,
+    TrainSettings,
+};
 pub use schedule::{Schedule, ScheduleState};
 pub use step::{Clip, StepStats, Trainer};

@@ -24,9 +24,9 @@
 //! an error, leaving the last good checkpoint in place.
 
 use super::eval::{evaluate, EvalResult};
+use super::optim::OptimizerConfig;
 use super::schedule::{exact_f64, Schedule, ScheduleState, IMPROVEMENT};
 use super::step::{Clip, Trainer};
-use super::optim::OptimizerConfig;
 use crate::checkpoint::{self, write_atomic, write_tensors, NamedTensors, TensorFile};
 use crate::data::Batches;
 use crate::error::{Error, Result};
@@ -219,7 +219,9 @@ impl Session {
     /// A fresh run from an initialised model.
     pub fn new(model: LanguageModel<f32>, settings: TrainSettings) -> Result<Self> {
         if settings.batch == 0 || settings.bptt == 0 {
-            return Err(Error::Config("`batch` and `bptt` must be at least 1".into()));
+            return Err(Error::Config(
+                "`batch` and `bptt` must be at least 1".into(),
+            ));
         }
         Ok(Session {
             trainer: Trainer::new(model, settings.optimizer.clone(), settings.batch),
@@ -403,7 +405,8 @@ impl RunDir {
     /// `best`), refusing to save parameters that are not finite.
     fn save(&mut self, session: &Session, best: bool) -> Result<()> {
         if let Some(f) = self.metrics.as_mut() {
-            f.flush().map_err(|e| Error::io(self.path.join("metrics.csv"), e))?;
+            f.flush()
+                .map_err(|e| Error::io(self.path.join("metrics.csv"), e))?;
         }
         let model = &session.trainer.model;
         if model.params.iter().any(|p| !p.is_finite()) {
@@ -442,7 +445,10 @@ impl RunDir {
             PROGRESS_KEY.into(),
             serde_json::to_string(&session.progress).expect("progress serialises"),
         );
-        meta.insert("rnnscope.optimizer_steps".into(), t.optimizer.steps.to_string());
+        meta.insert(
+            "rnnscope.optimizer_steps".into(),
+            t.optimizer.steps.to_string(),
+        );
         meta.insert(FINGERPRINT_KEY.into(), self.fingerprint.clone());
         write_tensors(&self.path.join("train_state.safetensors"), &tensors, &meta)
     }
@@ -450,7 +456,10 @@ impl RunDir {
     /// Writes `summary.json`.
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {
         let json = serde_json::to_string_pretty(summary).expect("summary serialises");
-        write_atomic(&self.path.join("summary.json"), format!("{json}\n").as_bytes())
+        write_atomic(
+            &self.path.join("summary.json"),
+            format!("{json}\n").as_bytes(),
+        )
     }
 }
 
@@ -483,10 +492,16 @@ impl SavedState {
         let file = TensorFile::open(&path)?;
         let model = file.model_config()?;
         let json = file.metadata.get(PROGRESS_KEY).ok_or_else(|| {
-            Error::checkpoint(&path, format!("metadata `{PROGRESS_KEY}` is missing: not a training state"))
+            Error::checkpoint(
+                &path,
+                format!("metadata `{PROGRESS_KEY}` is missing: not a training state"),
+            )
         })?;
         let progress: Progress = serde_json::from_str(json).map_err(|e| {
-            Error::checkpoint(&path, format!("metadata `{PROGRESS_KEY}` is unreadable: {e}"))
+            Error::checkpoint(
+                &path,
+                format!("metadata `{PROGRESS_KEY}` is unreadable: {e}"),
+            )
         })?;
         let fingerprint = file.metadata.get(FINGERPRINT_KEY).cloned();
         Ok(SavedState {
@@ -531,13 +546,18 @@ impl SavedState {
             .metadata
             .get("rnnscope.optimizer_steps")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::checkpoint(path, "metadata `rnnscope.optimizer_steps` is missing"))?;
+            .ok_or_else(|| {
+                Error::checkpoint(path, "metadata `rnnscope.optimizer_steps` is missing")
+            })?;
         session.progress = self.progress.clone();
         let best = dir.join("best.safetensors");
         session.best_params = if best.exists() {
             let ck = checkpoint::load::<f32>(&best)?;
             if ck.model.config != session.trainer.model.config {
-                return Err(Error::checkpoint(&best, "not a checkpoint of this run's model"));
+                return Err(Error::checkpoint(
+                    &best,
+                    "not a checkpoint of this run's model",
+                ));
             }
             Some(ck.model.params)
         } else {
@@ -580,6 +600,7 @@ pub fn train(
         let lr = session.lr();
         let mut rng = dropout_rng(seed, step);
         let t0 = Instant::now();
+        let optimizer_steps = session.trainer.optimizer.steps;
         let result = session
             .trainer
             .step(&inputs, &targets, lr, clip, Some(&mut rng));
@@ -604,7 +625,9 @@ pub fn train(
             Err(Error::Numeric(msg)) => {
                 p.bad_steps += 1;
                 p.skipped_steps += 1;
-                monitor.log(&format!("warning: {msg}"));
+                // The trainer counts optimizer updates; the loop counts windows.
+                let msg = msg.replace(&format!(" at update {}", optimizer_steps + 1), "");
+                monitor.log(&format!("warning: update {}: {msg}", p.step));
             }
             Err(e) => return Err(e),
         }
@@ -671,9 +694,9 @@ pub fn train(
                 session.progress.bad_steps, session.progress.step
             )));
         }
-        if (has_valid && (on_cadence || stopping)) || (!has_valid && stopping) {
+        if on_cadence || stopping {
             if let Some(d) = dir.as_deref_mut() {
-                d.save(session, improved || (!has_valid && stopping))?;
+                d.save(session, improved)?;
                 d.write_summary(&session.summary("running", windows as usize, None))?;
             }
         }
@@ -781,7 +804,14 @@ mod tests {
         saved.restore(&mut resumed, &h).unwrap();
         assert_eq!(resumed.progress.step, 12);
         let mut rd = RunDir::reopen(&h, 12, "", HashMap::new(), "x".into()).unwrap();
-        train(&mut resumed, &data(&stream), Some(&mut rd), &mut Silent, &stop).unwrap();
+        train(
+            &mut resumed,
+            &data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap();
 
         assert_eq!(resumed.trainer.model.params, full.trainer.model.params);
         assert_eq!(resumed.trainer.optimizer.m, full.trainer.optimizer.m);
@@ -815,12 +845,18 @@ mod tests {
         let err = train(&mut s, &data(&stream), Some(&mut rd), &mut Silent, &stop)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("3 non-finite steps in a row (last at update 11)"), "{err}");
+        assert!(
+            err.contains("3 non-finite steps in a row (last at update 11)"),
+            "{err}"
+        );
         assert_eq!(s.progress.skipped_steps, 3);
         let after = checkpoint::load::<f32>(&d.join("last.safetensors")).unwrap();
         assert_eq!(after.model.params, good.model.params);
         let metrics = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
-        assert!(metrics.lines().last().unwrap().starts_with("11,NaN,"), "{metrics}");
+        assert!(
+            metrics.lines().last().unwrap().starts_with("11,NaN,"),
+            "{metrics}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -87,7 +87,9 @@ impl Schedule {
                 let every = num(0, None)?;
                 let gamma = num(1, Some(0.5))?;
                 if every < 1.0 || every.fract() != 0.0 {
-                    return Err(bad("N (updates between decays) must be a whole number >= 1"));
+                    return Err(bad(
+                        "N (updates between decays) must be a whole number >= 1",
+                    ));
                 }
                 if !(gamma > 0.0 && gamma <= 1.0) {
                     return Err(bad("GAMMA must be in (0, 1]"));
@@ -139,7 +141,9 @@ impl Schedule {
     pub fn lr(&self, base: f64, step: u64, total: u64, state: &ScheduleState) -> f64 {
         let shape = match *self {
             Schedule::Constant | Schedule::Plateau { .. } => 1.0,
-            Schedule::Step { every, gamma } => gamma.powi((step / every).min(i32::MAX as u64) as i32),
+            Schedule::Step { every, gamma } => {
+                gamma.powi((step / every).min(i32::MAX as u64) as i32)
+            }
             Schedule::Cosine { min_fraction } => {
                 let x = (step as f64 / total.max(1) as f64).min(1.0);
                 min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
@@ -201,7 +205,16 @@ mod tests {
                 patience: 0
             }
         );
-        for bad in ["", "linear", "step", "step:0", "step:10:2", "plateau:0.5", "cosine:x", "constant:1"] {
+        for bad in [
+            "",
+            "linear",
+            "step",
+            "step:0",
+            "step:10:2",
+            "plateau:0.5",
+            "cosine:x",
+            "constant:1",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }
