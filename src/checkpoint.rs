@@ -162,6 +162,8 @@ impl TensorFile {
             layers,
             dropout: 0.0,
             tie: tie && embedding == hidden,
+            input_size: 0,
+            output: Default::default(),
         };
         c.validate()
             .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;

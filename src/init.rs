@@ -222,6 +222,8 @@ mod tests {
             layers: 2,
             dropout: 0.0,
             tie: false,
+            input_size: 0,
+            output: Default::default(),
         }
     }
 

@@ -1,5 +1,9 @@
 //! `LanguageModel`: embedding -> stacked recurrent cells -> linear decoder -> softmax cross-entropy.
 //!
+//! The same model also serves the synthetic tasks: with `input_size > 0` it reads dense input
+//! vectors `[T, B, input_size]` instead of tokens (no embedding), and with `output = mse` the
+//! decoder's `vocab` outputs are regressed with squared error instead of classified.
+//!
 //! ```text
 //! x_t = E[w_t]                     (embedding, [V, E])
 //! h^k_t = cell_k(x^k_t, h^k_{t-1})   x^0 = drop(x), x^{k+1} = drop(h^k)
@@ -40,6 +44,23 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Tie the decoder weight to the embedding (needs `embedding == hidden`).
     pub tie: bool,
+    /// Size of dense input vectors; 0 (the default) reads tokens through the embedding.
+    #[serde(default)]
+    pub input_size: usize,
+    /// Output head (default softmax cross-entropy over `vocab` classes).
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// What the decoder's `vocab` outputs `z` are trained to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// `J = -ln softmax(z)[y]` for a class label `y`.
+    #[default]
+    Softmax,
+    /// `J = sum_k (z_k - y_k)^2` for real targets `y` (regression, e.g. the adding problem).
+    Mse,
 }
 
 impl ModelConfig {
@@ -47,7 +68,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("vocab", self.vocab),
-            ("embedding", self.embedding),
+            ("embedding", self.layer_input(0)),
             ("hidden", self.hidden),
             ("layers", self.layers),
         ];
@@ -61,6 +82,11 @@ impl ModelConfig {
                 "`dropout` = {} must be in [0, 1)",
                 self.dropout
             )));
+        }
+        if self.tie && self.input_size > 0 {
+            return Err(Error::Config(
+                "`tie` needs token input: a dense-input model has no embedding to tie".into(),
+            ));
         }
         if self.tie && self.embedding != self.hidden {
             return Err(Error::Config(format!(
@@ -80,7 +106,9 @@ impl ModelConfig {
 
     /// Input size of layer `k`.
     pub fn layer_input(&self, k: usize) -> usize {
-        if k == 0 {
+        if k == 0 && self.input_size > 0 {
+            self.input_size
+        } else if k == 0 {
             self.embedding
         } else {
             self.hidden
@@ -94,7 +122,11 @@ impl ModelConfig {
 
     fn layout_and_offsets(&self) -> (ParamLayout, Offsets) {
         let mut l = ParamLayout::default();
-        let embedding = l.push("embedding.weight", &[self.vocab, self.embedding]);
+        let embedding = if self.input_size > 0 {
+            0..0
+        } else {
+            l.push("embedding.weight", &[self.vocab, self.embedding])
+        };
         let gh = self.cell.gates() * self.hidden;
         let mut layers = Vec::new();
         for k in 0..self.layers {
@@ -127,6 +159,7 @@ impl ModelConfig {
     /// Multiply-adds x 2 (FLOPs) of forward + backward per token, as DESIGN.md counts them:
     /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder.
     pub fn train_flops_per_token(&self) -> f64 {
+        debug_assert!(self.validate().is_ok());
         let gh = (self.cell.gates() * self.hidden) as f64;
         let mut f = 0.0;
         for k in 0..self.layers {
@@ -263,6 +296,11 @@ impl<T: Float> Workspace<T> {
         self.dims
     }
 
+    /// Gradient w.r.t. the dense input `[T, B, input_size]` after backward (dense-input models).
+    pub fn input_grad(&self) -> &[T] {
+        self.dlayer_in.first().map_or(&[], |v| &v[..])
+    }
+
     /// Top-layer outputs after the last forward, `[T, B, H]` (before dropout).
     pub fn top_outputs(&self) -> &[T] {
         self.caches.last().map(|c| c.outputs()).unwrap_or(&[])
@@ -316,8 +354,8 @@ impl<T: Float> LanguageModel<T> {
     }
 
     /// Forward pass over `tokens [T, B]` (time-major) from `state`, leaving the logits in
-    /// `ws.logits`. `dropout_rng` switches training-mode dropout on. Returns nothing: call
-    /// [`Self::loss`] for the cross-entropy or read the logits.
+    /// `ws.logits`. `dropout_rng` switches training-mode dropout on. Call [`Self::loss`] for
+    /// the cross-entropy, or read the logits.
     pub fn forward(
         &self,
         ws: &mut Workspace<T>,
@@ -328,18 +366,65 @@ impl<T: Float> LanguageModel<T> {
         dropout_rng: Option<&mut StdRng>,
     ) {
         let c = &self.config;
+        assert_eq!(
+            c.input_size, 0,
+            "forward reads tokens: use forward_dense for dense input"
+        );
         assert_eq!(tokens.len(), steps * batch, "tokens must be [T, B]");
-        ws.prepare(c, steps, batch);
+        self.begin(ws, steps, batch, dropout_rng);
         ws.tokens.clear();
         ws.tokens.extend_from_slice(tokens);
+        let table = &self.params[self.offsets.embedding.clone()];
+        layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+        self.forward_layers(ws, state, steps, batch);
+    }
+
+    /// Forward pass over dense inputs `x [T, B, input_size]` (a model with `input_size > 0`).
+    pub fn forward_dense(
+        &self,
+        ws: &mut Workspace<T>,
+        x: &[T],
+        state: &State<T>,
+        steps: usize,
+        batch: usize,
+        dropout_rng: Option<&mut StdRng>,
+    ) {
+        let c = &self.config;
+        assert!(
+            c.input_size > 0,
+            "forward_dense needs a model with input_size > 0"
+        );
+        assert_eq!(
+            x.len(),
+            steps * batch * c.input_size,
+            "x must be [T, B, input_size]"
+        );
+        self.begin(ws, steps, batch, dropout_rng);
+        ws.layer_in[0].copy_from_slice(x);
+        self.forward_layers(ws, state, steps, batch);
+    }
+
+    /// Sizes the workspace and draws this pass's dropout masks.
+    fn begin(
+        &self,
+        ws: &mut Workspace<T>,
+        steps: usize,
+        batch: usize,
+        dropout_rng: Option<&mut StdRng>,
+    ) {
+        let c = &self.config;
+        ws.prepare(c, steps, batch);
         ws.dropout_on = c.dropout > 0.0 && dropout_rng.is_some();
         if let Some(rng) = dropout_rng.filter(|_| ws.dropout_on) {
             for m in ws.masks.iter_mut() {
                 layers::dropout_mask(m, c.dropout, rng);
             }
         }
-        let table = &self.params[self.offsets.embedding.clone()];
-        layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+    }
+
+    /// Runs the cell stack and the decoder on `ws.layer_in[0]`.
+    fn forward_layers(&self, ws: &mut Workspace<T>, state: &State<T>, steps: usize, batch: usize) {
+        let c = &self.config;
         let bh = batch * c.hidden;
         for k in 0..c.layers {
             if ws.dropout_on {
@@ -388,6 +473,11 @@ impl<T: Float> LanguageModel<T> {
     /// Cross-entropy of the last forward's logits against `targets [T, B]`: fills
     /// `ws.step_loss` and returns the mean. Overwrites the logits with probabilities.
     pub fn loss(&self, ws: &mut Workspace<T>, targets: &[u32]) -> f64 {
+        assert_eq!(
+            self.config.output,
+            Output::Softmax,
+            "loss is for a softmax head: use loss_mse"
+        );
         assert_eq!(targets.len(), ws.step_loss.len(), "targets must be [T, B]");
         ws.targets.clear();
         ws.targets.extend_from_slice(targets);
@@ -397,6 +487,36 @@ impl<T: Float> LanguageModel<T> {
             &mut ws.step_loss,
             self.config.vocab,
         );
+        ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
+    }
+
+    /// Squared error of the last forward's outputs against `targets [T, B, vocab]`:
+    /// `J_r = sum_k (z_rk - y_rk)^2` into `ws.step_loss`; returns the mean over rows. Overwrites
+    /// the outputs with the residuals `z - y` (what backward needs).
+    pub fn loss_mse(&self, ws: &mut Workspace<T>, targets: &[T]) -> f64 {
+        let v = self.config.vocab;
+        assert_eq!(
+            self.config.output,
+            Output::Mse,
+            "loss_mse is for an mse head: use loss"
+        );
+        assert_eq!(
+            targets.len(),
+            ws.step_loss.len() * v,
+            "targets must be [T, B, vocab]"
+        );
+        for ((z, y), loss) in ws
+            .logits
+            .chunks_exact_mut(v)
+            .zip(targets.chunks_exact(v))
+            .zip(ws.step_loss.iter_mut())
+        {
+            *loss = 0.0;
+            for (z, &y) in z.iter_mut().zip(y) {
+                *z -= y;
+                *loss += z.to_f64() * z.to_f64();
+            }
+        }
         ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
     }
 
@@ -435,7 +555,22 @@ impl<T: Float> LanguageModel<T> {
             LossWeights::Mean => ws.weights.fill(T::from_f64(1.0 / n as f64)),
             LossWeights::PerToken(w) => ws.weights.copy_from_slice(w),
         }
-        layers::softmax_cross_entropy_backward(&mut ws.logits, &ws.targets, &ws.weights, c.vocab);
+        match c.output {
+            Output::Softmax => layers::softmax_cross_entropy_backward(
+                &mut ws.logits,
+                &ws.targets,
+                &ws.weights,
+                c.vocab,
+            ),
+            // dJ/dz = 2 (z - y), the residual left by `loss_mse`.
+            Output::Mse => {
+                for (row, &w) in ws.logits.chunks_exact_mut(c.vocab).zip(&ws.weights) {
+                    for v in row.iter_mut() {
+                        *v *= T::from_f64(2.0) * w;
+                    }
+                }
+            }
+        }
         // dW_dec += dz^T top;  db_dec += sum dz;  dtop = dz W_dec
         matmul(
             &mut grads[self.offsets.decoder_w.clone()],
@@ -526,11 +661,13 @@ impl<T: Float> LanguageModel<T> {
             }
             debug_assert_eq!(dx.len(), n * dims_in);
         }
-        layers::embedding_backward(
-            &mut grads[self.offsets.embedding.clone()],
-            &ws.dlayer_in[0],
-            &ws.tokens,
-            c.embedding,
-        );
+        if c.input_size == 0 {
+            layers::embedding_backward(
+                &mut grads[self.offsets.embedding.clone()],
+                &ws.dlayer_in[0],
+                &ws.tokens,
+                c.embedding,
+            );
+        }
     }
 }

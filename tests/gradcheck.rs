@@ -111,16 +111,17 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
         None,
     );
 
-    let mut numeric = vec![0.0; grads.len()];
-    for i in 0..m.params.len() {
-        let p = m.params[i];
-        numeric[i] = central_difference(|d| {
-            m.params[i] = p + d;
-            let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
-            m.params[i] = p;
-            l
-        });
-    }
+    let numeric: Vec<f64> = (0..m.params.len())
+        .map(|i| {
+            let p = m.params[i];
+            central_difference(|d| {
+                m.params[i] = p + d;
+                let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
+                m.params[i] = p;
+                l
+            })
+        })
+        .collect();
     for e in m.layout.entries() {
         let err = rel_err(&grads[e.range()], &numeric[e.range()]);
         assert!(err <= TOL, "{label}: `{}` relative error {err:e}", e.name);
@@ -202,5 +203,72 @@ fn dropout_with_a_fixed_mask() {
         let mut c = config(cell, Activation::Tanh, 2, false);
         c.dropout = 0.3;
         check(c, 5, 2, Some(42));
+    }
+}
+
+/// Dense inputs and a squared-error head read at the last step only (the adding problem's
+/// shape): every parameter and the dense input itself.
+#[test]
+fn dense_input_mse_head_last_step() {
+    use rand::Rng;
+    use rnnscope::model::Output;
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let mut c = config(cell, Activation::Tanh, 2, false);
+        c.input_size = 2;
+        c.vocab = 1;
+        c.output = Output::Mse;
+        let mut m = model(c.clone(), 5);
+        let (steps, batch) = (6, 3);
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut x: Vec<f64> = (0..steps * batch * 2)
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
+        let y: Vec<f64> = (0..steps * batch)
+            .map(|_| rng.gen_range(0.0..2.0))
+            .collect();
+        let mut w = vec![0.0; steps * batch];
+        w[(steps - 1) * batch..].fill(1.0 / batch as f64);
+        let state = random_state(&c, batch, 6);
+        let mut ws = Workspace::default();
+        let loss = |m: &LanguageModel<f64>, ws: &mut Workspace<f64>, x: &[f64]| {
+            m.forward_dense(ws, x, &state, steps, batch, None);
+            m.loss_mse(ws, &y);
+            ws.step_loss.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>()
+        };
+        loss(&m, &mut ws, &x);
+        let mut grads = vec![0.0; m.layout.total()];
+        m.backward(&mut ws, &mut grads, LossWeights::PerToken(&w), None, None);
+        let dx = ws.input_grad().to_vec();
+        let numeric: Vec<f64> = (0..m.params.len())
+            .map(|i| {
+                let p = m.params[i];
+                central_difference(|d| {
+                    m.params[i] = p + d;
+                    let l = loss(&m, &mut ws, &x);
+                    m.params[i] = p;
+                    l
+                })
+            })
+            .collect();
+        for e in m.layout.entries() {
+            let err = rel_err(&grads[e.range()], &numeric[e.range()]);
+            assert!(err <= TOL, "{cell:?}: `{}` relative error {err:e}", e.name);
+        }
+        let num_dx: Vec<f64> = (0..x.len())
+            .map(|i| {
+                let v = x[i];
+                central_difference(|d| {
+                    x[i] = v + d;
+                    let l = loss(&m, &mut ws, &x);
+                    x[i] = v;
+                    l
+                })
+            })
+            .collect();
+        let err = rel_err(&dx, &num_dx);
+        assert!(
+            err <= TOL,
+            "{cell:?}: input gradient relative error {err:e}"
+        );
     }
 }

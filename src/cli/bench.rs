@@ -74,6 +74,8 @@ impl BenchConfig {
             layers: self.layers,
             dropout: 0.0,
             tie: false,
+            input_size: 0,
+            output: Default::default(),
         }
     }
 }

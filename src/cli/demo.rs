@@ -51,6 +51,8 @@ pub fn run(args: Args) -> Result<()> {
         layers: 1,
         dropout: 0.0,
         tie: false,
+        input_size: 0,
+        output: Default::default(),
     };
     let (batch, bptt) = (16, 32);
     let stream = generated_stream(batch * bptt * 40 + 1, vocab, args.seed);

@@ -3,7 +3,7 @@
 use crate::checkpoint;
 use crate::data::{corpus, TokenizerKind, Vocab, VOCAB_KEY};
 use crate::error::{Error, Result};
-use crate::model::{LanguageModel, Workspace};
+use crate::model::{LanguageModel, Output, Workspace};
 use crate::train::evaluate;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,13 @@ pub struct Args {
 /// Loads a checkpoint of `rnnscope train` with its vocabulary.
 pub fn load_checkpoint(path: &Path) -> Result<(LanguageModel<f32>, Vocab)> {
     let ck = checkpoint::load::<f32>(path)?;
+    let c = &ck.model.config;
+    if c.input_size != 0 || c.output != Output::Softmax {
+        return Err(Error::checkpoint(
+            path,
+            "a model with dense inputs or a regression head, not a language model: use a checkpoint written by `rnnscope train`",
+        ));
+    }
     let json = ck.metadata.get(VOCAB_KEY).ok_or_else(|| {
         Error::checkpoint(
             path,

@@ -1,7 +1,8 @@
-//! Data: tokenizers, corpora and truncated-BPTT batching.
+//! Data: tokenizers, corpora, truncated-BPTT batching and synthetic tasks.
 
 pub mod batch;
 pub mod corpus;
+pub mod tasks;
 pub mod tokenizer;
 
 pub use batch::Batches;

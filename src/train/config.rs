@@ -302,6 +302,8 @@ impl TrainConfig {
             layers: self.layers,
             dropout: self.dropout,
             tie: self.tie,
+            input_size: 0,
+            output: Default::default(),
         }
     }
 

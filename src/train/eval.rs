@@ -214,6 +214,8 @@ mod tests {
             layers: 2,
             dropout: 0.0,
             tie: false,
+            input_size: 0,
+            output: Default::default(),
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

@@ -16,4 +16,4 @@ pub use run::{
     TrainSettings,
 };
 pub use schedule::{Schedule, ScheduleState};
-pub use step::{Clip, StepStats, Trainer};
+pub use step::{Batch, Clip, StepStats, Trainer};

@@ -751,6 +751,8 @@ mod tests {
             layers: 2,
             dropout,
             tie: false,
+            input_size: 0,
+            output: Default::default(),
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

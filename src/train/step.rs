@@ -25,6 +25,20 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// Inputs and targets of one training batch, all time-major.
+#[derive(Clone, Copy)]
+pub enum Batch<'a, T> {
+    /// Token inputs `[T, B]` and class targets `[T, B]` (language modelling, copy, order tasks).
+    Tokens {
+        inputs: &'a [u32],
+        targets: &'a [u32],
+    },
+    /// Dense inputs `[T, B, input_size]` and class targets `[T, B]`.
+    DenseClasses { inputs: &'a [T], targets: &'a [u32] },
+    /// Dense inputs `[T, B, input_size]` and real targets `[T, B, vocab]` (mse head).
+    DenseReal { inputs: &'a [T], targets: &'a [T] },
+}
+
 /// A model with everything a training step needs, allocated once.
 pub struct Trainer<T> {
     pub model: LanguageModel<T>,
@@ -50,9 +64,8 @@ impl<T: Float> Trainer<T> {
         }
     }
 
-    /// Trains on one window `inputs`/`targets` `[T, B]`, carrying the state forward. A
-    /// non-finite loss or gradient leaves parameters, optimizer and state untouched and
-    /// returns `Error::Numeric`.
+    /// Trains on one language-model window `inputs`/`targets` `[T, B]` (mean loss over all
+    /// tokens), carrying the state forward. See [`Self::step_batch`].
     pub fn step(
         &mut self,
         inputs: &[u32],
@@ -61,19 +74,54 @@ impl<T: Float> Trainer<T> {
         clip: Clip,
         dropout_rng: Option<&mut StdRng>,
     ) -> Result<StepStats> {
-        let steps = inputs.len() / self.batch;
-        self.model.forward(
-            &mut self.ws,
-            inputs,
-            &self.state,
-            steps,
-            self.batch,
+        self.step_batch(
+            Batch::Tokens { inputs, targets },
+            None,
+            lr,
+            clip,
             dropout_rng,
-        );
-        let loss = self.model.loss(&mut self.ws, targets);
+        )
+    }
+
+    /// Trains on one batch. `weights` `[T * B]` weights the per-step losses (`None` = mean over
+    /// all steps); the reported loss is `sum_r w_r J_r`. A non-finite loss or gradient leaves
+    /// parameters, optimizer and state untouched and returns `Error::Numeric`.
+    pub fn step_batch(
+        &mut self,
+        batch: Batch<T>,
+        weights: Option<&[T]>,
+        lr: f64,
+        clip: Clip,
+        dropout_rng: Option<&mut StdRng>,
+    ) -> Result<StepStats> {
+        let (m, ws, b) = (&self.model, &mut self.ws, self.batch);
+        let mean = match batch {
+            Batch::Tokens { inputs, targets } => {
+                m.forward(ws, inputs, &self.state, inputs.len() / b, b, dropout_rng);
+                m.loss(ws, targets)
+            }
+            Batch::DenseClasses { inputs, targets } => {
+                m.forward_dense(ws, inputs, &self.state, targets.len() / b, b, dropout_rng);
+                m.loss(ws, targets)
+            }
+            Batch::DenseReal { inputs, targets } => {
+                let steps = targets.len() / (b * m.config.vocab);
+                m.forward_dense(ws, inputs, &self.state, steps, b, dropout_rng);
+                m.loss_mse(ws, targets)
+            }
+        };
+        let loss = match weights {
+            None => mean,
+            Some(w) => ws
+                .step_loss
+                .iter()
+                .zip(w)
+                .map(|(l, w)| l * w.to_f64())
+                .sum(),
+        };
         self.grads.fill(T::ZERO);
-        self.model
-            .backward(&mut self.ws, &mut self.grads, LossWeights::Mean, None, None);
+        let lw = weights.map_or(LossWeights::Mean, LossWeights::PerToken);
+        m.backward(ws, &mut self.grads, lw, None, None);
         let grad_norm = match clip {
             Clip::Norm(x) => clip_grad_norm(&mut self.grads, x),
             _ => crate::tensor::norm(&self.grads),

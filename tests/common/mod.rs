@@ -15,6 +15,8 @@ pub fn config(cell: CellKind, activation: Activation, layers: usize, tie: bool) 
         layers,
         dropout: 0.0,
         tie,
+        input_size: 0,
+        output: Default::default(),
     }
 }
 
