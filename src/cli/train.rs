@@ -10,7 +10,7 @@ use crate::model::LanguageModel;
 use crate::train::run::{MetricsRow, Monitor, Progress, RunDir, SavedState, Session, StopReason};
 use crate::train::{train, Clip, TrainConfig, TrainData, TrainSettings};
 use crate::{Activation, CellKind};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,11 +255,8 @@ pub struct ProgressMonitor {
 
 impl ProgressMonitor {
     pub fn new(quiet: bool) -> Self {
-        let pb = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
+        // Drawn from `start` on, so that the lines logged before it come first.
+        let pb = ProgressBar::hidden();
         pb.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg} | {eta} left",
@@ -286,6 +283,9 @@ fn ema(old: Option<f64>, new: f64, a: f64) -> Option<f64> {
 
 impl Monitor for ProgressMonitor {
     fn start(&mut self, progress: &Progress, total: u64) {
+        if !self.quiet {
+            self.pb.set_draw_target(ProgressDrawTarget::stderr());
+        }
         self.pb.set_length(total);
         self.pb.set_position(progress.step);
         self.pb.reset_eta();
