@@ -2,9 +2,12 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
 pub mod experiment;
 pub mod gradflow;
+pub mod sample;
 pub mod task;
+pub mod train;
 
 use crate::error::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +31,12 @@ pub enum Command {
     Demo(demo::Args),
     /// Training throughput on the standard configurations (tokens/s, GFLOP/s, % of GEMM peak).
     Bench(bench::Args),
+    /// Train a language model on a text file (or --resume a run).
+    Train(train::Args),
+    /// Loss, perplexity and bits per token of a checkpoint on a text file.
+    Eval(eval::Args),
+    /// Generate text from a checkpoint.
+    Sample(sample::Args),
     /// Train on one synthetic long-range task (dependency, copy, adding, order).
     Task(task::Args),
     /// A grid of task runs (cells x lengths x remedies x seeds) with a results table.
@@ -42,6 +51,9 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Sample(a) => sample::run(a),
         Command::Task(a) => task::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Gradflow(a) => gradflow::run(a),

@@ -1,0 +1,128 @@
+//! `rnnscope eval`: loss, perplexity and bits per token of a checkpoint on a text file.
+
+use crate::checkpoint;
+use crate::data::{corpus, TokenizerKind, Vocab, VOCAB_KEY};
+use crate::error::{Error, Result};
+use crate::model::{LanguageModel, Output, Workspace};
+use crate::train::evaluate;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Checkpoint written by `rnnscope train` (last.safetensors or best.safetensors).
+    #[arg(long, value_name = "CKPT")]
+    pub checkpoint: PathBuf,
+    /// Text file to evaluate on (tokenized with the checkpoint's vocabulary).
+    #[arg(long, value_name = "FILE")]
+    pub corpus: PathBuf,
+    /// Print one JSON object: loss, perplexity, bits_per_token, tokens, unknown.
+    #[arg(long)]
+    pub json: bool,
+    /// Parallel columns (each starts from a zero state).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub batch: usize,
+    /// Window length (the state is carried across windows).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub bptt: usize,
+    /// Threads; 0 = all cores.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Loads a checkpoint of `rnnscope train` with its vocabulary.
+pub fn load_checkpoint(path: &Path) -> Result<(LanguageModel<f32>, Vocab)> {
+    let ck = checkpoint::load::<f32>(path)?;
+    let c = &ck.model.config;
+    if c.input_size != 0 || c.output != Output::Softmax {
+        return Err(Error::checkpoint(
+            path,
+            "a model with dense inputs or a regression head, not a language model: use a checkpoint written by `rnnscope train`",
+        ));
+    }
+    let json = ck.metadata.get(VOCAB_KEY).ok_or_else(|| {
+        Error::checkpoint(
+            path,
+            format!("no vocabulary (metadata `{VOCAB_KEY}`): use a checkpoint written by `rnnscope train`"),
+        )
+    })?;
+    let vocab = Vocab::from_json(json).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    if vocab.len() != ck.model.config.vocab {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "the vocabulary has {} tokens but the model's embedding has {} rows: the file is inconsistent",
+                vocab.len(),
+                ck.model.config.vocab
+            ),
+        ));
+    }
+    Ok((ck.model, vocab))
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    loss: f64,
+    perplexity: f64,
+    bits_per_token: f64,
+    tokens: u64,
+    unknown: usize,
+    tokenizer: TokenizerKind,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.batch == 0 || args.bptt == 0 {
+        return Err(Error::Config(
+            "--batch and --bptt must be at least 1".into(),
+        ));
+    }
+    super::set_threads(args.threads);
+    let (model, vocab) = load_checkpoint(&args.checkpoint)?;
+    let enc = corpus::encode_file(&args.corpus, &vocab)?;
+    let unit = vocab.kind().unit();
+    if enc.ids.len() < 2 {
+        return Err(Error::Data(format!(
+            "{}: {} {unit} token(s) are too few to evaluate on: need at least 2",
+            args.corpus.display(),
+            enc.ids.len()
+        )));
+    }
+    if enc.unknown > 0 {
+        eprintln!(
+            "note: {} {unit}{} of {} not in the vocabulary were mapped to <unk>",
+            enc.unknown,
+            if enc.unknown == 1 { "" } else { "s" },
+            args.corpus.display()
+        );
+    }
+    let mut ws = Workspace::default();
+    let r = evaluate(&model, &mut ws, &enc.ids, args.batch, args.bptt)?;
+    let report = Report {
+        loss: r.loss,
+        perplexity: r.perplexity(),
+        bits_per_token: r.bits_per_token(),
+        tokens: r.tokens,
+        unknown: enc.unknown,
+        tokenizer: vocab.kind(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    } else {
+        let per = match vocab.kind() {
+            TokenizerKind::Char => "bits per character",
+            TokenizerKind::Byte => "bits per byte",
+            TokenizerKind::Word => "bits per word",
+        };
+        println!(
+            "{}: {} tokens, loss {:.4} nats/token, perplexity {:.3}, {:.4} {per}",
+            args.corpus.display(),
+            report.tokens,
+            report.loss,
+            report.perplexity,
+            report.bits_per_token
+        );
+    }
+    Ok(())
+}
