@@ -779,3 +779,68 @@ fn non_finite_steps_stop_with_an_error_and_a_finite_checkpoint() {
         }
     }
 }
+
+/// `--track-gradflow N` records the spectrum and the profile every N updates; the last row's
+/// spectral radius is that of the saved `W_hh` (the checkpoint written at the same update).
+#[test]
+fn track_gradflow_records_spectrum_and_profile_during_training() {
+    let dir = TempDir::new("track");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, generated_corpus(400, 3)).unwrap();
+    let run_dir = dir.join("run");
+    let mut args = vec![
+        "train",
+        "--corpus",
+        p(&corpus),
+        "--out",
+        p(&run_dir),
+        "--cell",
+        "rnn",
+        "--layers",
+        "2",
+        "--steps",
+        "30",
+        "--eval-every",
+        "10",
+        "--track-gradflow",
+        "10",
+    ];
+    args.extend(TINY);
+    ok(&args);
+    let csv = std::fs::read_to_string(run_dir.join("gradflow_track.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0].join(","),
+        "step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm"
+    );
+    let keys: Vec<(u64, usize)> = rows[1..]
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![(10, 0), (10, 1), (20, 0), (20, 1), (30, 0), (30, 1)]
+    );
+    for r in &rows[1..] {
+        let (rho, sigma): (f64, f64) = (r[2].parse().unwrap(), r[3].parse().unwrap());
+        assert!(
+            rho > 0.0 && sigma >= rho - 1e-9,
+            "sigma_1 >= rho always: {r:?}"
+        );
+        assert!(r[6].parse::<f64>().unwrap() > 0.0);
+    }
+    for step in [10, 20, 30] {
+        let snap = json(&run_dir.join(format!("gradflow/step_{step:08}.json")));
+        assert_eq!(snap["profiles"].as_array().unwrap().len(), 2);
+    }
+    let ck = checkpoint::load::<f64>(&run_dir.join("last.safetensors")).unwrap();
+    let h = ck.model.config.hidden;
+    let w = ck
+        .model
+        .layout
+        .view(&ck.model.params, "rnn.weight_hh_l1")
+        .unwrap();
+    let rho = rnnscope::analysis::spectrum::spectral_radius(w, h).unwrap();
+    let logged: f64 = rows.last().unwrap()[2].parse().unwrap();
+    assert!((rho - logged).abs() <= 1e-5 * rho, "{rho} vs {logged}");
+}

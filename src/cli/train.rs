@@ -145,6 +145,9 @@ pub struct Args {
     /// Stop with an error after N non-finite steps in a row [default: 5].
     #[arg(long, value_name = "N")]
     pub max_bad_steps: Option<u32>,
+    /// Record the spectrum of W_hh and the gradient profile every N updates (0 = off).
+    #[arg(long, value_name = "N")]
+    pub track_gradflow: Option<u64>,
     /// No progress bar and no log lines (errors and the final line only).
     #[arg(long)]
     pub quiet: bool,
@@ -210,7 +213,8 @@ impl Args {
             eval_every,
             seed,
             threads,
-            max_bad_steps
+            max_bad_steps,
+            track_gradflow
         );
         set_some!(
             corpus,
@@ -376,6 +380,7 @@ fn prepare(mut cfg: TrainConfig) -> Result<Prepared> {
         eval_every: cfg.eval_every,
         max_time: cfg.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         max_bad_steps: cfg.max_bad_steps,
+        track_gradflow: cfg.track_gradflow,
     };
     // Resolved paths, so that `--resume` works from any directory.
     for p in [&mut cfg.corpus, &mut cfg.valid_file, &mut cfg.test_file]

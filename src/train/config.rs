@@ -86,6 +86,10 @@ pub struct TrainConfig {
     pub max_time: Option<f64>,
     /// Stop with an error after this many non-finite steps in a row.
     pub max_bad_steps: u32,
+    /// Record the spectrum of `W_hh` and the gradient profile every this many updates
+    /// (0 = off) into `gradflow_track.csv` and `gradflow/`.
+    #[serde(default)]
+    pub track_gradflow: u64,
 }
 
 impl Default for TrainConfig {
@@ -128,6 +132,7 @@ impl Default for TrainConfig {
             threads: 0,
             max_time: None,
             max_bad_steps: 5,
+            track_gradflow: 0,
         }
     }
 }

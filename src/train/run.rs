@@ -27,6 +27,7 @@ use super::eval::{evaluate, EvalResult};
 use super::optim::OptimizerConfig;
 use super::schedule::{exact_f64, Schedule, ScheduleState, IMPROVEMENT};
 use super::step::{Clip, Trainer};
+use crate::analysis;
 use crate::checkpoint::{self, write_atomic, write_tensors, NamedTensors, TensorFile};
 use crate::data::Batches;
 use crate::error::{Error, Result};
@@ -69,6 +70,8 @@ pub struct TrainSettings {
     pub max_time: Option<Duration>,
     /// Stop with an error after this many non-finite steps in a row.
     pub max_bad_steps: u32,
+    /// Record a gradient-flow snapshot every this many updates (0 = off).
+    pub track_gradflow: u64,
 }
 
 /// Where training stands: with the parameters, optimizer state and carried hidden state,
@@ -453,6 +456,56 @@ impl RunDir {
         write_tensors(&self.path.join("train_state.safetensors"), &tensors, &meta)
     }
 
+    /// Measures gradient flow on the window just trained (from a zero state, no dropout) and
+    /// records it: one row per layer in `gradflow_track.csv`
+    /// (`step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm`) and the full
+    /// snapshot in `gradflow/step_NNNNNNNN.json`.
+    fn track_gradflow(
+        &self,
+        session: &Session,
+        inputs: &[u32],
+        targets: &[u32],
+        grad_norm: f64,
+    ) -> Result<()> {
+        let opts = analysis::SnapshotOptions {
+            jacobian: None,
+            theory_targets: 0,
+            ..Default::default()
+        };
+        let model = &session.trainer.model;
+        let snap = analysis::snapshot(model, inputs, targets, None, session.settings.batch, &opts)?;
+        let step = session.progress.step;
+        let csv = self.path.join("gradflow_track.csv");
+        let new = !csv.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&csv)
+            .map_err(|e| Error::io(&csv, e))?;
+        let mut text = String::new();
+        if new {
+            text.push_str("step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm\n");
+        }
+        for l in &snap.summary.per_layer {
+            let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+            text.push_str(&format!(
+                "{step},{},{},{},{},{},{grad_norm}\n",
+                l.layer,
+                l.rho,
+                l.sigma_1,
+                opt(l.decay_per_step),
+                l.distance_below_1e3
+                    .map_or(String::new(), |d| d.to_string()),
+            ));
+        }
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&csv, e))?;
+        let dir = self.path.join("gradflow");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let json = serde_json::to_string(&snap).expect("snapshot serialises");
+        write_atomic(&dir.join(format!("step_{step:08}.json")), json.as_bytes())
+    }
+
     /// Writes `summary.json`.
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {
         let json = serde_json::to_string_pretty(summary).expect("summary serialises");
@@ -684,6 +737,14 @@ pub fn train(
             d.write_row(&row)?;
         }
         monitor.step(&row, &session.progress);
+        let track = session.settings.track_gradflow;
+        if track > 0 && session.progress.step % track == 0 && row.grad_norm.is_finite() {
+            if let Some(d) = dir.as_deref() {
+                if let Err(e) = d.track_gradflow(session, &inputs, &targets, row.grad_norm) {
+                    monitor.log(&format!("warning: gradient-flow tracking failed: {e}"));
+                }
+            }
+        }
         if failed {
             monitor.finish();
             let where_ = dir.as_deref().map_or(String::new(), |d| {
@@ -768,6 +829,7 @@ mod tests {
             eval_every: 4,
             max_time: None,
             max_bad_steps: 3,
+            track_gradflow: 0,
         };
         let mut rng = StdRng::seed_from_u64(1);
         let stream = (0..200).map(|_| rng.gen_range(0..6)).collect();
