@@ -12,7 +12,7 @@ use crate::cell::{Activation, CellKind};
 use crate::checkpoint::write_atomic;
 use crate::data::tasks::{Task, TaskKind, NOUNS};
 use crate::error::{Error, Result};
-use crate::model::{State, Workspace};
+use crate::model::LanguageModel;
 use crate::train::task::{run_task, TaskResult, TaskRunConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -72,19 +72,29 @@ fn run_config(cell: CellKind, distance: usize, steps: usize, seed: u64) -> TaskR
     c
 }
 
-/// `R(l)` and the per-step decay of a trained model on fresh held-out sentences.
+/// Measures a trained model's gradient flow on fresh held-out sentences, writes the full
+/// analysis into `dir` (as `rnnscope gradflow` does) and returns `R(l)` and the per-step decay.
 fn gradient_flow(
-    model: &crate::model::LanguageModel<f32>,
+    model: &LanguageModel<f32>,
     task: &Task,
     seed: u64,
-) -> (Option<f64>, Option<f64>) {
+    dir: &Path,
+) -> Result<(Option<f64>, Option<f64>)> {
     let b = task.generate(16, &mut StdRng::seed_from_u64(seed ^ 0xD3));
-    let mut ws = Workspace::default();
-    let state = State::zeros(&model.config, b.batch);
-    let norms = analysis::influence(model, &mut ws, &b.tokens, &b.targets, &state, b.batch, None);
-    let rows = analysis::profile::profile(&norms, &norms.dh[0]);
-    let ratio = rows.get(task.length).and_then(|r| r.ratio);
-    (ratio, analysis::profile::rate(&rows).map(|r| r.per_step))
+    let snap = analysis::snapshot(
+        model,
+        &b.tokens,
+        &b.targets,
+        None,
+        b.batch,
+        &Default::default(),
+    )?;
+    super::gradflow::write_outputs(dir, &snap)?;
+    let ratio = snap.profiles[0]
+        .hidden
+        .get(task.length)
+        .and_then(|r| r.ratio);
+    Ok((ratio, snap.summary.decay_per_step))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -128,9 +138,12 @@ pub fn run(args: Args) -> Result<()> {
                 let Some((cell, l)) = next else { break };
                 let cfg = run_config(cell, l, args.steps, args.seed);
                 let dir = args.out.join(format!("{}_l{l}", cell.name()));
-                match run_task(&cfg, Some(&dir), &mut |_| {}) {
-                    Ok((r, model)) => {
-                        let (ratio, decay) = gradient_flow(&model, &Task { kind: TaskKind::Dependency, length: l }, args.seed);
+                let trained = run_task(&cfg, Some(&dir), &mut |_| {}).and_then(|(r, model)| {
+                    let task = Task { kind: TaskKind::Dependency, length: l };
+                    gradient_flow(&model, &task, args.seed, &dir.join("gradflow")).map(|g| (r, g))
+                });
+                match trained {
+                    Ok((r, (ratio, decay))) => {
                         let row = demo_row(&r, cell, ratio, decay);
                         println!(
                             "  {:<5} l = {:>3}: accuracy {:>5.1}%  R(l) = {}  ({} updates, {:.0} s)",
