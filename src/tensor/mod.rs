@@ -44,7 +44,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, $exp:expr, $tanh:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -59,7 +59,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -67,7 +67,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
             }
             #[inline(always)]
             fn sqrt(self) -> Self {
@@ -88,18 +88,57 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32, "f32");
-impl_float!(f64, "f64");
+// f64 (gradient checks) uses the correctly rounded library functions; f32 (training) uses
+// branch-free polynomial versions that the compiler vectorises (errors bounded in the tests).
+impl_float!(f32, "f32", exp_f32, tanh_f32);
+impl_float!(f64, "f64", f64::exp, f64::tanh);
 
-/// Logistic sigmoid `1 / (1 + e^-x)`, computed without overflow for large `|x|`.
+/// `e^x` in f32 without a library call (Cephes `expf`): `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
+/// `e^r` by a degree-6 polynomial, `2^n` put into the exponent bits. Inputs are clamped to
+/// `[-87.3, 88.0]`, so the result is always finite and positive (relative error < 2e-7).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.0);
+    // Round to nearest with the 1.5 * 2^23 trick (branch-free, vectorises).
+    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * C1 - n * C2;
+    let z = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let y = p * z + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `tanh x` in f32 as a rational function of `x` (Eigen's `generic_fast_tanh_float`): odd
+/// numerator of degree 13 over an even denominator of degree 6, on `x` clamped to
+/// `[-7.9053, 7.9053]` where tanh rounds to +-1. Absolute error < 5e-7 (worst near |x| = 6,
+/// where tanh is within 1e-5 of +-1), relative accuracy kept
+/// near 0 because the numerator carries the factor `x`.
+#[inline(always)]
+pub fn tanh_f32(x: f32) -> f32 {
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let p = (((((-2.760_768_5e-16 * x2 + 2.000_188e-13) * x2 - 8.604_672e-11) * x2 + 5.122_297e-8)
+        * x2
+        + 1.485_722_4e-5)
+        * x2
+        + 6.372_619_3e-4)
+        * x2
+        + 4.893_524_6e-3;
+    let q = ((1.198_258_4e-6 * x2 + 1.185_347_1e-4) * x2 + 2.268_434_6e-3) * x2 + 4.893_525e-3;
+    x * p / q
+}
+
+/// Logistic sigmoid `1 / (1 + e^-x)`. Branch-free: `e^-x` overflows to infinity (f64) or is
+/// clamped (f32) for very negative `x`, and `1 / (1 + inf) = 0`, so it never gives NaN.
 #[inline(always)]
 pub fn sigmoid<T: Float>(x: T) -> T {
-    if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::ONE + e)
-    }
+    T::ONE / (T::ONE + (-x).exp())
 }
 
 /// `y += x` element-wise.
@@ -132,4 +171,44 @@ pub fn norm<T: Float>(x: &[T]) -> f64 {
         .map(|v| v.to_f64() * v.to_f64())
         .sum::<f64>()
         .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sweeps `[lo, hi]` finely and returns the worst (absolute, relative) error against f64.
+    fn worst(f: impl Fn(f32) -> f32, g: impl Fn(f64) -> f64, lo: f32, hi: f32) -> (f64, f64) {
+        let n = 400_000;
+        let (mut abs, mut rel) = (0.0f64, 0.0f64);
+        for i in 0..=n {
+            let x = lo + (hi - lo) * i as f32 / n as f32;
+            let (got, want) = (f(x) as f64, g(x as f64));
+            abs = abs.max((got - want).abs());
+            if want != 0.0 {
+                rel = rel.max(((got - want) / want).abs());
+            }
+        }
+        (abs, rel)
+    }
+
+    #[test]
+    fn fast_exp_is_accurate_and_never_overflows() {
+        let (_, rel) = worst(exp_f32, f64::exp, -87.0, 88.0);
+        assert!(rel < 3e-7, "exp relative error {rel:e}");
+        assert!(exp_f32(1000.0).is_finite() && exp_f32(-1000.0) > 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn fast_tanh_and_sigmoid_are_accurate() {
+        let (abs, _) = worst(tanh_f32, f64::tanh, -20.0, 20.0);
+        assert!(abs < 5e-7, "tanh absolute error {abs:e}");
+        let (_, rel) = worst(tanh_f32, f64::tanh, -0.5, 0.5);
+        assert!(rel < 5e-7, "tanh relative error near 0: {rel:e}");
+        let (_, rel) = worst(sigmoid::<f32>, |x| 1.0 / (1.0 + (-x).exp()), -80.0, 80.0);
+        assert!(rel < 5e-7, "sigmoid relative error {rel:e}");
+        assert_eq!(sigmoid(-1000.0f64), 0.0);
+        assert_eq!(sigmoid(1000.0f32), 1.0);
+    }
 }
