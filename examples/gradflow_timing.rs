@@ -1,13 +1,17 @@
 //! How long the full influence matrix takes against one training step of the same model.
 //!
 //! ```text
-//! cargo run --release --example gradflow_timing [-- CELL [T H B [V E]]]   (default: rnn 256 256 16 65 64)
+//! cargo run --release --example gradflow_timing [-- CELL [T H B [V E [THREADS]]]]
+//!                                         (default: rnn 256 256 16 65 64, all cores)
 //! ```
-//! Model: one layer, tanh for the RNN; by default the character LM of DESIGN.md (V = 65, E = 64). One training step is
-//! `Trainer::step` (forward, loss, backward, clip 5, Adam) in f32, as training runs, and in f64.
-//! The influence matrix is the forward pass, the decoder injection, the batched sweep and the
-//! `T x T` matrix, in f64 (as `rnnscope gradflow` and `analysis::snapshot` run it) and in f32.
-//! Each figure is the best of several runs after a warm-up.
+//! Model: one layer, tanh for the RNN; by default the character LM of DESIGN.md (V = 65,
+//! E = 64). One training step is `Trainer::step` (forward, loss, backward, clip 5, Adam) from a
+//! zero state, in f32 (as training runs) and in f64, timed as the mean over consecutive steps
+//! spanning about as long as one influence run. The influence matrix is the forward pass,
+//! the decoder injection, the batched sweep and the `T x T` matrix (`analysis::influence`, as
+//! `analysis::snapshot` runs it), in f64 (the default) and in f32 (`Precision::F32`).
+//! Rounds interleave the four measurements so that load from other processes hits them alike;
+//! each figure is the minimum over rounds (least disturbed) and the median, after a warm-up.
 
 use rnnscope::analysis;
 use rnnscope::tensor::Float;
@@ -15,34 +19,46 @@ use rnnscope::train::{Clip, OptimizerConfig, OptimizerKind, Trainer};
 use rnnscope::{CellKind, InitConfig, LanguageModel, ModelConfig, State, Workspace};
 use std::time::Instant;
 
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+fn time(mut f: impl FnMut()) -> f64 {
+    let s = Instant::now();
     f();
-    (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    s.elapsed().as_secs_f64()
 }
 
-fn train_step<T: Float>(cfg: &ModelConfig, inp: &[u32], tgt: &[u32], batch: usize) -> f64 {
-    let mut m = LanguageModel::<T>::zeros(cfg.clone()).unwrap();
-    rnnscope::init::initialize(&mut m, &InitConfig::default()).unwrap();
-    let mut tr = Trainer::new(m, OptimizerConfig::new(OptimizerKind::Adam), batch);
-    best(8, || {
-        tr.reset_state();
-        tr.step(inp, tgt, 1e-3, Clip::Norm(5.0), None).unwrap();
-    })
+/// Minimum and median of a sample.
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2])
 }
 
-fn influence<T: Float>(cfg: &ModelConfig, inp: &[u32], tgt: &[u32], batch: usize) -> f64 {
+fn trainer<T: Float>(cfg: &ModelConfig, batch: usize) -> Trainer<T> {
     let mut m = LanguageModel::<T>::zeros(cfg.clone()).unwrap();
     rnnscope::init::initialize(&mut m, &InitConfig::default()).unwrap();
-    let mut ws = Workspace::default();
-    let state = State::zeros(cfg, batch);
-    best(3, || {
-        let norms = analysis::influence(&m, &mut ws, inp, tgt, &state, batch, None);
+    Trainer::new(m, OptimizerConfig::new(OptimizerKind::Adam), batch)
+}
+
+/// Mean time of `n` consecutive training steps (each from a zero state): measured over a
+/// stretch of time comparable to one influence run, so both see the same load.
+fn train_step<T: Float>(tr: &mut Trainer<T>, inp: &[u32], tgt: &[u32], n: usize) -> f64 {
+    time(|| {
+        for _ in 0..n {
+            tr.reset_state();
+            tr.step(inp, tgt, 1e-3, Clip::Norm(5.0), None).unwrap();
+        }
+    }) / n as f64
+}
+
+/// Forward, injection, batched sweep and the `T x T` matrix.
+fn influence<T: Float>(
+    m: &LanguageModel<T>,
+    ws: &mut Workspace<T>,
+    inp: &[u32],
+    tgt: &[u32],
+    batch: usize,
+) -> f64 {
+    let state = State::zeros(&m.config, batch);
+    time(|| {
+        let norms = analysis::influence(m, ws, inp, tgt, &state, batch, None);
         let mat = norms.matrix(&norms.dh[0]);
         assert!(mat.iter().all(|x| x.is_finite()));
     })
@@ -57,7 +73,7 @@ fn main() {
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (steps, hidden, batch) = (num(1, 256), num(2, 256), num(3, 16));
     let (vocab, embedding) = (num(4, 65), num(5, 64));
-    let threads = rnnscope::cli::set_threads(0);
+    let threads = rnnscope::cli::set_threads(num(6, 0));
     let cfg = ModelConfig {
         cell,
         activation: rnnscope::Activation::Tanh,
@@ -72,10 +88,30 @@ fn main() {
     let tgt: Vec<u32> = (0..steps * batch)
         .map(|i| (i * 11 % vocab) as u32)
         .collect();
-    let t32 = train_step::<f32>(&cfg, &inp, &tgt, batch);
-    let t64 = train_step::<f64>(&cfg, &inp, &tgt, batch);
-    let i64_ = influence::<f64>(&cfg, &inp, &tgt, batch);
-    let i32_ = influence::<f32>(&cfg, &inp, &tgt, batch);
+    let mut tr32 = trainer::<f32>(&cfg, batch);
+    let mut tr64 = trainer::<f64>(&cfg, batch);
+    let (m32, m64) = (tr32.model.clone(), tr64.model.clone());
+    let (mut ws32, mut ws64) = (Workspace::default(), Workspace::default());
+    let rounds = 8;
+    let (mut a, mut b, mut c, mut d) = (vec![], vec![], vec![], vec![]);
+    // steps per training measurement: about as long as one f64 influence run
+    let (mut n32, mut n64) = (1, 1);
+    for round in 0..=rounds {
+        let t32 = train_step(&mut tr32, &inp, &tgt, n32);
+        let t64 = train_step(&mut tr64, &inp, &tgt, n64);
+        let i64_ = influence(&m64, &mut ws64, &inp, &tgt, batch);
+        let i32_ = influence(&m32, &mut ws32, &inp, &tgt, batch);
+        n32 = ((i64_ / t32) as usize).clamp(1, 200);
+        n64 = ((i64_ / t64) as usize).clamp(1, 200);
+        if round > 0 {
+            a.push(t32);
+            b.push(t64);
+            c.push(i64_);
+            d.push(i32_);
+        }
+    }
+    let ((t32, t32m), (t64, t64m)) = (stats(a), stats(b));
+    let ((i64_, i64m), (i32_, i32m)) = (stats(c), stats(d));
     let gflop = analysis::sweep_flops(cell, hidden, 1, steps, batch) / 1e9;
     let train_gflop = cfg.train_flops_per_token() * (steps * batch) as f64 / 1e9;
     println!(
@@ -86,22 +122,30 @@ fn main() {
         "flops: influence {gflop:.1} GFLOP, training step {train_gflop:.2} GFLOP (ratio {:.1})",
         gflop / train_gflop
     );
+    println!("min over {rounds} rounds [median]");
     println!(
-        "training step      f32 {:8.1} ms    f64 {:8.1} ms",
+        "training step      f32 {:8.1} ms [{:.1}]    f64 {:8.1} ms [{:.1}]",
         t32 * 1e3,
-        t64 * 1e3
+        t32m * 1e3,
+        t64 * 1e3,
+        t64m * 1e3
     );
     println!(
-        "influence matrix   f64 {:8.1} ms ({:.1} GFLOP/s)    f32 {:8.1} ms ({:.1} GFLOP/s)",
+        "influence matrix   f64 {:8.1} ms [{:.1}] ({:.1} GFLOP/s)    f32 {:8.1} ms [{:.1}] ({:.1} GFLOP/s)",
         i64_ * 1e3,
+        i64m * 1e3,
         gflop / i64_,
         i32_ * 1e3,
+        i32m * 1e3,
         gflop / i32_
     );
     println!(
-        "ratio influence / training step: f64/f32 {:.1}x   f64/f64 {:.1}x   f32/f32 {:.1}x",
+        "ratio influence / training step, min [median]: f64/f32 {:.1}x [{:.1}x]  f64/f64 {:.1}x [{:.1}x]  f32/f32 {:.1}x [{:.1}x]",
         i64_ / t32,
+        i64m / t32m,
         i64_ / t64,
-        i32_ / t32
+        i64m / t64m,
+        i32_ / t32,
+        i32m / t32m
     );
 }
