@@ -110,33 +110,6 @@ pub fn one_step(
     j
 }
 
-/// Largest singular value of the row-major `[n, n]` matrix `m` by power iteration on `m^T m`
-/// (relative change below 1e-12, at most 1000 iterations; converges from below).
-pub fn spectral_norm_power(m: &[f64], n: usize) -> f64 {
-    let mut v = vec![1.0 / (n as f64).sqrt(); n];
-    // a fixed, non-special start vector
-    for (k, x) in v.iter_mut().enumerate() {
-        *x *= 1.0 + 0.1 * ((k * 7919 % 97) as f64 / 97.0);
-    }
-    let mut u = vec![0.0; n];
-    let mut sigma = 0.0f64;
-    for _ in 0..1000 {
-        let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if nv == 0.0 {
-            return 0.0;
-        }
-        v.iter_mut().for_each(|x| *x /= nv);
-        matmul(&mut u, m, Trans::No, &v, Trans::No, n, 1, n, false);
-        let s = u.iter().map(|x| x * x).sum::<f64>().sqrt();
-        matmul(&mut v, m, Trans::Yes, &u, Trans::No, n, 1, n, false);
-        if (s - sigma).abs() <= 1e-12 * s {
-            return s;
-        }
-        sigma = s;
-    }
-    sigma
-}
-
 /// Products of the one-step Jacobians at one distance `l`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProductRow {
@@ -158,8 +131,9 @@ pub struct JacobianProducts {
     pub batch_index: usize,
     /// `S`: `H`, or `2H` for the LSTM's `(h, c)`.
     pub state_dim: usize,
-    /// `sigma_1(J_t)` for `t = 0..T` (power iteration).
-    pub one_step_norm: Vec<f64>,
+    /// `sigma_1(J_t)` for `t = 0..T` (exact, by SVD), at the steps `t = T - l` of the SVD
+    /// distances `l`; `None` between them.
+    pub one_step_norm: Vec<Option<f64>>,
     /// `l = 1..=T`.
     pub products: Vec<ProductRow>,
     /// `exp(ln sigma_1(A_L) / L)` at the last SVD point `L`: the per-step growth (> 1) or
@@ -176,8 +150,9 @@ pub struct JacobianOptions {
     pub batch_index: usize,
     /// Leading directions tracked (singular values and Lyapunov exponents).
     pub top_k: usize,
-    /// At most this many distances get an exact SVD of the product (always `l = T`).
-    pub svd_points: usize,
+    /// At most this many distances `l` get exact SVDs (of the product `A_l` and of `J_{T-l}`;
+    /// always `l = 1` and `l = T`). `None`: every distance when `S <= 128`, else 32.
+    pub svd_points: Option<usize>,
     pub seed: u64,
 }
 
@@ -186,7 +161,7 @@ impl Default for JacobianOptions {
         JacobianOptions {
             batch_index: 0,
             top_k: 8,
-            svd_points: 64,
+            svd_points: None,
             seed: 0,
         }
     }
@@ -220,7 +195,7 @@ fn mgs(z: &mut [f64], s: usize, k: usize) -> Vec<f64> {
 /// pass (`cache` = that layer's cache).
 ///
 /// Cost: `T` products `[S, S] x [S, S]` (`2 T S^3` flops), `T` thin re-orthonormalisations
-/// (`O(T S^2 k)`), up to `svd_points` SVDs of `[S, S]` and `T` power iterations.
+/// (`O(T S^2 k)`) and two `[S, S]` SVDs at each of the SVD distances.
 pub fn products(
     model: &LanguageModel<f64>,
     cache: &LayerCache<f64>,
@@ -232,9 +207,10 @@ pub fn products(
     let b = opts.batch_index.min(dims.batch - 1);
     let s = state_dim(model.config.cell, model.config.hidden);
     let k = opts.top_k.clamp(1, s);
-    let stride = steps.div_ceil(opts.svd_points.max(1)).max(1);
+    let points = opts.svd_points.unwrap_or(if s <= 128 { steps } else { 32 });
+    let stride = steps.div_ceil(points.max(1)).max(1);
 
-    let mut one_step_norm = vec![0.0; steps];
+    let mut one_step_norm = vec![None; steps];
     // normalised product B = A_l / |A_l|_F, and ln |A_l|_F
     let mut prod = vec![0.0; s * s];
     for p in 0..s {
@@ -260,7 +236,10 @@ pub fn products(
     for l in 1..=steps {
         let t = steps - l;
         let j = one_step(model, cache, layer, t, b);
-        one_step_norm[t] = spectral_norm_power(&j, s);
+        let svd_here = l % stride == 0 || l == steps || l == 1;
+        if svd_here {
+            one_step_norm[t] = singular_values(&j, s)?.first().copied();
+        }
         // A_l = A_{l-1} J_t
         if !zero {
             matmul(&mut next, &prod, Trans::No, &j, Trans::No, s, s, s, false);
@@ -284,8 +263,7 @@ pub fn products(
         let mut sorted = stretch.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
 
-        let svd_here = (l % stride == 0 || l == steps || l == 1) && !zero;
-        let log_sv = if svd_here {
+        let log_sv = if svd_here && !zero {
             let sv = singular_values(&prod, s)?;
             let v: Vec<f64> = sv
                 .iter()

@@ -342,7 +342,7 @@ pub fn write_outputs(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
                 s,
                 "{},{t},{},{}",
                 r.distance,
-                num(j.one_step_norm[t]),
+                opt(j.one_step_norm[t]),
                 opt(r.log_frobenius)
             );
             for m in 0..k {
