@@ -90,64 +90,78 @@ impl<T: Float> Optimizer<T> {
         }
     }
 
-    /// One update `p <- p - lr * direction(g)`.
-    pub fn step(&mut self, params: &mut [T], grads: &[T], lr: f64) {
-        assert_eq!(params.len(), grads.len());
-        self.steps += 1;
-        let c = &self.config;
+    /// The update of one scalar, `(p, g, m, v) -> (p', m', v')`, for update number `t`.
+    fn kernel(&self, lr: f64, t: u64) -> impl Fn(T, T, T, T) -> (T, T, T) {
+        let c = self.config.clone();
         let wd = T::from_f64(c.weight_decay);
         let lr_t = T::from_f64(lr);
         let eps = T::from_f64(c.eps);
         let l2 = c.kind != OptimizerKind::Adamw && c.weight_decay != 0.0;
-        let grad = |g: T, p: T| if l2 { g + wd * p } else { g };
-        match c.kind {
-            OptimizerKind::Sgd => {
-                let mu = T::from_f64(c.momentum);
-                for ((p, &g), m) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
-                    let g = grad(g, *p);
-                    *m = mu * *m + g;
-                    *p -= lr_t * *m;
+        let mu = T::from_f64(c.momentum);
+        let a = T::from_f64(c.alpha);
+        let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
+        let bc1 = T::from_f64(1.0 / (1.0 - c.beta1.powi(t as i32)));
+        let bc2 = T::from_f64(1.0 / (1.0 - c.beta2.powi(t as i32)));
+        let decay = T::ONE
+            - T::from_f64(if c.kind == OptimizerKind::Adamw {
+                lr * c.weight_decay
+            } else {
+                0.0
+            });
+        move |p: T, g: T, m: T, v: T| {
+            let g = if l2 { g + wd * p } else { g };
+            match c.kind {
+                OptimizerKind::Sgd => {
+                    let m = mu * m + g;
+                    (p - lr_t * m, m, v)
                 }
-            }
-            OptimizerKind::Adagrad => {
-                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.m.iter_mut()) {
-                    let g = grad(g, *p);
-                    *s += g * g;
-                    *p -= lr_t * g / (s.sqrt() + eps);
+                OptimizerKind::Adagrad => {
+                    let s = m + g * g;
+                    (p - lr_t * g / (s.sqrt() + eps), s, v)
                 }
-            }
-            OptimizerKind::Rmsprop => {
-                let a = T::from_f64(c.alpha);
-                for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.v.iter_mut()) {
-                    let g = grad(g, *p);
-                    *s = a * *s + (T::ONE - a) * g * g;
-                    *p -= lr_t * g / (s.sqrt() + eps);
+                OptimizerKind::Rmsprop => {
+                    let s = a * v + (T::ONE - a) * g * g;
+                    (p - lr_t * g / (s.sqrt() + eps), m, s)
                 }
-            }
-            OptimizerKind::Adam | OptimizerKind::Adamw => {
-                let t = self.steps as i32;
-                let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
-                let bc1 = T::from_f64(1.0 / (1.0 - c.beta1.powi(t)));
-                let bc2 = T::from_f64(1.0 / (1.0 - c.beta2.powi(t)));
-                let decay = T::ONE
-                    - T::from_f64(if c.kind == OptimizerKind::Adamw {
-                        lr * c.weight_decay
-                    } else {
-                        0.0
-                    });
-                for (((p, &g), m), v) in params
-                    .iter_mut()
-                    .zip(grads)
-                    .zip(self.m.iter_mut())
-                    .zip(self.v.iter_mut())
-                {
-                    let g = grad(g, *p);
-                    *m = b1 * *m + (T::ONE - b1) * g;
-                    *v = b2 * *v + (T::ONE - b2) * g * g;
-                    *p = *p * decay - lr_t * (*m * bc1) / ((*v * bc2).sqrt() + eps);
+                OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    let m = b1 * m + (T::ONE - b1) * g;
+                    let v = b2 * v + (T::ONE - b2) * g * g;
+                    (
+                        p * decay - lr_t * (m * bc1) / ((v * bc2).sqrt() + eps),
+                        m,
+                        v,
+                    )
                 }
             }
         }
+    }
+
+    /// One update `p <- p - lr * direction(g)`. An update that would make any parameter
+    /// non-finite is refused as a whole (parameters and state untouched): a first pass checks,
+    /// a second applies.
+    pub fn step(&mut self, params: &mut [T], grads: &[T], lr: f64) -> Result<()> {
+        assert_eq!(params.len(), grads.len());
+        let f = self.kernel(lr, self.steps + 1);
+        let all_finite = params
+            .iter()
+            .zip(grads)
+            .zip(self.m.iter().zip(&self.v))
+            .all(|((&p, &g), (&m, &v))| f(p, g, m, v).0.is_finite());
+        if !all_finite {
+            return Err(Error::Numeric(format!(
+                "update {} would make parameters non-finite (learning rate {lr:e}); it was skipped",
+                self.steps + 1
+            )));
+        }
+        for ((p, &g), (m, v)) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+        {
+            (*p, *m, *v) = f(*p, g, *m, *v);
+        }
+        self.steps += 1;
+        Ok(())
     }
 }
 
@@ -185,7 +199,7 @@ mod tests {
         let mut p = vec![1.0f64, -2.0, 0.5];
         let g = vec![0.3, -0.01, 5.0];
         let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam), 3);
-        opt.step(&mut p, &g, 0.1);
+        opt.step(&mut p, &g, 0.1).unwrap();
         // After one step m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
         for ((&after, &before), &gi) in p.iter().zip(&[1.0, -2.0, 0.5]).zip(&g) {
             let want = before - 0.1 * gi / (gi.abs() + 1e-8);
@@ -199,9 +213,20 @@ mod tests {
         cfg.momentum = 0.9;
         let mut opt = Optimizer::new(cfg, 1);
         let mut p = vec![0.0f64];
-        opt.step(&mut p, &[1.0], 0.1); // v = 1, p = -0.1
-        opt.step(&mut p, &[1.0], 0.1); // v = 1.9, p = -0.29
+        opt.step(&mut p, &[1.0], 0.1).unwrap(); // v = 1, p = -0.1
+        opt.step(&mut p, &[1.0], 0.1).unwrap(); // v = 1.9, p = -0.29
         assert!((p[0] + 0.29).abs() < 1e-15);
+    }
+
+    #[test]
+    fn an_update_to_non_finite_parameters_is_refused_whole() {
+        let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Sgd), 2);
+        let mut p = vec![1.0f32, 2.0];
+        assert!(opt.step(&mut p, &[1e30, 1.0], 1e30).is_err());
+        assert_eq!(
+            (p, opt.m.clone(), opt.steps),
+            (vec![1.0, 2.0], vec![0.0, 0.0], 0)
+        );
     }
 
     #[test]

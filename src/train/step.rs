@@ -135,7 +135,8 @@ impl<T: Float> Trainer<T> {
         if let Clip::Value(x) = clip {
             clip_grad_value(&mut self.grads, x);
         }
-        self.optimizer.step(&mut self.model.params, &self.grads, lr);
+        self.optimizer
+            .step(&mut self.model.params, &self.grads, lr)?;
         self.model.final_state(&self.ws, &mut self.state);
         Ok(StepStats { loss, grad_norm })
     }
