@@ -23,8 +23,10 @@ pub fn gemm_threads() -> usize {
     GEMM_THREADS.load(Ordering::Relaxed)
 }
 
-/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
-const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves
+/// (measured with `rnnscope bench` on 2 cores: per-step products of B = 32, H = 256 ran faster
+/// on one thread; B = 64, H = 512 and larger gained from two).
+const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
 /// `C = op(A) op(B)` (or `C += op(A) op(B)` when `accumulate`), all row-major.
 ///
