@@ -4,10 +4,16 @@
 //! n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h_t = (1 - z) * n + z * h_{t-1}
 //! ```
 
-use super::{input_projection, Dims, LayerCache, LayerParams, StepGrads};
+use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
 use crate::tensor::{add_row_bias, matmul, sigmoid, Float, Trans};
 
-pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerParams<T>, dims: Dims) {
+pub(super) fn forward<T: Float>(
+    cache: &mut LayerCache<T>,
+    x: &[T],
+    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
+    dims: Dims,
+) {
     let (b, h) = (dims.batch, dims.hidden);
     let bh = b * h;
     let bg = 3 * bh;
@@ -21,8 +27,8 @@ pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerPara
             &mut cache.gh,
             h_prev,
             Trans::No,
-            &cache.w_hh_t,
-            Trans::No,
+            w_hh.w,
+            w_hh.trans,
             b,
             3 * h,
             h,

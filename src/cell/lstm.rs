@@ -4,10 +4,16 @@
 //! c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 //! ```
 
-use super::{input_projection, Dims, LayerCache, LayerParams, StepGrads};
+use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
 use crate::tensor::{matmul, sigmoid, Float, Trans};
 
-pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerParams<T>, dims: Dims) {
+pub(super) fn forward<T: Float>(
+    cache: &mut LayerCache<T>,
+    x: &[T],
+    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
+    dims: Dims,
+) {
     let (b, h) = (dims.batch, dims.hidden);
     let bh = b * h;
     let bg = 4 * bh;
@@ -21,8 +27,8 @@ pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, x: &[T], p: LayerPara
             gates,
             h_prev,
             Trans::No,
-            &cache.w_hh_t,
-            Trans::No,
+            w_hh.w,
+            w_hh.trans,
             b,
             4 * h,
             h,

@@ -317,17 +317,46 @@ pub fn forward<T: Float>(
     if cell.kind == CellKind::Lstm {
         cache.c[..bh].copy_from_slice(state.c);
     }
-    let gh = p.b_hh.len();
-    for (r, row) in p.w_hh.chunks_exact(dims.hidden).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            cache.w_hh_t[c * gh + r] = v;
+    // Long passes read a row-major copy of W_hh^T (faster per-step GEMMs); short ones (e.g.
+    // sampling one token at a time) use W_hh as stored rather than pay for the copy each call.
+    let mut w_t = std::mem::take(&mut cache.w_hh_t);
+    let transpose = dims.steps * dims.batch >= TRANSPOSE_MIN_ROWS;
+    if transpose {
+        let gh = p.b_hh.len();
+        for (r, row) in p.w_hh.chunks_exact(dims.hidden).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                w_t[c * gh + r] = v;
+            }
         }
     }
+    let w_hh = if transpose {
+        Recurrent {
+            w: &w_t[..],
+            trans: Trans::No,
+        }
+    } else {
+        Recurrent {
+            w: p.w_hh,
+            trans: Trans::Yes,
+        }
+    };
     match cell.kind {
-        CellKind::Rnn => rnn::forward(cell.activation, cache, x, p, dims),
-        CellKind::Lstm => lstm::forward(cache, x, p, dims),
-        CellKind::Gru => gru::forward(cache, x, p, dims),
+        CellKind::Rnn => rnn::forward(cell.activation, cache, x, p, w_hh, dims),
+        CellKind::Lstm => lstm::forward(cache, x, p, w_hh, dims),
+        CellKind::Gru => gru::forward(cache, x, p, w_hh, dims),
     }
+    cache.w_hh_t = w_t;
+}
+
+/// Rows `T * B` from which forward copies `W_hh^T` once instead of reading `W_hh` transposed.
+const TRANSPOSE_MIN_ROWS: usize = 64;
+
+/// The recurrent weight as the per-step product `h_{t-1} op(w)` reads it: `op(w) = W_hh^T`.
+#[derive(Clone, Copy)]
+struct Recurrent<'a, T> {
+    /// `W_hh^T [H, G*H]` (`trans = No`) or `W_hh [G*H, H]` (`trans = Yes`).
+    w: &'a [T],
+    trans: Trans,
 }
 
 /// Gradient outputs of one layer's backward pass.

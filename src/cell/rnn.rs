@@ -1,6 +1,6 @@
 //! Vanilla RNN (Elman): `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`, `h_t = s(a_t)`.
 
-use super::{input_projection, Activation, Dims, LayerCache, LayerParams, StepGrads};
+use super::{input_projection, Activation, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
 use crate::tensor::{matmul, Float, Trans};
 
 /// Forward over all steps; `cache.h[0]` already holds `h_0`.
@@ -12,6 +12,7 @@ pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
     x: &[T],
     p: LayerParams<T>,
+    w_hh: Recurrent<T>,
     dims: Dims,
 ) {
     let bh = dims.batch * dims.hidden;
@@ -24,8 +25,8 @@ pub(super) fn forward<T: Float>(
             step,
             prev,
             Trans::No,
-            &cache.w_hh_t,
-            Trans::No,
+            w_hh.w,
+            w_hh.trans,
             dims.batch,
             dims.hidden,
             dims.hidden,
