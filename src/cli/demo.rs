@@ -13,12 +13,12 @@ use crate::checkpoint::write_atomic;
 use crate::data::tasks::{Task, TaskKind, NOUNS};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
+use crate::train::experiment::run_parallel;
 use crate::train::task::{run_task, TaskResult, TaskRunConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -99,8 +99,6 @@ fn gradient_flow(
 
 pub fn run(args: Args) -> Result<()> {
     let workers = super::set_threads(args.threads);
-    // Runs go in parallel, one per core: each GEMM stays on its own thread.
-    crate::tensor::set_gemm_threads(1);
     for &l in &args.distances {
         Task::new(TaskKind::Dependency, l)?;
     }
@@ -128,45 +126,27 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     // Longest (LSTM, far) first: the slowest runs start early.
     jobs.sort_by_key(|&(c, l)| std::cmp::Reverse((c == CellKind::Lstm, l)));
-    let queue = Mutex::new(jobs.into_iter());
-    let rows = Mutex::new(Vec::<DemoRow>::new());
-    let first_error = Mutex::new(None::<Error>);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let next = queue.lock().expect("queue").next();
-                let Some((cell, l)) = next else { break };
-                let cfg = run_config(cell, l, args.steps, args.seed);
-                let dir = args.out.join(format!("{}_l{l}", cell.name()));
-                let trained = run_task(&cfg, Some(&dir), &mut |_| {}).and_then(|(r, model)| {
-                    let task = Task { kind: TaskKind::Dependency, length: l };
-                    gradient_flow(&model, &task, args.seed, &dir.join("gradflow")).map(|g| (r, g))
-                });
-                match trained {
-                    Ok((r, (ratio, decay))) => {
-                        let row = demo_row(&r, cell, ratio, decay);
-                        println!(
-                            "  {:<5} l = {:>3}: accuracy {:>5.1}%  R(l) = {}  ({} updates, {:.0} s)",
-                            row.cell,
-                            l,
-                            100.0 * row.accuracy,
-                            fmt_ratio(row.gradient_ratio),
-                            r.updates,
-                            r.seconds
-                        );
-                        rows.lock().expect("rows").push(row);
-                    }
-                    Err(e) => {
-                        first_error.lock().expect("error slot").get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("error slot") {
-        return Err(e);
-    }
-    let mut rows = rows.into_inner().expect("rows");
+    let mut rows = run_parallel(jobs, workers, |_, (cell, l)| {
+        let cfg = run_config(cell, l, args.steps, args.seed);
+        let dir = args.out.join(format!("{}_l{l}", cell.name()));
+        let (r, model) = run_task(&cfg, Some(&dir), &mut |_| {})?;
+        let task = Task {
+            kind: TaskKind::Dependency,
+            length: l,
+        };
+        let (ratio, decay) = gradient_flow(&model, &task, args.seed, &dir.join("gradflow"))?;
+        let row = demo_row(&r, cell, ratio, decay);
+        println!(
+            "  {:<5} l = {:>3}: accuracy {:>5.1}%  R(l) = {}  ({} updates, {:.0} s)",
+            row.cell,
+            l,
+            100.0 * row.accuracy,
+            fmt_ratio(row.gradient_ratio),
+            r.updates,
+            r.seconds
+        );
+        Ok(row)
+    })?;
     rows.sort_by_key(|r| (r.distance, r.cell.clone()));
     print_table(&rows, &args.distances);
     write_results(&args.out, &rows)?;

@@ -163,59 +163,81 @@ pub fn run_sweep(
     workers: usize,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<RunOutcome>> {
-    crate::tensor::set_gemm_threads(1);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let total = runs.len();
-    let queue = Mutex::new(runs.into_iter().enumerate());
+    let outcomes = run_parallel(runs, workers, |k, run| {
+        let c = &run.config;
+        let dir = out.join(format!("{}_T{}_s{}", run.model, c.length, c.seed));
+        let (result, model) = run_task(c, Some(&dir), &mut |_| {})?;
+        let task = Task {
+            kind: c.task,
+            length: c.length,
+        };
+        let o = RunOutcome {
+            model: run.model.clone(),
+            length: c.length,
+            seed: c.seed,
+            decay_per_step: measured_decay(&model, &task, c.seed),
+            result,
+        };
+        log(&format!(
+            "[{}/{total}] {} length {} seed {}: {} {:.4} -> {} ({} updates, {:.0} s)",
+            k + 1,
+            o.model,
+            o.length,
+            o.seed,
+            o.result.metric_name,
+            o.result.metric,
+            if o.result.solved {
+                "solved"
+            } else {
+                "not solved"
+            },
+            o.result.updates,
+            o.result.seconds
+        ));
+        Ok(o)
+    })?;
+    write_tables(sweep, &outcomes, out)?;
+    Ok(outcomes)
+}
+
+/// Runs `job` on every item, `workers` at a time, each on one thread (GEMMs sequential, so
+/// the cores are not oversubscribed). Returns the results in item order, or the first error
+/// (no new item starts after one).
+pub fn run_parallel<J: Send, R: Send>(
+    items: Vec<J>,
+    workers: usize,
+    job: impl Fn(usize, J) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    crate::tensor::set_gemm_threads(1);
+    let queue = Mutex::new(items.into_iter().enumerate());
     let results = Mutex::new(Vec::new());
     let failure = Mutex::new(None::<Error>);
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| loop {
-                let Some((k, run)) = queue.lock().expect("queue").next() else { break };
-                let c = &run.config;
-                let dir = out.join(format!("{}_T{}_s{}", run.model, c.length, c.seed));
-                let outcome = run_task(c, Some(&dir), &mut |_| {}).map(|(result, model)| {
-                    let task = Task { kind: c.task, length: c.length };
-                    RunOutcome {
-                        model: run.model.clone(),
-                        length: c.length,
-                        seed: c.seed,
-                        decay_per_step: measured_decay(&model, &task, c.seed),
-                        result,
-                    }
-                });
-                match outcome {
-                    Ok(o) => {
-                        log(&format!(
-                            "[{}/{total}] {} length {} seed {}: {} {:.4} -> {} ({} updates, {:.0} s)",
-                            k + 1,
-                            o.model,
-                            o.length,
-                            o.seed,
-                            o.result.metric_name,
-                            o.result.metric,
-                            if o.result.solved { "solved" } else { "not solved" },
-                            o.result.updates,
-                            o.result.seconds
-                        ));
-                        results.lock().expect("results").push((k, o));
-                    }
+                if failure.lock().expect("failure slot").is_some() {
+                    break;
+                }
+                let Some((k, item)) = queue.lock().expect("queue").next() else {
+                    break;
+                };
+                match job(k, item) {
+                    Ok(r) => results.lock().expect("results").push((k, r)),
                     Err(e) => {
-                        failure.lock().expect("failure").get_or_insert(e);
+                        failure.lock().expect("failure slot").get_or_insert(e);
                     }
                 }
             });
         }
     });
-    if let Some(e) = failure.into_inner().expect("failure") {
+    if let Some(e) = failure.into_inner().expect("failure slot") {
         return Err(e);
     }
     let mut results = results.into_inner().expect("results");
     results.sort_by_key(|(k, _)| *k);
-    let outcomes: Vec<RunOutcome> = results.into_iter().map(|(_, o)| o).collect();
-    write_tables(sweep, &outcomes, out)?;
-    Ok(outcomes)
+    Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
 /// `runs.csv` (one row per run), `results.csv` and `results.md` (success rate per model and
