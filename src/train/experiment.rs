@@ -370,7 +370,7 @@ pub fn summary_markdown(sweep: &SweepFile, outcomes: &[RunOutcome]) -> String {
                         .decay
                         .map_or("n/a".to_string(), |d| format!("{d:.3}/step"));
                     s.push_str(&format!(
-                        " {}/{} ({:.3}), {decay} |",
+                        " {}/{} ({:.4}), {decay} |",
                         st.solved, st.n, st.metric
                     ));
                 }
