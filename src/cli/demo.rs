@@ -27,10 +27,10 @@ pub struct Args {
     #[arg(long, default_value = "demo_out")]
     out: PathBuf,
     /// Distances between the key noun and the dependent word.
-    #[arg(long, value_delimiter = ',', default_values_t = [6, 10, 14, 18])]
+    #[arg(long, value_delimiter = ',', default_values_t = [6, 10, 15, 20])]
     distances: Vec<usize>,
     /// Maximum updates per run (a run stops early once it is solved).
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 6000)]
     steps: usize,
     /// Parallel runs (0 = one per core).
     #[arg(long, default_value_t = 0)]
