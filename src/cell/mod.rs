@@ -348,6 +348,12 @@ pub fn forward<T: Float>(
     cache.w_hh_t = w_t;
 }
 
+/// Where to split a step's batch rows between two cores: `Some(rows of the first half)` when
+/// GEMMs may use more than one thread and the batch is large enough to pay for the fork-join.
+fn row_split(batch: usize) -> Option<usize> {
+    (crate::tensor::gemm_threads() > 1 && batch >= 16).then_some(batch / 2)
+}
+
 /// Rows `T * B` from which forward copies `W_hh^T` once instead of reading `W_hh` transposed.
 const TRANSPOSE_MIN_ROWS: usize = 64;
 

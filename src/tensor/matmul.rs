@@ -46,6 +46,28 @@ pub fn matmul<T: Float>(
     k: usize,
     accumulate: bool,
 ) {
+    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
+        gemm_threads()
+    } else {
+        1
+    };
+    matmul_on(c, a, ta, b, tb, m, n, k, accumulate, threads);
+}
+
+/// [`matmul`] on exactly `threads` threads (1 inside a region that is already parallel).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_on<T: Float>(
+    c: &mut [T],
+    a: &[T],
+    ta: Trans,
+    b: &[T],
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: usize,
+) {
     assert_eq!(c.len(), m * n, "matmul: C must be [m, n]");
     assert_eq!(a.len(), m * k, "matmul: A must hold m * k values");
     assert_eq!(b.len(), k * n, "matmul: B must hold k * n values");
@@ -67,8 +89,7 @@ pub fn matmul<T: Float>(
         Trans::No => (n as isize, 1),
         Trans::Yes => (1, k as isize),
     };
-    let threads = gemm_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_FLOPS {
+    let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

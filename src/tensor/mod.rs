@@ -4,7 +4,7 @@
 
 mod matmul;
 
-pub use matmul::{gemm_threads, matmul, set_gemm_threads, Trans};
+pub use matmul::{gemm_threads, matmul, matmul_on, set_gemm_threads, Trans};
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
