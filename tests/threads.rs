@@ -24,7 +24,13 @@ fn pass(cell: CellKind, threads: usize) -> (Vec<f64>, Vec<f64>, State<f64>, Step
     let mut grads = vec![0.0; m.layout.total()];
     let mut ds = State::zeros(&c, batch);
     let mut rec = StepRecord::default();
-    m.backward(&mut ws, &mut grads, LossWeights::Mean, Some(&mut ds), Some(&mut rec));
+    m.backward(
+        &mut ws,
+        &mut grads,
+        LossWeights::Mean,
+        Some(&mut ds),
+        Some(&mut rec),
+    );
     set_gemm_threads(1);
     (logits, grads, ds, rec)
 }
@@ -38,7 +44,13 @@ fn split_rows_equal_one_thread() {
         assert!(rel_err(&two.1, &one.1) < 1e-14, "{cell:?} gradients");
         assert!(rel_err(&two.2.h, &one.2.h) < 1e-14, "{cell:?} dh0");
         assert!(rel_err(&two.2.c, &one.2.c) < 1e-14, "{cell:?} dc0");
-        for (a, b) in two.3.dh.iter().chain(&two.3.dc).zip(one.3.dh.iter().chain(&one.3.dc)) {
+        for (a, b) in two
+            .3
+            .dh
+            .iter()
+            .chain(&two.3.dc)
+            .zip(one.3.dh.iter().chain(&one.3.dc))
+        {
             assert!(rel_err(a, b) < 1e-14, "{cell:?} per-step record");
         }
     }

@@ -5,7 +5,7 @@
 //! ```
 
 use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
-use crate::tensor::{add_row_bias, matmul, sigmoid, Float, Trans};
+use crate::tensor::{add_row_bias, matmul, matmul_on, sigmoid, Float, Trans};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -18,37 +18,70 @@ pub(super) fn forward<T: Float>(
     let bh = b * h;
     let bg = 3 * bh;
     input_projection(&mut cache.gates, x, p, false, dims);
+    let split = super::row_split(b);
     for t in 0..dims.steps {
         let gates = &mut cache.gates[t * bg..(t + 1) * bg];
         let hn_t = &mut cache.hn[t * bh..(t + 1) * bh];
         let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
-        // gh = h_{t-1} W_hh^T + b_hh   ([B, H] x [H, 3H])
-        matmul(
-            &mut cache.gh,
-            h_prev,
-            Trans::No,
-            w_hh.w,
-            w_hh.trans,
-            b,
-            3 * h,
-            h,
-            false,
-        );
-        add_row_bias(&mut cache.gh, p.b_hh);
-        for r in 0..b {
-            let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
-            let gh = &cache.gh[r * 3 * h..(r + 1) * 3 * h];
-            for j in 0..h {
-                let k = r * h + j;
-                let rv = sigmoid(g[j] + gh[j]);
-                let z = sigmoid(g[h + j] + gh[h + j]);
-                let n = (g[2 * h + j] + rv * gh[2 * h + j]).tanh();
-                g[j] = rv;
-                g[h + j] = z;
-                g[2 * h + j] = n;
-                hn_t[k] = gh[2 * h + j];
-                h_next[k] = (T::ONE - z) * n + z * h_prev[k];
+        let gh = &mut cache.gh[..];
+        match split {
+            // Batch rows are independent through time: each core takes half of them.
+            Some(r) => {
+                let (g0, g1) = gates.split_at_mut(r * 3 * h);
+                let (s0, s1) = gh.split_at_mut(r * 3 * h);
+                let (n0, n1) = hn_t.split_at_mut(r * h);
+                let (p0, p1) = h_prev.split_at(r * h);
+                let (x0, x1) = h_next.split_at_mut(r * h);
+                rayon::join(
+                    || forward_rows(g0, s0, n0, p0, x0, p, w_hh, h),
+                    || forward_rows(g1, s1, n1, p1, x1, p, w_hh, h),
+                );
             }
+            None => forward_rows(gates, gh, hn_t, h_prev, h_next, p, w_hh, h),
+        }
+    }
+}
+
+/// One step for a block of rows: `gh = h_prev W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the
+/// gates and the new state, fused in one pass.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<T: Float>(
+    gates: &mut [T],
+    gh_rows: &mut [T],
+    hn_t: &mut [T],
+    h_prev: &[T],
+    h_next: &mut [T],
+    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
+    h: usize,
+) {
+    let rows = h_prev.len() / h;
+    matmul_on(
+        gh_rows,
+        h_prev,
+        Trans::No,
+        w_hh.w,
+        w_hh.trans,
+        rows,
+        3 * h,
+        h,
+        false,
+        1,
+    );
+    add_row_bias(gh_rows, p.b_hh);
+    for r in 0..rows {
+        let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
+        let gh = &gh_rows[r * 3 * h..(r + 1) * 3 * h];
+        for j in 0..h {
+            let k = r * h + j;
+            let rv = sigmoid(g[j] + gh[j]);
+            let z = sigmoid(g[h + j] + gh[h + j]);
+            let n = (g[2 * h + j] + rv * gh[2 * h + j]).tanh();
+            g[j] = rv;
+            g[h + j] = z;
+            g[2 * h + j] = n;
+            hn_t[k] = gh[2 * h + j];
+            h_next[k] = (T::ONE - z) * n + z * h_prev[k];
         }
     }
 }
