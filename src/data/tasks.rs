@@ -100,19 +100,39 @@ const FILLER: [&str; 8] = [
     "the cat slept on the warm windowsill .",
 ];
 
-/// The dependency language's vocabulary: every word of the templates, nouns, verbs, fillers.
-pub fn dependency_vocab() -> Vec<String> {
-    let mut words: Vec<String> = vec![];
-    let mut add = |w: &str| {
-        if !words.iter().any(|x| x == w) {
-            words.push(w.to_string());
+/// The dependency language's vocabulary: every word of the templates, nouns, verbs, fillers
+/// (built once).
+pub fn dependency_vocab() -> &'static [&'static str] {
+    static VOCAB: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    VOCAB.get_or_init(build_dependency_vocab)
+}
+
+/// Token id of a word of the dependency language.
+fn dependency_id(word: &str) -> u32 {
+    static IDS: std::sync::OnceLock<std::collections::HashMap<&'static str, u32>> =
+        std::sync::OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        dependency_vocab()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (*w, i as u32))
+            .collect()
+    });
+    ids[word]
+}
+
+fn build_dependency_vocab() -> Vec<&'static str> {
+    let mut words: Vec<&'static str> = vec![];
+    let mut add = |w: &'static str| {
+        if !words.contains(&w) {
+            words.push(w);
         }
     };
     for w in "when she tried to her , . finally".split(' ') {
         add(w);
     }
     NOUNS.iter().for_each(|w| add(w));
-    VERBS.iter().for_each(|(a, b)| {
+    VERBS.iter().for_each(|&(a, b)| {
         add(a);
         add(b)
     });
@@ -246,8 +266,7 @@ impl Task {
     /// `when she tried to V her N , <filler> she finally V-ed her N .` — a language model
     /// trained on every next token; the metric reads the prediction of the second `N`.
     fn dependency(&self, out: &mut TaskBatch, b: usize, rng: &mut StdRng) {
-        let vocab = dependency_vocab();
-        let id = |w: &str| vocab.iter().position(|x| x == w).expect("word in vocab") as u32;
+        let id = dependency_id;
         let noun = NOUNS[rng.gen_range(0..NOUNS.len())];
         let (verb, verbed) = VERBS[rng.gen_range(0..VERBS.len())];
         let filler_len = self.length - DEPENDENCY_FIXED_BETWEEN - 1;
@@ -382,8 +401,8 @@ mod tests {
                 assert_eq!(key, answer, "distance {l}");
                 // No other noun appears in between.
                 for s in t + 2 - l..=t {
-                    let w = &vocab[b.tokens[s * b.batch + col] as usize];
-                    assert!(!NOUNS.contains(&w.as_str()), "filler holds a noun: {w}");
+                    let w = vocab[b.tokens[s * b.batch + col] as usize];
+                    assert!(!NOUNS.contains(&w), "filler holds a noun: {w}");
                 }
             }
             assert!(counts.iter().filter(|&&c| c > 0).count() > 3);
