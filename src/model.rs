@@ -262,18 +262,22 @@ impl<T: Float> Workspace<T> {
             .collect();
         self.dlayer_in = self.layer_in.clone();
         self.caches = (0..c.layers).map(|_| LayerCache::default()).collect();
-        self.masks = (0..=c.layers)
-            .map(|k| {
-                vec![
-                    T::ZERO;
-                    n * if k < c.layers {
-                        c.layer_input(k)
-                    } else {
-                        c.hidden
-                    }
-                ]
-            })
-            .collect();
+        self.masks = if c.dropout > 0.0 {
+            (0..=c.layers)
+                .map(|k| {
+                    vec![
+                        T::ZERO;
+                        n * if k < c.layers {
+                            c.layer_input(k)
+                        } else {
+                            c.hidden
+                        }
+                    ]
+                })
+                .collect()
+        } else {
+            vec![Vec::new(); c.layers + 1]
+        };
         self.top = vec![T::ZERO; n * c.hidden];
         self.dtop = self.top.clone();
         self.logits = vec![T::ZERO; n * c.vocab];
@@ -532,7 +536,9 @@ impl<T: Float> LanguageModel<T> {
         }
     }
 
-    /// Backward pass after [`Self::forward`] and [`Self::loss`]: accumulates `dL/dparams` into
+    /// Backward pass after [`Self::forward`] and [`Self::loss`] (it consumes them: the
+    /// probabilities become logit gradients and LSTM gates their gradients, so each backward
+    /// needs its own forward): accumulates `dL/dparams` into
     /// `grads` (this model's layout), writes `dL/d state_0` into `dstate` when given, and the
     /// per-step `dL/dh_t` (and `dL/dc_t`) into `record` when given.
     pub fn backward(

@@ -111,8 +111,7 @@ pub(super) fn backward_steps<T: Float>(
             None => (None, None),
         };
         let rows = BackwardRows {
-            gates: &cache.gates[t * bg..(t + 1) * bg],
-            da: &mut cache.da[t * bg..(t + 1) * bg],
+            gates: &mut cache.gates[t * bg..(t + 1) * bg],
             c_prev: &cache.c[t * bh..(t + 1) * bh],
             c_t: &cache.c[(t + 1) * bh..(t + 2) * bh],
             up: &dh_out[step.clone()],
@@ -133,9 +132,9 @@ pub(super) fn backward_steps<T: Float>(
 }
 
 /// One backward step for a block of batch rows (`[R, 4H]` gate blocks, `[R, H]` the rest).
+/// `gates` holds the activated gates on entry and the pre-activation gradients on exit.
 struct BackwardRows<'a, T> {
-    gates: &'a [T],
-    da: &'a mut [T],
+    gates: &'a mut [T],
     c_prev: &'a [T],
     c_t: &'a [T],
     up: &'a [T],
@@ -148,8 +147,7 @@ struct BackwardRows<'a, T> {
 impl<'a, T: Float> BackwardRows<'a, T> {
     /// The first `r` rows and the rest.
     fn split(self, r: usize, h: usize) -> (Self, Self) {
-        let (g0, g1) = self.gates.split_at(r * 4 * h);
-        let (d0, d1) = self.da.split_at_mut(r * 4 * h);
+        let (g0, g1) = self.gates.split_at_mut(r * 4 * h);
         let (cp0, cp1) = self.c_prev.split_at(r * h);
         let (ct0, ct1) = self.c_t.split_at(r * h);
         let (u0, u1) = self.up.split_at(r * h);
@@ -172,7 +170,6 @@ impl<'a, T: Float> BackwardRows<'a, T> {
         (
             BackwardRows {
                 gates: g0,
-                da: d0,
                 c_prev: cp0,
                 c_t: ct0,
                 up: u0,
@@ -183,7 +180,6 @@ impl<'a, T: Float> BackwardRows<'a, T> {
             },
             BackwardRows {
                 gates: g1,
-                da: d1,
                 c_prev: cp1,
                 c_t: ct1,
                 up: u1,
@@ -198,11 +194,11 @@ impl<'a, T: Float> BackwardRows<'a, T> {
     fn run(mut self, w_hh: &[T], h: usize) {
         let rows = self.up.len() / h;
         for r in 0..rows {
-            let g = &self.gates[r * 4 * h..(r + 1) * 4 * h];
-            let d = &mut self.da[r * 4 * h..(r + 1) * 4 * h];
+            let d = &mut self.gates[r * 4 * h..(r + 1) * 4 * h];
             for j in 0..h {
                 let k = r * h + j;
-                let (i, f, gv, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
+                // Read this unit's four gates before overwriting them with their gradients.
+                let (i, f, gv, o) = (d[j], d[h + j], d[2 * h + j], d[3 * h + j]);
                 let tc = self.c_t[k].tanh();
                 let dh = self.dh_carry[k] + self.up[k];
                 let dc = self.dc_carry[k] + dh * o * (T::ONE - tc * tc);
@@ -222,7 +218,7 @@ impl<'a, T: Float> BackwardRows<'a, T> {
         // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
         matmul_on(
             self.dh_carry,
-            self.da,
+            self.gates,
             Trans::No,
             w_hh,
             Trans::No,

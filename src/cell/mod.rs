@@ -193,7 +193,9 @@ impl<'a, T: Float> LayerGrads<'a, T> {
 /// c      [(T+1), B, H]   LSTM cell states, same indexing
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
 /// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
-/// da     [T, B, G*H]     backward: gradient w.r.t. the pre-activations fed by W_ih
+/// da     [T, B, G*H]     backward: gradient w.r.t. the pre-activations fed by W_ih (the LSTM
+///                        writes it over `gates` instead, step by step, as each step's gates
+///                        are read for the last time: backward leaves `gates` overwritten)
 /// da_hh  [T, B, G*H]     GRU only: gradient w.r.t. the pre-activations fed by W_hh
 /// ```
 #[derive(Default, Debug)]
@@ -255,7 +257,14 @@ impl<T: Float> LayerCache<T> {
         );
         let gru = cell.kind == CellKind::Gru;
         resize(&mut self.hn, if gru { t * b * h } else { 0 });
-        resize(&mut self.da, t * b * gh);
+        resize(
+            &mut self.da,
+            if cell.kind == CellKind::Lstm {
+                0
+            } else {
+                t * b * gh
+            },
+        );
         resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
         resize(&mut self.gh, if gru { b * gh } else { 0 });
         resize(&mut self.dh_carry, b * h);
@@ -436,7 +445,11 @@ fn weight_grads<T: Float>(
     } = dims;
     let gh = kind.gates() * hidden;
     let rows = steps * batch;
-    let da = &cache.da[..];
+    let da = if kind == CellKind::Lstm {
+        &cache.gates[..]
+    } else {
+        &cache.da[..]
+    };
     let da_hh = if kind == CellKind::Gru {
         &cache.da_hh[..]
     } else {
