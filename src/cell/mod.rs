@@ -211,8 +211,8 @@ pub struct LayerCache<T> {
     gh: Vec<T>,
     /// `[B, H]` gradient flowing into `h_{t-1}` from step `t`.
     dh_carry: Vec<T>,
-    /// `[H, G*H]` = `W_hh^T`, written once per forward pass so that the per-step product
-    /// `h_{t-1} W_hh^T` reads a row-major right operand (measured faster: README, Speed).
+    /// `[H, G*H]` = `W_hh^T`, written once per long forward pass (see `TRANSPOSE_MIN_ROWS`) so
+    /// that the per-step product `h_{t-1} W_hh^T` reads a row-major right operand (faster).
     w_hh_t: Vec<T>,
     /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
     dc_carry: Vec<T>,
