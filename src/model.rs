@@ -151,15 +151,9 @@ impl ModelConfig {
         (l, offsets)
     }
 
-    /// Number of trainable scalars.
-    pub fn num_params(&self) -> usize {
-        self.layout().total()
-    }
-
     /// Multiply-adds x 2 (FLOPs) of forward + backward per token, as DESIGN.md counts them:
     /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder.
     pub fn train_flops_per_token(&self) -> f64 {
-        debug_assert!(self.validate().is_ok());
         let gh = (self.cell.gates() * self.hidden) as f64;
         let mut f = 0.0;
         for k in 0..self.layers {
@@ -303,11 +297,6 @@ impl<T: Float> Workspace<T> {
     /// Gradient w.r.t. the dense input `[T, B, input_size]` after backward (dense-input models).
     pub fn input_grad(&self) -> &[T] {
         self.dlayer_in.first().map_or(&[], |v| &v[..])
-    }
-
-    /// Top-layer outputs after the last forward, `[T, B, H]` (before dropout).
-    pub fn top_outputs(&self) -> &[T] {
-        self.caches.last().map(|c| c.outputs()).unwrap_or(&[])
     }
 }
 

@@ -67,10 +67,6 @@ impl ParamLayout {
     pub fn view<'a, T>(&self, data: &'a [T], name: &str) -> Option<&'a [T]> {
         self.get(name).map(|e| &data[e.range()])
     }
-
-    pub fn view_mut<'a, T>(&self, data: &'a mut [T], name: &str) -> Option<&'a mut [T]> {
-        self.get(name).map(move |e| &mut data[e.range()])
-    }
 }
 
 #[cfg(test)]
