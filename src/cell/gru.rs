@@ -5,7 +5,7 @@
 //! ```
 
 use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
-use crate::tensor::{add_row_bias, matmul, matmul_on, sigmoid, Float, Trans};
+use crate::tensor::{add_row_bias, matmul_on, sigmoid, Float, Trans};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -102,47 +102,116 @@ pub(super) fn backward_steps<T: Float>(
     let (b, h) = (dims.batch, dims.hidden);
     let bh = b * h;
     let bg = 3 * bh;
+    let split = super::row_split(b);
     for t in (0..dims.steps).rev() {
-        let gates = &cache.gates[t * bg..(t + 1) * bg];
-        let hn_t = &cache.hn[t * bh..(t + 1) * bh];
-        let h_prev = &cache.h[t * bh..(t + 1) * bh];
-        let da_t = &mut cache.da[t * bg..(t + 1) * bg];
-        let dahh_t = &mut cache.da_hh[t * bg..(t + 1) * bg];
-        let up = &dh_out[t * bh..(t + 1) * bh];
-        for r in 0..b {
-            let g = &gates[r * 3 * h..(r + 1) * 3 * h];
-            let d = &mut da_t[r * 3 * h..(r + 1) * 3 * h];
-            let dhh = &mut dahh_t[r * 3 * h..(r + 1) * 3 * h];
+        let step = t * bh..(t + 1) * bh;
+        let rows = BackwardRows {
+            gates: &mut cache.gates[t * bg..(t + 1) * bg],
+            da_hh: &mut cache.da_hh[t * bg..(t + 1) * bg],
+            hn: &cache.hn[step.clone()],
+            h_prev: &cache.h[step.clone()],
+            up: &dh_out[step.clone()],
+            dh_carry: &mut cache.dh_carry,
+            rec_dh: record.as_mut().map(|r| &mut r.dh[step]),
+        };
+        match split {
+            // Batch rows are independent through time: each core takes half of them.
+            Some(r) => {
+                let (first, second) = rows.split(r, h);
+                rayon::join(|| first.run(p.w_hh, h), || second.run(p.w_hh, h));
+            }
+            None => rows.run(p.w_hh, h),
+        }
+    }
+}
+
+/// One backward step for a block of batch rows (`[R, 3H]` gate blocks, `[R, H]` the rest).
+/// `gates` holds the activated gates on entry and the input-side gradients `da` on exit.
+struct BackwardRows<'a, T> {
+    gates: &'a mut [T],
+    da_hh: &'a mut [T],
+    hn: &'a [T],
+    h_prev: &'a [T],
+    up: &'a [T],
+    dh_carry: &'a mut [T],
+    rec_dh: Option<&'a mut [T]>,
+}
+
+impl<'a, T: Float> BackwardRows<'a, T> {
+    /// The first `r` rows and the rest.
+    fn split(self, r: usize, h: usize) -> (Self, Self) {
+        let (g0, g1) = self.gates.split_at_mut(r * 3 * h);
+        let (d0, d1) = self.da_hh.split_at_mut(r * 3 * h);
+        let (n0, n1) = self.hn.split_at(r * h);
+        let (p0, p1) = self.h_prev.split_at(r * h);
+        let (u0, u1) = self.up.split_at(r * h);
+        let (c0, c1) = self.dh_carry.split_at_mut(r * h);
+        let (r0, r1) = match self.rec_dh {
+            Some(v) => {
+                let (a, b) = v.split_at_mut(r * h);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        (
+            BackwardRows {
+                gates: g0,
+                da_hh: d0,
+                hn: n0,
+                h_prev: p0,
+                up: u0,
+                dh_carry: c0,
+                rec_dh: r0,
+            },
+            BackwardRows {
+                gates: g1,
+                da_hh: d1,
+                hn: n1,
+                h_prev: p1,
+                up: u1,
+                dh_carry: c1,
+                rec_dh: r1,
+            },
+        )
+    }
+
+    fn run(mut self, w_hh: &[T], h: usize) {
+        let rows = self.up.len() / h;
+        for r in 0..rows {
+            let d = &mut self.gates[r * 3 * h..(r + 1) * 3 * h];
+            let dhh = &mut self.da_hh[r * 3 * h..(r + 1) * 3 * h];
             for j in 0..h {
                 let k = r * h + j;
-                let (rv, z, n) = (g[j], g[h + j], g[2 * h + j]);
-                let dh = cache.dh_carry[k] + up[k];
-                if let Some(rec) = record.as_mut() {
-                    rec.dh[t * bh + k] = dh;
+                // Read this unit's gates before overwriting them with their gradients.
+                let (rv, z, n) = (d[j], d[h + j], d[2 * h + j]);
+                let dh = self.dh_carry[k] + self.up[k];
+                if let Some(rec) = self.rec_dh.as_mut() {
+                    rec[k] = dh;
                 }
                 let dan = dh * (T::ONE - z) * (T::ONE - n * n);
-                let dar = dan * hn_t[k] * rv * (T::ONE - rv);
-                let daz = dh * (h_prev[k] - n) * z * (T::ONE - z);
+                let dar = dan * self.hn[k] * rv * (T::ONE - rv);
+                let daz = dh * (self.h_prev[k] - n) * z * (T::ONE - z);
                 d[j] = dar;
                 d[h + j] = daz;
                 d[2 * h + j] = dan;
                 dhh[j] = dar;
                 dhh[h + j] = daz;
                 dhh[2 * h + j] = dan * rv;
-                cache.dh_carry[k] = dh * z;
+                self.dh_carry[k] = dh * z;
             }
         }
-        // carry += da_hh_t W_hh   ([B, 3H] x [3H, H])
-        matmul(
-            &mut cache.dh_carry,
-            dahh_t,
+        // carry += da_hh W_hh   ([R, 3H] x [3H, H])
+        matmul_on(
+            self.dh_carry,
+            self.da_hh,
             Trans::No,
-            p.w_hh,
+            w_hh,
             Trans::No,
-            b,
+            rows,
             h,
             3 * h,
             true,
+            1,
         );
     }
 }

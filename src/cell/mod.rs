@@ -194,8 +194,8 @@ impl<'a, T: Float> LayerGrads<'a, T> {
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
 /// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
 /// da     [T, B, G*H]     backward: gradient w.r.t. the pre-activations fed by W_ih (the LSTM
-///                        writes it over `gates` instead, step by step, as each step's gates
-///                        are read for the last time: backward leaves `gates` overwritten)
+///                        and GRU write it over `gates` instead, step by step, as each step's
+///                        gates are read for the last time: backward leaves `gates` overwritten)
 /// da_hh  [T, B, G*H]     GRU only: gradient w.r.t. the pre-activations fed by W_hh
 /// ```
 #[derive(Default, Debug)]
@@ -259,10 +259,10 @@ impl<T: Float> LayerCache<T> {
         resize(&mut self.hn, if gru { t * b * h } else { 0 });
         resize(
             &mut self.da,
-            if cell.kind == CellKind::Lstm {
-                0
-            } else {
+            if cell.kind == CellKind::Rnn {
                 t * b * gh
+            } else {
+                0
             },
         );
         resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
@@ -445,7 +445,7 @@ fn weight_grads<T: Float>(
     } = dims;
     let gh = kind.gates() * hidden;
     let rows = steps * batch;
-    let da = if kind == CellKind::Lstm {
+    let da = if kind != CellKind::Rnn {
         &cache.gates[..]
     } else {
         &cache.da[..]
