@@ -3,8 +3,8 @@
 
 use super::data::{self, Csv};
 use super::plot::{
-    downsample, Axis, CircleGuide, ComplexPlane, Figure, Guide, HLine, HeatMap, LineChart, Marker,
-    PointGroup, Series, GUIDE, MARKERS, PALETTE,
+    downsample, viridis, Axis, CircleGuide, ComplexPlane, Figure, Guide, HLine, HeatMap, LineChart,
+    Marker, PointGroup, Series, GUIDE, MARKERS, PALETTE,
 };
 use super::{Block, Fig, Report, Section, Table};
 use crate::analysis::GradflowSnapshot;
@@ -1071,11 +1071,16 @@ fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
                     .iter()
                     .filter_map(|r| Some((r.distance as f64, r.ratio?)))
                     .collect();
-                c.series.push(Series::line_points(
-                    format!("step {step}"),
-                    pts,
-                    MARKERS[i % MARKERS.len()],
-                ));
+                // Ordered in time: a sequential colour scale (dark = early, light = late).
+                let t = if pick.len() > 1 {
+                    0.85 * i as f64 / (pick.len() - 1) as f64
+                } else {
+                    0.0
+                };
+                c.series.push(
+                    Series::line_points(format!("step {step}"), pts, MARKERS[i % MARKERS.len()])
+                        .color(viridis(t)),
+                );
             }
         }
         if !c.series.is_empty() {
@@ -1347,6 +1352,10 @@ fn overlays(runs: &[SubRun], p: &Prefix, s: &mut Section) -> Result<()> {
 
 fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     let p = Prefix(String::new());
+    let runs = sub_runs(dir, &|name, sum| {
+        sum.and_then(|v| jstr(v, "label"))
+            .unwrap_or_else(|| name.split('_').next().unwrap_or(name).to_string())
+    })?;
     let mut part = Part {
         kind: "demo".into(),
         title: "rnnscope demo: long-distance dependencies and vanishing gradients".into(),
@@ -1424,8 +1433,8 @@ fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
 
     let mut table = Table {
         header: [
-            "distance l",
             "cell",
+            "distance l",
             "accuracy",
             "chance",
             "R(l)",
@@ -1440,8 +1449,8 @@ fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     for i in 0..cells.len() {
         let o = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("n/a".into(), f);
         table.rows.push(vec![
-            o(dist[i], &|x| format!("{x:.0}")),
             cell_name(&cells[i]),
+            o(dist[i], &|x| format!("{x:.0}")),
             o(acc[i], &pct),
             o(chance[i], &pct),
             o(ratio[i], &sci),
@@ -1450,6 +1459,7 @@ fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
             o(secs[i], &seconds),
         ]);
     }
+    overlays(&runs, &p, &mut s)?;
     s.blocks.push(Block::Table(table));
 
     // Headline and reading.
@@ -1558,12 +1568,7 @@ fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     }
     part.sections.push(s);
 
-    let runs = sub_runs(dir, &|name, sum| {
-        sum.and_then(|v| jstr(v, "label"))
-            .unwrap_or_else(|| name.split('_').next().unwrap_or(name).to_string())
-    })?;
     let mut s = Section::new("runs", "Every run");
-    overlays(&runs, &p, &mut s)?;
     for r in &runs {
         let status = r
             .summary
@@ -1734,6 +1739,7 @@ fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
             o(results.num("mean_seconds")[i], &seconds),
         ]);
     }
+    overlays(&runs, &p, &mut s)?;
     s.blocks.push(Block::Table(table));
     part.sections.push(s);
 
@@ -1788,7 +1794,6 @@ fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
     }
 
     let mut s = Section::new("runs", "Every run");
-    overlays(&runs, &p, &mut s)?;
     for r in &runs {
         let status = r
             .summary
