@@ -607,7 +607,7 @@ impl Ticks {
                     lo -= pad;
                     hi += pad;
                 }
-                let step = nice_step((hi - lo) / 6.0);
+                let step = nice_step((hi - lo) / 8.0);
                 if fixed.is_none() {
                     lo = (lo / step + 1e-9).floor() * step;
                     hi = (hi / step - 1e-9).ceil() * step;
@@ -711,15 +711,15 @@ fn title_style() -> TextStyle<'static> {
 }
 
 fn label_style() -> TextStyle<'static> {
-    (FONT, 16).into()
-}
-
-fn desc_style() -> TextStyle<'static> {
     (FONT, 17).into()
 }
 
+fn desc_style() -> TextStyle<'static> {
+    (FONT, 18).into()
+}
+
 fn legend_style() -> TextStyle<'static> {
-    TextStyle::from((FONT, 16)).pos(Pos::new(HPos::Left, VPos::Center))
+    TextStyle::from((FONT, 17)).pos(Pos::new(HPos::Left, VPos::Center))
 }
 
 /// One legend line.
@@ -739,23 +739,47 @@ fn legend_width<DB: DrawingBackend>(
     let style = legend_style();
     let text = entries
         .iter()
-        .map(|(name, _)| {
-            area.estimate_text_size(&short(name), &style)
-                .map_or(8 * name.len() as u32, |s| s.0)
+        .flat_map(|(name, _)| wrap(name))
+        .map(|line| {
+            area.estimate_text_size(&line, &style)
+                .map_or(8 * line.len() as u32, |s| s.0)
         })
         .max()
         .unwrap_or(0);
-    (text + 56).min(320)
+    (text + 52).min(320)
 }
 
-/// Names longer than 34 characters are cut with an ellipsis.
-fn short(name: &str) -> String {
-    if name.chars().count() > 34 {
-        let s: String = name.chars().take(33).collect();
-        format!("{s}\u{2026}")
-    } else {
-        name.to_string()
+/// A legend name in lines of about 30 characters (split at spaces; 3 lines at most, the rest
+/// cut with an ellipsis).
+fn wrap(name: &str) -> Vec<String> {
+    const WIDTH: usize = 30;
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in name.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > WIDTH {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
     }
+    lines.push(cur);
+    if lines.len() > 3 {
+        lines.truncate(3);
+        lines[2].push('\u{2026}');
+    }
+    lines
+        .into_iter()
+        .map(|l| {
+            if l.chars().count() > WIDTH + 10 {
+                let s: String = l.chars().take(WIDTH + 9).collect();
+                format!("{s}\u{2026}")
+            } else {
+                l
+            }
+        })
+        .collect()
 }
 
 fn draw_marker<DB: DrawingBackend>(
@@ -787,8 +811,8 @@ fn draw_legend<DB: DrawingBackend>(
     top: i32,
 ) -> PResult {
     let style = legend_style();
-    for (k, (name, swatch)) in entries.iter().enumerate() {
-        let y = top + 24 * k as i32;
+    let mut y = top;
+    for (name, swatch) in entries {
         let x = 8;
         match swatch {
             Swatch::Line(c, m) => {
@@ -809,8 +833,16 @@ fn draw_legend<DB: DrawingBackend>(
                 }
             }
         }
-        area.draw(&Text::new(short(name), (x + 40, y), style.clone()))
+        let lines = wrap(name);
+        for (k, line) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                line.clone(),
+                (x + 40, y + 19 * k as i32),
+                style.clone(),
+            ))
             .map_err(pe)?;
+        }
+        y += 26 + 19 * (lines.len() as i32 - 1);
     }
     Ok(())
 }

@@ -562,6 +562,14 @@ fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
     } else {
         cell.clone()
     };
+    if part.kind == "gradflow" {
+        part.title = format!(
+            "Gradient flow through time: {model}, H = {}, {} layer{}",
+            sm.hidden,
+            sm.layers,
+            if sm.layers == 1 { "" } else { "s" }
+        );
+    }
     let mut s = Section::new(p.name("gradflow"), "Gradient flow through time");
     s.blocks.push(Block::Text(format!(
         "Measured on one window of T = {} steps and B = {} sequences: the loss J^(i) at each step i is back-propagated alone, and P(l) is the mean norm |dJ^(i)/dh^(i-l)| over i and the batch; R(l) = P(l) / P(0).",
@@ -603,9 +611,11 @@ fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
     if let Some(e) = sm.theory_max_rel_error {
         facts.push(("theory vs measured (max rel. error)".into(), sci(e)));
     }
-    s.blocks.push(Block::Facts(facts.clone()));
+    // The headline of a gradflow directory; a section of its own in a task or train report.
     if part.headline.is_empty() {
         part.headline = facts;
+    } else {
+        s.blocks.push(Block::Facts(facts));
     }
 
     // R(l) per layer (and through the LSTM cell state), with the theory line.
