@@ -556,7 +556,7 @@ fn fake_demo(dir: &Path) {
     )
     .unwrap();
     for (cell, label, l, rate) in [
-        ("lstm", "lstm", 6, 0.8),
+        ("lstm", "lstm", 6usize, 0.8),
         ("rnn", "rnn-tanh", 6, 0.6),
         ("lstm", "lstm", 10, 0.8),
         ("rnn", "rnn-tanh", 10, 0.3),
@@ -577,7 +577,7 @@ fn fake_demo(dir: &Path) {
         .unwrap();
         let mut prof = String::from("distance,mean,median,p10,p90,ratio\n");
         for d in 0..(l + 8) {
-            let r: f64 = f64::powi(rate, d as i32);
+            let r = f64::powi(rate, d as i32);
             prof += &format!("{d},{r},{r},{r},{r},{r}\n");
         }
         std::fs::write(run.join("gradflow/profile_l0.csv"), prof).unwrap();

@@ -202,7 +202,7 @@ pub fn natural_key(s: &str) -> Vec<(String, u64)> {
     key
 }
 
-/// The largest `k` for which `dir/{stem}_l{k}.csv` exists.
+/// The layers `0, 1, ...` for which `dir/{stem}_l{k}.csv` exists (up to the first missing one).
 pub fn layers_of(dir: &Path, stem: &str) -> Vec<usize> {
     (0..64)
         .take_while(|k| dir.join(format!("{stem}_l{k}.csv")).exists())
