@@ -6,7 +6,7 @@
 //! The pieces, bottom up: [`tensor`] (scalars, GEMM), [`cell`] (forward/backward of one layer
 //! over a sequence), [`layers`] (embedding, dropout, softmax cross-entropy), [`model`]
 //! (`LanguageModel`), [`init`], [`checkpoint`] (safetensors with PyTorch names),
-//! [`analysis`] (gradient flow).
+//! [`analysis`] (gradient flow), [`report`] (plots and the HTML report).
 
 pub mod analysis;
 pub mod cell;
@@ -18,6 +18,7 @@ pub mod init;
 pub mod layers;
 pub mod model;
 pub mod params;
+pub mod report;
 pub mod tensor;
 pub mod train;
 

@@ -155,6 +155,8 @@ pub fn run(args: Args) -> Result<()> {
         start.elapsed().as_secs_f64(),
         args.out.display()
     );
+    // The report (plots of every run in one page); a failure only warns.
+    crate::report::write_after_run(&args.out, false);
     Ok(())
 }
 

@@ -51,5 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         start.elapsed().as_secs_f64(),
         a.out.display()
     );
+    // The report (plots of every run in one page); a failure only warns.
+    crate::report::write_after_run(&a.out, false);
     Ok(())
 }

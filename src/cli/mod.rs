@@ -5,6 +5,7 @@ pub mod demo;
 pub mod eval;
 pub mod experiment;
 pub mod gradflow;
+pub mod report;
 pub mod sample;
 pub mod task;
 pub mod train;
@@ -43,6 +44,8 @@ pub enum Command {
     Experiment(experiment::Args),
     /// Gradient flow through time: profiles, influence matrix, spectra, Jacobians, theory checks.
     Gradflow(gradflow::Args),
+    /// One self-contained HTML report (inline SVG plots) of a run, task, gradflow, demo or experiment directory.
+    Report(report::Args),
 }
 
 /// Parses the arguments and runs the subcommand.
@@ -57,6 +60,7 @@ pub fn run() -> Result<()> {
         Command::Task(a) => task::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Gradflow(a) => gradflow::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

@@ -107,5 +107,7 @@ pub fn run(a: Args) -> Result<()> {
         r.updates,
         r.seconds
     );
+    // The report (plots of the run's files in one page); a failure only warns.
+    crate::report::write_after_run(&a.out, false);
     Ok(())
 }

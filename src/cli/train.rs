@@ -599,5 +599,7 @@ fn run_loop(
             summary.steps
         ),
     }
+    // The report (plots of the run's files in one page); a failure only warns.
+    crate::report::write_after_run(&dir.path, monitor.quiet);
     Ok(())
 }
