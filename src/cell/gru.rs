@@ -146,13 +146,7 @@ impl<'a, T: Float> BackwardRows<'a, T> {
         let (p0, p1) = self.h_prev.split_at(r * h);
         let (u0, u1) = self.up.split_at(r * h);
         let (c0, c1) = self.dh_carry.split_at_mut(r * h);
-        let (r0, r1) = match self.rec_dh {
-            Some(v) => {
-                let (a, b) = v.split_at_mut(r * h);
-                (Some(a), Some(b))
-            }
-            None => (None, None),
-        };
+        let (r0, r1) = super::split_rows(self.rec_dh, r * h);
         (
             BackwardRows {
                 gates: g0,

@@ -153,20 +153,8 @@ impl<'a, T: Float> BackwardRows<'a, T> {
         let (u0, u1) = self.up.split_at(r * h);
         let (dh0, dh1) = self.dh_carry.split_at_mut(r * h);
         let (dc0, dc1) = self.dc_carry.split_at_mut(r * h);
-        let (rh0, rh1) = match self.rec_dh {
-            Some(v) => {
-                let (a, b) = v.split_at_mut(r * h);
-                (Some(a), Some(b))
-            }
-            None => (None, None),
-        };
-        let (rc0, rc1) = match self.rec_dc {
-            Some(v) => {
-                let (a, b) = v.split_at_mut(r * h);
-                (Some(a), Some(b))
-            }
-            None => (None, None),
-        };
+        let (rh0, rh1) = super::split_rows(self.rec_dh, r * h);
+        let (rc0, rc1) = super::split_rows(self.rec_dc, r * h);
         (
             BackwardRows {
                 gates: g0,

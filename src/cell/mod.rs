@@ -363,6 +363,17 @@ fn row_split(batch: usize) -> Option<usize> {
     (crate::tensor::gemm_threads() > 1 && batch >= 16).then_some(batch / 2)
 }
 
+/// Splits an optional per-step record at element `at`, like `split_at_mut`.
+fn split_rows<T>(v: Option<&mut [T]>, at: usize) -> (Option<&mut [T]>, Option<&mut [T]>) {
+    match v {
+        Some(v) => {
+            let (a, b) = v.split_at_mut(at);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
 /// Rows `T * B` from which forward copies `W_hh^T` once instead of reading `W_hh` transposed.
 const TRANSPOSE_MIN_ROWS: usize = 64;
 
