@@ -1,28 +1,45 @@
-//! With more than one GEMM thread the recurrence splits each step's batch rows between cores;
-//! forward, loss, every gradient and the per-step record must equal the one-thread pass
-//! (which the gradient checks and PyTorch fixtures cover). Own test binary: the thread count
-//! is process-wide.
+//! With more than one GEMM thread the recurrence runs blocks of batch rows on different cores
+//! for the whole pass; forward, loss, every gradient and the per-step record must equal the
+//! one-thread pass (which the gradient checks and PyTorch fixtures cover). The f32 pass, whose
+//! per-step products go through the packed recurrent kernel on long passes, must match the f64
+//! pass to f32 accuracy. Own test binary: the thread count is process-wide.
 
 mod common;
 
 use common::*;
-use rnnscope::tensor::set_gemm_threads;
-use rnnscope::{Activation, CellKind, LossWeights, State, StepRecord, Workspace};
+use rnnscope::analysis::convert;
+use rnnscope::tensor::{set_gemm_threads, Float};
+use rnnscope::{Activation, CellKind, LossWeights, ModelConfig, State, StepRecord, Workspace};
 
-fn pass(cell: CellKind, threads: usize) -> (Vec<f64>, Vec<f64>, State<f64>, StepRecord<f64>) {
+/// Logits, gradients, dL/d(initial state) and the per-step record, all widened to f64.
+struct Pass {
+    logits: Vec<f64>,
+    grads: Vec<f64>,
+    dstate: State<f64>,
+    record: StepRecord<f64>,
+}
+
+fn wide<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+/// One forward + backward pass of the model built from `c` (seed 3) in precision `T`.
+fn pass<T: Float>(c: &ModelConfig, threads: usize, steps: usize, batch: usize) -> Pass {
     set_gemm_threads(threads);
-    let c = config(cell, Activation::Tanh, 2, false);
-    let m = model(c.clone(), 3);
-    let (steps, batch) = (7, 17);
+    let m = convert::<f64, T>(&model(c.clone(), 3)).unwrap();
     let inp = tokens(steps * batch, c.vocab, 1);
     let tgt = tokens(steps * batch, c.vocab, 2);
-    let s0 = random_state(&c, batch, 4);
+    let s64 = random_state(c, batch, 4);
+    let s0 = State {
+        h: s64.h.iter().map(|&x| T::from_f64(x)).collect(),
+        c: s64.c.iter().map(|&x| T::from_f64(x)).collect(),
+    };
     let mut ws = Workspace::default();
     m.forward(&mut ws, &inp, &s0, steps, batch, None);
-    let logits = ws.logits.clone();
+    let logits = wide(&ws.logits);
     m.loss(&mut ws, &tgt);
-    let mut grads = vec![0.0; m.layout.total()];
-    let mut ds = State::zeros(&c, batch);
+    let mut grads = vec![T::ZERO; m.layout.total()];
+    let mut ds = State::zeros(c, batch);
     let mut rec = StepRecord::default();
     m.backward(
         &mut ws,
@@ -32,26 +49,58 @@ fn pass(cell: CellKind, threads: usize) -> (Vec<f64>, Vec<f64>, State<f64>, Step
         Some(&mut rec),
     );
     set_gemm_threads(1);
-    (logits, grads, ds, rec)
+    Pass {
+        logits,
+        grads: wide(&grads),
+        dstate: State {
+            h: wide(&ds.h),
+            c: wide(&ds.c),
+        },
+        record: StepRecord {
+            dh: rec.dh.iter().map(|v| wide(v)).collect(),
+            dc: rec.dc.iter().map(|v| wide(v)).collect(),
+        },
+    }
+}
+
+/// Every output of `a` within `tol` (norm-wise relative error) of `b`.
+fn assert_close(a: &Pass, b: &Pass, tol: f64, what: &str) {
+    assert!(rel_err(&a.logits, &b.logits) <= tol, "{what}: logits");
+    assert!(rel_err(&a.grads, &b.grads) <= tol, "{what}: gradients");
+    assert!(rel_err(&a.dstate.h, &b.dstate.h) <= tol, "{what}: dh0");
+    assert!(rel_err(&a.dstate.c, &b.dstate.c) <= tol, "{what}: dc0");
+    let (ra, rb) = (&a.record, &b.record);
+    assert_eq!(ra.dh.len() + ra.dc.len(), rb.dh.len() + rb.dc.len());
+    for (x, y) in ra.dh.iter().chain(&ra.dc).zip(rb.dh.iter().chain(&rb.dc)) {
+        assert!(rel_err(x, y) <= tol, "{what}: per-step record");
+    }
 }
 
 #[test]
 fn split_rows_equal_one_thread() {
     for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
-        let one = pass(cell, 1);
-        let two = pass(cell, 2);
-        assert!(rel_err(&two.0, &one.0) < 1e-14, "{cell:?} logits");
-        assert!(rel_err(&two.1, &one.1) < 1e-14, "{cell:?} gradients");
-        assert!(rel_err(&two.2.h, &one.2.h) < 1e-14, "{cell:?} dh0");
-        assert!(rel_err(&two.2.c, &one.2.c) < 1e-14, "{cell:?} dc0");
-        for (a, b) in two
-            .3
-            .dh
-            .iter()
-            .chain(&two.3.dc)
-            .zip(one.3.dh.iter().chain(&one.3.dc))
-        {
-            assert!(rel_err(a, b) < 1e-14, "{cell:?} per-step record");
+        let c = config(cell, Activation::Tanh, 2, false);
+        let one = pass::<f64>(&c, 1, 7, 17);
+        let two = pass::<f64>(&c, 2, 7, 17);
+        assert_close(&two, &one, 1e-14, cell.name());
+    }
+}
+
+/// Long f32 passes (T * B >= 64) multiply by the packed `W_hh`; the result is bit-identical for
+/// any number of threads and within f32 rounding of the f64 pass (which the gradient checks and
+/// PyTorch fixtures validate). H = 20 leaves ragged column panels in every cell.
+#[test]
+fn f32_packed_passes_match_f64_and_any_thread_count() {
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let mut c = config(cell, Activation::Tanh, 2, false);
+        c.hidden = 20;
+        let (steps, batch) = (8, 24);
+        let exact = pass::<f64>(&c, 1, steps, batch);
+        let one = pass::<f32>(&c, 1, steps, batch);
+        assert_close(&one, &exact, 2e-6, &format!("{} f32 vs f64", cell.name()));
+        for threads in [2, 3] {
+            let many = pass::<f32>(&c, threads, steps, batch);
+            assert_close(&many, &one, 0.0, &format!("{} f32 threads", cell.name()));
         }
     }
 }

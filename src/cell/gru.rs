@@ -4,8 +4,11 @@
 //! n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h_t = (1 - z) * n + z * h_{t-1}
 //! ```
 
-use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
-use crate::tensor::{add_row_bias, matmul_on, sigmoid, Float, Trans};
+use super::{
+    for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
+    StepGrads, StepRows,
+};
+use crate::tensor::{add_row_bias, sigmoid, Float};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -15,31 +18,28 @@ pub(super) fn forward<T: Float>(
     dims: Dims,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    let bh = b * h;
-    let bg = 3 * bh;
     input_projection(&mut cache.gates, x, p, false, dims);
-    let split = super::row_split(b);
-    for t in 0..dims.steps {
-        let gates = &mut cache.gates[t * bg..(t + 1) * bg];
-        let hn_t = &mut cache.hn[t * bh..(t + 1) * bh];
-        let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
-        let gh = &mut cache.gh[..];
-        match split {
-            // Batch rows are independent through time: each core takes half of them.
-            Some(r) => {
-                let (g0, g1) = gates.split_at_mut(r * 3 * h);
-                let (s0, s1) = gh.split_at_mut(r * 3 * h);
-                let (n0, n1) = hn_t.split_at_mut(r * h);
-                let (p0, p1) = h_prev.split_at(r * h);
-                let (x0, x1) = h_next.split_at_mut(r * h);
-                rayon::join(
-                    || forward_rows(g0, s0, n0, p0, x0, p, w_hh, h),
-                    || forward_rows(g1, s1, n1, p1, x1, p, w_hh, h),
-                );
+    let gates = StepRows::new(&mut cache.gates, b, 3 * h);
+    let gh = StepRows::new(&mut cache.gh, b, 3 * h);
+    let hn = StepRows::new(&mut cache.hn, b, h);
+    let hs = StepRows::new(&mut cache.h, b, h);
+    for_each_row_block(b, |rows| {
+        for t in 0..dims.steps {
+            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
+            unsafe {
+                forward_rows(
+                    gates.at(t, &rows),
+                    gh.at(0, &rows),
+                    hn.at(t, &rows),
+                    hs.at(t, &rows),
+                    hs.at(t + 1, &rows),
+                    p,
+                    w_hh,
+                    h,
+                )
             }
-            None => forward_rows(gates, gh, hn_t, h_prev, h_next, p, w_hh, h),
         }
-    }
+    });
 }
 
 /// One step for a block of rows: `gh = h_prev W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the
@@ -56,18 +56,7 @@ fn forward_rows<T: Float>(
     h: usize,
 ) {
     let rows = h_prev.len() / h;
-    matmul_on(
-        gh_rows,
-        h_prev,
-        Trans::No,
-        w_hh.w,
-        w_hh.trans,
-        rows,
-        3 * h,
-        h,
-        false,
-        1,
-    );
+    w_hh.matmul(gh_rows, h_prev, rows, false);
     add_row_bias(gh_rows, p.b_hh);
     for r in 0..rows {
         let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
@@ -95,34 +84,33 @@ fn forward_rows<T: Float>(
 pub(super) fn backward_steps<T: Float>(
     cache: &mut LayerCache<T>,
     dh_out: &[T],
-    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
     dims: Dims,
-    mut record: Option<StepGrads<T>>,
+    record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    let bh = b * h;
-    let bg = 3 * bh;
-    let split = super::row_split(b);
-    for t in (0..dims.steps).rev() {
-        let step = t * bh..(t + 1) * bh;
-        let rows = BackwardRows {
-            gates: &mut cache.gates[t * bg..(t + 1) * bg],
-            da_hh: &mut cache.da_hh[t * bg..(t + 1) * bg],
-            hn: &cache.hn[step.clone()],
-            h_prev: &cache.h[step.clone()],
-            up: &dh_out[step.clone()],
-            dh_carry: &mut cache.dh_carry,
-            rec_dh: record.as_mut().map(|r| &mut r.dh[step]),
-        };
-        match split {
-            // Batch rows are independent through time: each core takes half of them.
-            Some(r) => {
-                let (first, second) = rows.split(r, h);
-                rayon::join(|| first.run(p.w_hh, h), || second.run(p.w_hh, h));
+    let gates = StepRows::new(&mut cache.gates, b, 3 * h);
+    let da_hh = StepRows::new(&mut cache.da_hh, b, 3 * h);
+    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
+    let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
+    let (hn, hs) = (&cache.hn[..], &cache.h[..]);
+    for_each_row_block(b, |rows| {
+        for t in (0..dims.steps).rev() {
+            // SAFETY: each thread has its own `rows` and takes each slice once per step.
+            unsafe {
+                BackwardRows {
+                    gates: gates.at(t, &rows),
+                    da_hh: da_hh.at(t, &rows),
+                    hn: step_rows(hn, t, &rows, b, h),
+                    h_prev: step_rows(hs, t, &rows, b, h),
+                    up: step_rows(dh_out, t, &rows, b, h),
+                    dh_carry: dh_carry.at(0, &rows),
+                    rec_dh: rec_dh.as_ref().map(|r| r.at(t, &rows)),
+                }
+                .run(w_hh, h)
             }
-            None => rows.run(p.w_hh, h),
         }
-    }
+    });
 }
 
 /// One backward step for a block of batch rows (`[R, 3H]` gate blocks, `[R, H]` the rest).
@@ -137,39 +125,8 @@ struct BackwardRows<'a, T> {
     rec_dh: Option<&'a mut [T]>,
 }
 
-impl<'a, T: Float> BackwardRows<'a, T> {
-    /// The first `r` rows and the rest.
-    fn split(self, r: usize, h: usize) -> (Self, Self) {
-        let (g0, g1) = self.gates.split_at_mut(r * 3 * h);
-        let (d0, d1) = self.da_hh.split_at_mut(r * 3 * h);
-        let (n0, n1) = self.hn.split_at(r * h);
-        let (p0, p1) = self.h_prev.split_at(r * h);
-        let (u0, u1) = self.up.split_at(r * h);
-        let (c0, c1) = self.dh_carry.split_at_mut(r * h);
-        let (r0, r1) = super::split_rows(self.rec_dh, r * h);
-        (
-            BackwardRows {
-                gates: g0,
-                da_hh: d0,
-                hn: n0,
-                h_prev: p0,
-                up: u0,
-                dh_carry: c0,
-                rec_dh: r0,
-            },
-            BackwardRows {
-                gates: g1,
-                da_hh: d1,
-                hn: n1,
-                h_prev: p1,
-                up: u1,
-                dh_carry: c1,
-                rec_dh: r1,
-            },
-        )
-    }
-
-    fn run(mut self, w_hh: &[T], h: usize) {
+impl<T: Float> BackwardRows<'_, T> {
+    fn run(mut self, w_hh: Recurrent<T>, h: usize) {
         let rows = self.up.len() / h;
         for r in 0..rows {
             let d = &mut self.gates[r * 3 * h..(r + 1) * 3 * h];
@@ -195,17 +152,6 @@ impl<'a, T: Float> BackwardRows<'a, T> {
             }
         }
         // carry += da_hh W_hh   ([R, 3H] x [3H, H])
-        matmul_on(
-            self.dh_carry,
-            self.da_hh,
-            Trans::No,
-            w_hh,
-            Trans::No,
-            rows,
-            h,
-            3 * h,
-            true,
-            1,
-        );
+        w_hh.matmul(self.dh_carry, self.da_hh, rows, true);
     }
 }

@@ -4,8 +4,11 @@
 //! c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 //! ```
 
-use super::{input_projection, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
-use crate::tensor::{matmul_on, sigmoid, Float, Trans};
+use super::{
+    for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
+    StepGrads, StepRows,
+};
+use crate::tensor::{sigmoid, Float};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -15,30 +18,26 @@ pub(super) fn forward<T: Float>(
     dims: Dims,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    let bh = b * h;
-    let bg = 4 * bh;
     input_projection(&mut cache.gates, x, p, true, dims);
-    let split = super::row_split(b);
-    for t in 0..dims.steps {
-        let gates = &mut cache.gates[t * bg..(t + 1) * bg];
-        let (h_prev, h_next) = cache.h[t * bh..(t + 2) * bh].split_at_mut(bh);
-        let (c_prev, c_next) = cache.c[t * bh..(t + 2) * bh].split_at_mut(bh);
-        match split {
-            // Batch rows are independent through time: each core takes half of them.
-            Some(r) => {
-                let (g0, g1) = gates.split_at_mut(r * 4 * h);
-                let (hp0, hp1) = h_prev.split_at(r * h);
-                let (cp0, cp1) = c_prev.split_at(r * h);
-                let (hn0, hn1) = h_next.split_at_mut(r * h);
-                let (cn0, cn1) = c_next.split_at_mut(r * h);
-                rayon::join(
-                    || forward_rows(g0, hp0, cp0, hn0, cn0, w_hh, h),
-                    || forward_rows(g1, hp1, cp1, hn1, cn1, w_hh, h),
-                );
+    let gates = StepRows::new(&mut cache.gates, b, 4 * h);
+    let hs = StepRows::new(&mut cache.h, b, h);
+    let cs = StepRows::new(&mut cache.c, b, h);
+    for_each_row_block(b, |rows| {
+        for t in 0..dims.steps {
+            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
+            unsafe {
+                forward_rows(
+                    gates.at(t, &rows),
+                    hs.at(t, &rows),
+                    cs.at(t, &rows),
+                    hs.at(t + 1, &rows),
+                    cs.at(t + 1, &rows),
+                    w_hh,
+                    h,
+                )
             }
-            None => forward_rows(gates, h_prev, c_prev, h_next, c_next, w_hh, h),
         }
-    }
+    });
 }
 
 /// One step for a block of batch rows: `gates += h_prev W_hh^T`, then the gate nonlinearities
@@ -53,18 +52,7 @@ fn forward_rows<T: Float>(
     h: usize,
 ) {
     let rows = h_prev.len() / h;
-    matmul_on(
-        gates,
-        h_prev,
-        Trans::No,
-        w_hh.w,
-        w_hh.trans,
-        rows,
-        4 * h,
-        h,
-        true,
-        1,
-    );
+    w_hh.matmul(gates, h_prev, rows, true);
     for r in 0..rows {
         let g = &mut gates[r * 4 * h..(r + 1) * 4 * h];
         for j in 0..h {
@@ -84,7 +72,7 @@ fn forward_rows<T: Float>(
     }
 }
 
-/// Backward through time; fills `cache.da` with the pre-activation gradients of the four gates:
+/// Backward through time; writes the pre-activation gradients of the four gates over `gates`:
 /// ```text
 /// dh = dh_out[t] + W_hh^T da_{t+1}      dc = dc_{t+1 carry} + dh * o * (1 - tanh(c_t)^2)
 /// di = dc * g   df = dc * c_{t-1}   dg = dc * i   do = dh * tanh(c_t)   dc_{t-1} = dc * f
@@ -93,42 +81,40 @@ fn forward_rows<T: Float>(
 pub(super) fn backward_steps<T: Float>(
     cache: &mut LayerCache<T>,
     dh_out: &[T],
-    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
     dims: Dims,
-    mut record: Option<StepGrads<T>>,
+    record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    let bh = b * h;
-    let bg = 4 * bh;
-    let split = super::row_split(b);
-    for t in (0..dims.steps).rev() {
-        let step = t * bh..(t + 1) * bh;
-        let (rec_dh, rec_dc) = match record.as_mut() {
-            Some(r) => (
-                Some(&mut r.dh[step.clone()]),
-                r.dc.as_mut().map(|d| &mut d[step.clone()]),
-            ),
-            None => (None, None),
-        };
-        let rows = BackwardRows {
-            gates: &mut cache.gates[t * bg..(t + 1) * bg],
-            c_prev: &cache.c[t * bh..(t + 1) * bh],
-            c_t: &cache.c[(t + 1) * bh..(t + 2) * bh],
-            up: &dh_out[step.clone()],
-            dh_carry: &mut cache.dh_carry,
-            dc_carry: &mut cache.dc_carry,
-            rec_dh,
-            rec_dc,
-        };
-        match split {
-            // Batch rows are independent through time: each core takes half of them.
-            Some(r) => {
-                let (first, second) = rows.split(r, h);
-                rayon::join(|| first.run(p.w_hh, h), || second.run(p.w_hh, h));
+    let gates = StepRows::new(&mut cache.gates, b, 4 * h);
+    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
+    let dc_carry = StepRows::new(&mut cache.dc_carry, b, h);
+    let (rec_dh, rec_dc) = match record {
+        Some(r) => (
+            Some(StepRows::new(r.dh, b, h)),
+            r.dc.map(|d| StepRows::new(d, b, h)),
+        ),
+        None => (None, None),
+    };
+    let c = &cache.c[..];
+    for_each_row_block(b, |rows| {
+        for t in (0..dims.steps).rev() {
+            // SAFETY: each thread has its own `rows` and takes each slice once per step.
+            unsafe {
+                BackwardRows {
+                    gates: gates.at(t, &rows),
+                    c_prev: step_rows(c, t, &rows, b, h),
+                    c_t: step_rows(c, t + 1, &rows, b, h),
+                    up: step_rows(dh_out, t, &rows, b, h),
+                    dh_carry: dh_carry.at(0, &rows),
+                    dc_carry: dc_carry.at(0, &rows),
+                    rec_dh: rec_dh.as_ref().map(|r| r.at(t, &rows)),
+                    rec_dc: rec_dc.as_ref().map(|r| r.at(t, &rows)),
+                }
+                .run(w_hh, h)
             }
-            None => rows.run(p.w_hh, h),
         }
-    }
+    });
 }
 
 /// One backward step for a block of batch rows (`[R, 4H]` gate blocks, `[R, H]` the rest).
@@ -144,42 +130,8 @@ struct BackwardRows<'a, T> {
     rec_dc: Option<&'a mut [T]>,
 }
 
-impl<'a, T: Float> BackwardRows<'a, T> {
-    /// The first `r` rows and the rest.
-    fn split(self, r: usize, h: usize) -> (Self, Self) {
-        let (g0, g1) = self.gates.split_at_mut(r * 4 * h);
-        let (cp0, cp1) = self.c_prev.split_at(r * h);
-        let (ct0, ct1) = self.c_t.split_at(r * h);
-        let (u0, u1) = self.up.split_at(r * h);
-        let (dh0, dh1) = self.dh_carry.split_at_mut(r * h);
-        let (dc0, dc1) = self.dc_carry.split_at_mut(r * h);
-        let (rh0, rh1) = super::split_rows(self.rec_dh, r * h);
-        let (rc0, rc1) = super::split_rows(self.rec_dc, r * h);
-        (
-            BackwardRows {
-                gates: g0,
-                c_prev: cp0,
-                c_t: ct0,
-                up: u0,
-                dh_carry: dh0,
-                dc_carry: dc0,
-                rec_dh: rh0,
-                rec_dc: rc0,
-            },
-            BackwardRows {
-                gates: g1,
-                c_prev: cp1,
-                c_t: ct1,
-                up: u1,
-                dh_carry: dh1,
-                dc_carry: dc1,
-                rec_dh: rh1,
-                rec_dc: rc1,
-            },
-        )
-    }
-
-    fn run(mut self, w_hh: &[T], h: usize) {
+impl<T: Float> BackwardRows<'_, T> {
+    fn run(mut self, w_hh: Recurrent<T>, h: usize) {
         let rows = self.up.len() / h;
         for r in 0..rows {
             let d = &mut self.gates[r * 4 * h..(r + 1) * 4 * h];
@@ -204,17 +156,6 @@ impl<'a, T: Float> BackwardRows<'a, T> {
             }
         }
         // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
-        matmul_on(
-            self.dh_carry,
-            self.gates,
-            Trans::No,
-            w_hh,
-            Trans::No,
-            rows,
-            h,
-            4 * h,
-            false,
-            1,
-        );
+        w_hh.matmul(self.dh_carry, self.gates, rows, false);
     }
 }

@@ -11,8 +11,10 @@ mod gru;
 mod lstm;
 mod rnn;
 
-use crate::tensor::{matmul, sum_rows_into, Float, Trans};
+use crate::tensor::{matmul, matmul_on, sum_rows_into, Float, PackedRhs, Trans};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+use std::ops::Range;
 
 /// Which recurrent cell a layer uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -211,9 +213,10 @@ pub struct LayerCache<T> {
     gh: Vec<T>,
     /// `[B, H]` gradient flowing into `h_{t-1}` from step `t`.
     dh_carry: Vec<T>,
-    /// `[H, G*H]` = `W_hh^T`, written once per long forward pass (see `TRANSPOSE_MIN_ROWS`) so
-    /// that the per-step product `h_{t-1} W_hh^T` reads a row-major right operand (faster).
-    w_hh_t: Vec<T>,
+    /// `W_hh^T [H, G*H]` packed by forward, then `W_hh [G*H, H]` packed by backward, once per
+    /// long pass (see `PACK_MIN_ROWS`), for the per-step products `h_{t-1} W_hh^T` and
+    /// `da_t W_hh` (packing on every step cost 17% of an LSTM step).
+    w_packed: PackedRhs<T>,
     /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
     dc_carry: Vec<T>,
 }
@@ -268,7 +271,6 @@ impl<T: Float> LayerCache<T> {
         resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
         resize(&mut self.gh, if gru { b * gh } else { 0 });
         resize(&mut self.dh_carry, b * h);
-        resize(&mut self.w_hh_t, h * gh);
         resize(&mut self.dc_carry, b * h);
         self.dims = Some(dims);
     }
@@ -326,27 +328,19 @@ pub fn forward<T: Float>(
     if cell.kind == CellKind::Lstm {
         cache.c[..bh].copy_from_slice(state.c);
     }
-    // Long passes read a row-major copy of W_hh^T (faster per-step GEMMs); short ones (e.g.
-    // sampling one token at a time) use W_hh as stored rather than pay for the copy each call.
-    let mut w_t = std::mem::take(&mut cache.w_hh_t);
-    let transpose = dims.steps * dims.batch >= TRANSPOSE_MIN_ROWS;
-    if transpose {
-        let gh = p.b_hh.len();
-        for (r, row) in p.w_hh.chunks_exact(dims.hidden).enumerate() {
-            for (c, &v) in row.iter().enumerate() {
-                w_t[c * gh + r] = v;
-            }
-        }
-    }
-    let w_hh = if transpose {
-        Recurrent {
-            w: &w_t[..],
-            trans: Trans::No,
-        }
+    let gh = p.b_hh.len();
+    let mut packed = std::mem::take(&mut cache.w_packed);
+    let w_hh = if dims.steps * dims.batch >= PACK_MIN_ROWS {
+        packed.pack(p.w_hh, Trans::Yes, dims.hidden, gh);
+        Recurrent::Packed(&packed)
     } else {
-        Recurrent {
+        // Short passes (e.g. sampling one token at a time) read W_hh as stored rather than pay
+        // for packing it on every call.
+        Recurrent::Plain {
             w: p.w_hh,
             trans: Trans::Yes,
+            k: dims.hidden,
+            n: gh,
         }
     };
     match cell.kind {
@@ -354,35 +348,135 @@ pub fn forward<T: Float>(
         CellKind::Lstm => lstm::forward(cache, x, p, w_hh, dims),
         CellKind::Gru => gru::forward(cache, x, p, w_hh, dims),
     }
-    cache.w_hh_t = w_t;
+    cache.w_packed = packed;
 }
 
-/// Where to split a step's batch rows between two cores: `Some(rows of the first half)` when
-/// GEMMs may use more than one thread and the batch is large enough to pay for the fork-join.
-fn row_split(batch: usize) -> Option<usize> {
-    (crate::tensor::gemm_threads() > 1 && batch >= 16).then_some(batch / 2)
-}
-
-/// Splits an optional per-step record at element `at`, like `split_at_mut`.
-fn split_rows<T>(v: Option<&mut [T]>, at: usize) -> (Option<&mut [T]>, Option<&mut [T]>) {
-    match v {
-        Some(v) => {
-            let (a, b) = v.split_at_mut(at);
-            (Some(a), Some(b))
+/// Runs `f` on blocks of batch rows in parallel, one block per GEMM thread, each for the
+/// whole pass. Batch rows are independent through time, so each thread runs all `T` steps on
+/// its own rows with no synchronisation per step; the arithmetic per row is the same as on one
+/// thread, so results are identical. Small batches (under 16 rows) stay on one thread.
+fn for_each_row_block(batch: usize, f: impl Fn(Range<usize>) + Sync) {
+    let threads = crate::tensor::gemm_threads();
+    let blocks = if threads > 1 && batch >= 16 {
+        threads.min(batch / 8)
+    } else {
+        1
+    };
+    let block = |i: usize| batch * i / blocks..batch * (i + 1) / blocks;
+    if blocks == 1 {
+        return f(block(0));
+    }
+    rayon::scope(|s| {
+        let f = &f;
+        for i in 1..blocks {
+            s.spawn(move |_| f(block(i)));
         }
-        None => (None, None),
+        f(block(0));
+    });
+}
+
+/// A time-major buffer `[steps, batch, width]` written by several threads at once, each only in
+/// its own batch rows (see [`for_each_row_block`]).
+#[derive(Clone, Copy)]
+struct StepRows<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    batch: usize,
+    width: usize,
+    _buf: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: `StepRows` is a `&mut [T]` whose users promise (at `at`) to touch disjoint elements.
+unsafe impl<T: Send> Send for StepRows<'_, T> {}
+unsafe impl<T: Send> Sync for StepRows<'_, T> {}
+
+impl<'a, T> StepRows<'a, T> {
+    fn new(buf: &'a mut [T], batch: usize, width: usize) -> Self {
+        StepRows {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            batch,
+            width,
+            _buf: PhantomData,
+        }
+    }
+
+    /// Rows `rows` of step `t`, `[rows.len(), width]`.
+    ///
+    /// # Safety
+    /// No two slices alive at the same time, on any thread, may share an element: threads pass
+    /// disjoint `rows`, and one thread never holds two slices of the same step and rows.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, t: usize, rows: &Range<usize>) -> &mut [T] {
+        let start = (t * self.batch + rows.start) * self.width;
+        let end = (t * self.batch + rows.end) * self.width;
+        assert!(
+            start <= end && end <= self.len,
+            "StepRows: step {t} out of range"
+        );
+        std::slice::from_raw_parts_mut(self.ptr.add(start), end - start)
     }
 }
 
-/// Rows `T * B` from which forward copies `W_hh^T` once instead of reading `W_hh` transposed.
-const TRANSPOSE_MIN_ROWS: usize = 64;
+/// Rows `rows` of step `t` of a read-only time-major buffer `[steps, batch, width]`.
+fn step_rows<'a, T>(
+    buf: &'a [T],
+    t: usize,
+    rows: &Range<usize>,
+    batch: usize,
+    width: usize,
+) -> &'a [T] {
+    &buf[(t * batch + rows.start) * width..(t * batch + rows.end) * width]
+}
 
-/// The recurrent weight as the per-step product `h_{t-1} op(w)` reads it: `op(w) = W_hh^T`.
+/// Rows `T * B` from which a pass packs `W_hh` once instead of reading it as stored.
+const PACK_MIN_ROWS: usize = 64;
+
+/// The recurrent weight as a per-step product reads it: forward `h_{t-1} W_hh^T`, backward
+/// `da_t W_hh`, both `[R, k] x [k, n]`.
 #[derive(Clone, Copy)]
-struct Recurrent<'a, T> {
-    /// `W_hh^T [H, G*H]` (`trans = No`) or `W_hh [G*H, H]` (`trans = Yes`).
-    w: &'a [T],
-    trans: Trans,
+enum Recurrent<'a, T> {
+    /// Packed once for this pass.
+    Packed(&'a PackedRhs<T>),
+    /// `op(w)` read as stored.
+    Plain {
+        w: &'a [T],
+        trans: Trans,
+        k: usize,
+        n: usize,
+    },
+}
+
+impl<'a, T: Float> Recurrent<'a, T> {
+    /// `C (+)= A op(W)` on the calling thread: `A [rows, k]`, `C [rows, n]`.
+    fn matmul(self, c: &mut [T], a: &[T], rows: usize, accumulate: bool) {
+        match self {
+            Recurrent::Packed(w) => w.matmul(c, a, rows, accumulate),
+            Recurrent::Plain { w, trans, k, n } => {
+                matmul_on(c, a, Trans::No, w, trans, rows, n, k, accumulate, 1)
+            }
+        }
+    }
+
+    /// `W_hh` for backward's `da_t W_hh`, packed into `packed` when the pass is long.
+    fn for_backward(
+        packed: &'a mut PackedRhs<T>,
+        w_hh: &'a [T],
+        gh: usize,
+        dims: Dims,
+    ) -> Recurrent<'a, T> {
+        if dims.steps * dims.batch >= PACK_MIN_ROWS {
+            packed.pack(w_hh, Trans::No, gh, dims.hidden);
+            Recurrent::Packed(packed)
+        } else {
+            Recurrent::Plain {
+                w: w_hh,
+                trans: Trans::No,
+                k: gh,
+                n: dims.hidden,
+            }
+        }
+    }
 }
 
 /// Gradient outputs of one layer's backward pass.
@@ -422,11 +516,15 @@ pub fn backward<T: Float>(
         Some(d) => cache.dc_carry.copy_from_slice(d),
         None => cache.dc_carry.fill(T::ZERO),
     }
+    let mut packed = std::mem::take(&mut cache.w_packed);
+    let gh = p.b_hh.len();
+    let w_hh = Recurrent::for_backward(&mut packed, p.w_hh, gh, dims);
     match cell.kind {
-        CellKind::Rnn => rnn::backward_steps(cell.activation, cache, dh_out, p, dims, record),
-        CellKind::Lstm => lstm::backward_steps(cache, dh_out, p, dims, record),
-        CellKind::Gru => gru::backward_steps(cache, dh_out, p, dims, record),
+        CellKind::Rnn => rnn::backward_steps(cell.activation, cache, dh_out, w_hh, dims, record),
+        CellKind::Lstm => lstm::backward_steps(cache, dh_out, w_hh, dims, record),
+        CellKind::Gru => gru::backward_steps(cache, dh_out, w_hh, dims, record),
     }
+    cache.w_packed = packed;
     out.dh0.copy_from_slice(&cache.dh_carry);
     if cell.kind == CellKind::Lstm {
         out.dc0.copy_from_slice(&cache.dc_carry);

@@ -1,7 +1,10 @@
 //! Vanilla RNN (Elman): `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`, `h_t = s(a_t)`.
 
-use super::{input_projection, Activation, Dims, LayerCache, LayerParams, Recurrent, StepGrads};
-use crate::tensor::{matmul, Float, Trans};
+use super::{
+    for_each_row_block, input_projection, step_rows, Activation, Dims, LayerCache, LayerParams,
+    Recurrent, StepGrads, StepRows,
+};
+use crate::tensor::Float;
 
 /// Forward over all steps; `cache.h[0]` already holds `h_0`.
 ///
@@ -15,28 +18,20 @@ pub(super) fn forward<T: Float>(
     w_hh: Recurrent<T>,
     dims: Dims,
 ) {
-    let bh = dims.batch * dims.hidden;
-    let (h0, hs) = cache.h.split_at_mut(bh);
-    input_projection(hs, x, p, true, dims);
-    let mut prev: &[T] = h0;
-    for step in hs.chunks_exact_mut(bh) {
-        // a_t += h_{t-1} W_hh^T   ([B, H] x [H, H]^T)
-        matmul(
-            step,
-            prev,
-            Trans::No,
-            w_hh.w,
-            w_hh.trans,
-            dims.batch,
-            dims.hidden,
-            dims.hidden,
-            true,
-        );
-        for v in step.iter_mut() {
-            *v = act.apply(*v);
+    let (b, h) = (dims.batch, dims.hidden);
+    input_projection(&mut cache.h[b * h..], x, p, true, dims);
+    let hs = StepRows::new(&mut cache.h, b, h);
+    for_each_row_block(b, |rows| {
+        for t in 0..dims.steps {
+            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
+            let (prev, step) = unsafe { (hs.at(t, &rows), hs.at(t + 1, &rows)) };
+            // a_t += h_{t-1} W_hh^T   ([R, H] x [H, H]^T)
+            w_hh.matmul(step, prev, rows.len(), true);
+            for v in step.iter_mut() {
+                *v = act.apply(*v);
+            }
         }
-        prev = step;
-    }
+    });
 }
 
 /// Walks time backwards, filling `cache.da` with `da_t = dh_t * s'(a_t)` and leaving
@@ -48,43 +43,33 @@ pub(super) fn backward_steps<T: Float>(
     act: Activation,
     cache: &mut LayerCache<T>,
     dh_out: &[T],
-    p: LayerParams<T>,
+    w_hh: Recurrent<T>,
     dims: Dims,
-    mut record: Option<StepGrads<T>>,
+    record: Option<StepGrads<T>>,
 ) {
-    let bh = dims.batch * dims.hidden;
-    for t in (0..dims.steps).rev() {
-        let span = t * bh..(t + 1) * bh;
-        let h_t = &cache.h[(t + 1) * bh..(t + 2) * bh];
-        let da_t = &mut cache.da[span.clone()];
-        for (((da, &carry), &up), &h) in da_t
-            .iter_mut()
-            .zip(&cache.dh_carry)
-            .zip(&dh_out[span.clone()])
-            .zip(h_t)
-        {
-            *da = (carry + up) * act.derivative_from_output(h);
-        }
-        if let Some(rec) = record.as_mut() {
-            for ((r, &carry), &up) in rec.dh[span.clone()]
-                .iter_mut()
-                .zip(&cache.dh_carry)
-                .zip(&dh_out[span])
-            {
-                *r = carry + up;
+    let (b, h) = (dims.batch, dims.hidden);
+    let das = StepRows::new(&mut cache.da, b, h);
+    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
+    let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
+    let hs = &cache.h[..];
+    for_each_row_block(b, |rows| {
+        // SAFETY: each thread has its own `rows` and takes each slice once per step.
+        let carry = unsafe { dh_carry.at(0, &rows) };
+        for t in (0..dims.steps).rev() {
+            let h_t = step_rows(hs, t + 1, &rows, b, h);
+            let up = step_rows(dh_out, t, &rows, b, h);
+            let da_t = unsafe { das.at(t, &rows) };
+            for (((da, &c), &u), &hv) in da_t.iter_mut().zip(&*carry).zip(up).zip(h_t) {
+                *da = (c + u) * act.derivative_from_output(hv);
             }
+            if let Some(rec) = rec_dh.as_ref() {
+                let rec = unsafe { rec.at(t, &rows) };
+                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {
+                    *r = c + u;
+                }
+            }
+            // dh_{t-1} (from step t) = da_t W_hh   ([R, H] x [H, H])
+            w_hh.matmul(carry, da_t, rows.len(), false);
         }
-        // dh_{t-1} (from step t) = da_t W_hh   ([B, H] x [H, H])
-        matmul(
-            &mut cache.dh_carry,
-            da_t,
-            Trans::No,
-            p.w_hh,
-            Trans::No,
-            dims.batch,
-            dims.hidden,
-            dims.hidden,
-            false,
-        );
-    }
+    });
 }

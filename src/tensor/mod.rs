@@ -3,8 +3,10 @@
 //! All matrices are row-major slices; shapes are documented at each call site.
 
 mod matmul;
+mod packed;
 
 pub use matmul::{gemm_threads, matmul, matmul_on, set_gemm_threads, Trans};
+pub use packed::PackedRhs;
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
