@@ -8,7 +8,7 @@ use super::{
     for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
     StepGrads, StepRows,
 };
-use crate::tensor::{add_row_bias, sigmoid, Float};
+use crate::tensor::{add_row_bias, multiversion, sigmoid, Float};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -58,19 +58,51 @@ fn forward_rows<T: Float>(
     let rows = h_prev.len() / h;
     w_hh.matmul(gh_rows, h_prev, rows, false);
     add_row_bias(gh_rows, p.b_hh);
-    for r in 0..rows {
-        let g = &mut gates[r * 3 * h..(r + 1) * 3 * h];
-        let gh = &gh_rows[r * 3 * h..(r + 1) * 3 * h];
-        for j in 0..h {
-            let k = r * h + j;
-            let rv = sigmoid(g[j] + gh[j]);
-            let z = sigmoid(g[h + j] + gh[h + j]);
-            let n = (g[2 * h + j] + rv * gh[2 * h + j]).tanh();
-            g[j] = rv;
-            g[h + j] = z;
-            g[2 * h + j] = n;
-            hn_t[k] = gh[2 * h + j];
-            h_next[k] = (T::ONE - z) * n + z * h_prev[k];
+    forward_gates(gates, gh_rows, hn_t, h_prev, h_next, h);
+}
+
+multiversion! {
+    /// The gates and the new state of one step, in place over `gates [R, 3H]`.
+    fn forward_gates<T: Float>(
+        gates: &mut [T],
+        gh_rows: &[T],
+        hn_t: &mut [T],
+        h_prev: &[T],
+        h_next: &mut [T],
+        h: usize,
+    ) {
+        for (r, (g, gh)) in gates
+            .chunks_exact_mut(3 * h)
+            .zip(gh_rows.chunks_exact(3 * h))
+            .enumerate()
+        {
+            let span = r * h..(r + 1) * h;
+            // Slices of exactly `h` values, so that the loop runs without bounds checks.
+            let (hn, h_prev, h_next) = (
+                &mut hn_t[span.clone()][..h],
+                &h_prev[span.clone()][..h],
+                &mut h_next[span][..h],
+            );
+            let (gr, rest) = g.split_at_mut(h);
+            let (gz, gn) = rest.split_at_mut(h);
+            let (hr, rest) = gh.split_at(h);
+            let (hz, hnn) = rest.split_at(h);
+            let (gr, gz, gn) = (&mut gr[..h], &mut gz[..h], &mut gn[..h]);
+            let (hr, hz, hnn) = (&hr[..h], &hz[..h], &hnn[..h]);
+            hn.copy_from_slice(hnn);
+            for (g, &a) in gr.iter_mut().zip(hr) {
+                *g = sigmoid(*g + a);
+            }
+            for (g, &a) in gz.iter_mut().zip(hz) {
+                *g = sigmoid(*g + a);
+            }
+            for (j, n) in gn.iter_mut().enumerate() {
+                let v = *n + gr[j] * hnn[j];
+                *n = v.tanh();
+            }
+            for (((next, &prev), &z), &n) in h_next.iter_mut().zip(h_prev).zip(&*gz).zip(&*gn) {
+                *next = (T::ONE - z) * n + z * prev;
+            }
         }
     }
 }
@@ -126,32 +158,72 @@ struct BackwardRows<'a, T> {
 }
 
 impl<T: Float> BackwardRows<'_, T> {
-    fn run(mut self, w_hh: Recurrent<T>, h: usize) {
+    fn run(self, w_hh: Recurrent<T>, h: usize) {
         let rows = self.up.len() / h;
-        for r in 0..rows {
-            let d = &mut self.gates[r * 3 * h..(r + 1) * 3 * h];
-            let dhh = &mut self.da_hh[r * 3 * h..(r + 1) * 3 * h];
-            for j in 0..h {
-                let k = r * h + j;
-                // Read this unit's gates before overwriting them with their gradients.
-                let (rv, z, n) = (d[j], d[h + j], d[2 * h + j]);
-                let dh = self.dh_carry[k] + self.up[k];
-                if let Some(rec) = self.rec_dh.as_mut() {
-                    rec[k] = dh;
-                }
-                let dan = dh * (T::ONE - z) * (T::ONE - n * n);
-                let dar = dan * self.hn[k] * rv * (T::ONE - rv);
-                let daz = dh * (self.h_prev[k] - n) * z * (T::ONE - z);
-                d[j] = dar;
-                d[h + j] = daz;
-                d[2 * h + j] = dan;
-                dhh[j] = dar;
-                dhh[h + j] = daz;
-                dhh[2 * h + j] = dan * rv;
-                self.dh_carry[k] = dh * z;
+        if let Some(rec) = self.rec_dh {
+            for ((r, &c), &u) in rec.iter_mut().zip(&*self.dh_carry).zip(self.up) {
+                *r = c + u;
             }
         }
+        backward_gates(
+            self.gates,
+            self.da_hh,
+            self.hn,
+            self.h_prev,
+            self.up,
+            self.dh_carry,
+            h,
+        );
         // carry += da_hh W_hh   ([R, 3H] x [3H, H])
         w_hh.matmul(self.dh_carry, self.da_hh, rows, true);
+    }
+}
+
+multiversion! {
+    /// The element-wise part of one backward step (see [`backward_steps`]), `[R, 3H]` gates.
+    fn backward_gates<T: Float>(
+        gates: &mut [T],
+        da_hh: &mut [T],
+        hn: &[T],
+        h_prev: &[T],
+        up: &[T],
+        dh_carry: &mut [T],
+        h: usize,
+    ) {
+        for (r, (d, dhh)) in gates
+            .chunks_exact_mut(3 * h)
+            .zip(da_hh.chunks_exact_mut(3 * h))
+            .enumerate()
+        {
+            let span = r * h..(r + 1) * h;
+            // Slices of exactly `h` values, so that the loop runs without bounds checks.
+            let (hn, h_prev, up, carry) = (
+                &hn[span.clone()][..h],
+                &h_prev[span.clone()][..h],
+                &up[span.clone()][..h],
+                &mut dh_carry[span][..h],
+            );
+            let (dr, rest) = d.split_at_mut(h);
+            let (dz, dn) = rest.split_at_mut(h);
+            let (hr, rest) = dhh.split_at_mut(h);
+            let (hz, hnn) = rest.split_at_mut(h);
+            let (dr, dz, dn) = (&mut dr[..h], &mut dz[..h], &mut dn[..h]);
+            let (hr, hz, hnn) = (&mut hr[..h], &mut hz[..h], &mut hnn[..h]);
+            for j in 0..h {
+                // Read this unit's gates before overwriting them with their gradients.
+                let (rv, z, n) = (dr[j], dz[j], dn[j]);
+                let dh = carry[j] + up[j];
+                let dan = dh * (T::ONE - z) * (T::ONE - n * n);
+                let dar = dan * hn[j] * rv * (T::ONE - rv);
+                let daz = dh * (h_prev[j] - n) * z * (T::ONE - z);
+                dr[j] = dar;
+                dz[j] = daz;
+                dn[j] = dan;
+                hr[j] = dar;
+                hz[j] = daz;
+                hnn[j] = dan * rv;
+                carry[j] = dh * z;
+            }
+        }
     }
 }

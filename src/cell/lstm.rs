@@ -8,7 +8,7 @@ use super::{
     for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
     StepGrads, StepRows,
 };
-use crate::tensor::{sigmoid, Float};
+use crate::tensor::{multiversion, sigmoid, Float};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -53,21 +53,37 @@ fn forward_rows<T: Float>(
 ) {
     let rows = h_prev.len() / h;
     w_hh.matmul(gates, h_prev, rows, true);
-    for r in 0..rows {
-        let g = &mut gates[r * 4 * h..(r + 1) * 4 * h];
-        for j in 0..h {
-            let k = r * h + j;
-            let i = sigmoid(g[j]);
-            let f = sigmoid(g[h + j]);
-            let gv = g[2 * h + j].tanh();
-            let o = sigmoid(g[3 * h + j]);
-            g[j] = i;
-            g[h + j] = f;
-            g[2 * h + j] = gv;
-            g[3 * h + j] = o;
-            let c = f * c_prev[k] + i * gv;
-            c_next[k] = c;
-            h_next[k] = o * c.tanh();
+    forward_gates(gates, c_prev, h_next, c_next, h);
+}
+
+multiversion! {
+    /// The gate nonlinearities and the cell update of one step, in place over `gates [R, 4H]`.
+    fn forward_gates<T: Float>(gates: &mut [T], c_prev: &[T], h_next: &mut [T], c_next: &mut [T], h: usize) {
+        for (r, g) in gates.chunks_exact_mut(4 * h).enumerate() {
+            let span = r * h..(r + 1) * h;
+            // Slices of exactly `h` values, so that the loop runs without bounds checks.
+            let (c_prev, c_next, h_next) = (
+                &c_prev[span.clone()][..h],
+                &mut c_next[span.clone()][..h],
+                &mut h_next[span][..h],
+            );
+            let (gi, rest) = g.split_at_mut(h);
+            let (gf, rest) = rest.split_at_mut(h);
+            let (gg, go) = rest.split_at_mut(h);
+            let (gi, gf, gg, go) = (&mut gi[..h], &mut gf[..h], &mut gg[..h], &mut go[..h]);
+            for j in 0..h {
+                let i = sigmoid(gi[j]);
+                let f = sigmoid(gf[j]);
+                let gv = gg[j].tanh();
+                let o = sigmoid(go[j]);
+                gi[j] = i;
+                gf[j] = f;
+                gg[j] = gv;
+                go[j] = o;
+                let c = f * c_prev[j] + i * gv;
+                c_next[j] = c;
+                h_next[j] = o * c.tanh();
+            }
         }
     }
 }
@@ -131,31 +147,111 @@ struct BackwardRows<'a, T> {
 }
 
 impl<T: Float> BackwardRows<'_, T> {
-    fn run(mut self, w_hh: Recurrent<T>, h: usize) {
+    fn run(self, w_hh: Recurrent<T>, h: usize) {
         let rows = self.up.len() / h;
-        for r in 0..rows {
-            let d = &mut self.gates[r * 4 * h..(r + 1) * 4 * h];
-            for j in 0..h {
-                let k = r * h + j;
-                // Read this unit's four gates before overwriting them with their gradients.
-                let (i, f, gv, o) = (d[j], d[h + j], d[2 * h + j], d[3 * h + j]);
-                let tc = self.c_t[k].tanh();
-                let dh = self.dh_carry[k] + self.up[k];
-                let dc = self.dc_carry[k] + dh * o * (T::ONE - tc * tc);
-                if let Some(rec) = self.rec_dh.as_mut() {
-                    rec[k] = dh;
-                }
-                if let Some(rec) = self.rec_dc.as_mut() {
-                    rec[k] = dc;
-                }
-                d[j] = dc * gv * i * (T::ONE - i);
-                d[h + j] = dc * self.c_prev[k] * f * (T::ONE - f);
-                d[2 * h + j] = dc * i * (T::ONE - gv * gv);
-                d[3 * h + j] = dh * tc * o * (T::ONE - o);
-                self.dc_carry[k] = dc * f;
-            }
-        }
+        backward_gates(
+            self.gates,
+            self.c_prev,
+            self.c_t,
+            self.up,
+            self.dh_carry,
+            self.dc_carry,
+            self.rec_dh,
+            self.rec_dc,
+            h,
+        );
         // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
         w_hh.matmul(self.dh_carry, self.gates, rows, false);
+    }
+}
+
+multiversion! {
+    /// The element-wise part of one backward step (see [`backward_steps`]), `[R, 4H]` gates.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_gates<T: Float>(
+        gates: &mut [T],
+        c_prev: &[T],
+        c_t: &[T],
+        up: &[T],
+        dh_carry: &mut [T],
+        dc_carry: &mut [T],
+        rec_dh: Option<&mut [T]>,
+        rec_dc: Option<&mut [T]>,
+        h: usize,
+    ) {
+        let mut rec = Record { dh: rec_dh, dc: rec_dc };
+        for (r, d) in gates.chunks_exact_mut(4 * h).enumerate() {
+            let span = r * h..(r + 1) * h;
+            let row = BackwardRow {
+                d,
+                c_prev: &c_prev[span.clone()],
+                c_t: &c_t[span.clone()],
+                up: &up[span.clone()],
+                dh_carry: &mut dh_carry[span.clone()],
+                dc_carry: &mut dc_carry[span.clone()],
+            };
+            // One loop per combination of records, so that each is a straight vector loop.
+            match (rec.dh.as_deref_mut(), rec.dc.as_deref_mut()) {
+                (None, None) => row.run::<false, false>(&mut [], &mut []),
+                (Some(a), None) => row.run::<true, false>(&mut a[span], &mut []),
+                (None, Some(b)) => row.run::<false, true>(&mut [], &mut b[span]),
+                (Some(a), Some(b)) => row.run::<true, true>(&mut a[span.clone()], &mut b[span]),
+            }
+        }
+    }
+}
+
+/// The optional per-step records `dL/dh_t`, `dL/dc_t` of one step's rows.
+struct Record<'a, T> {
+    dh: Option<&'a mut [T]>,
+    dc: Option<&'a mut [T]>,
+}
+
+/// One batch row of a backward step: `d [4H]` gates in, gate gradients out; the rest `[H]`.
+struct BackwardRow<'a, T> {
+    d: &'a mut [T],
+    c_prev: &'a [T],
+    c_t: &'a [T],
+    up: &'a [T],
+    dh_carry: &'a mut [T],
+    dc_carry: &'a mut [T],
+}
+
+impl<T: Float> BackwardRow<'_, T> {
+    #[inline(always)]
+    fn run<const DH: bool, const DC: bool>(self, rec_dh: &mut [T], rec_dc: &mut [T]) {
+        let h = self.up.len();
+        let (di, rest) = self.d.split_at_mut(h);
+        let (df, rest) = rest.split_at_mut(h);
+        let (dg, d_o) = rest.split_at_mut(h);
+        // Slices of exactly `h` values, so that the loop runs without bounds checks.
+        let (c_prev, c_t, dh_carry, dc_carry) = (
+            &self.c_prev[..h],
+            &self.c_t[..h],
+            &mut self.dh_carry[..h],
+            &mut self.dc_carry[..h],
+        );
+        let (di, df, dg, d_o) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
+        let up = &self.up[..h];
+        let rec_dh = if DH { &mut rec_dh[..h] } else { rec_dh };
+        let rec_dc = if DC { &mut rec_dc[..h] } else { rec_dc };
+        for j in 0..h {
+            // Read this unit's four gates before overwriting them with their gradients.
+            let (i, f, gv, o) = (di[j], df[j], dg[j], d_o[j]);
+            let tc = c_t[j].tanh();
+            let dh = dh_carry[j] + up[j];
+            let dc = dc_carry[j] + dh * o * (T::ONE - tc * tc);
+            if DH {
+                rec_dh[j] = dh;
+            }
+            if DC {
+                rec_dc[j] = dc;
+            }
+            di[j] = dc * gv * i * (T::ONE - i);
+            df[j] = dc * c_prev[j] * f * (T::ONE - f);
+            dg[j] = dc * i * (T::ONE - gv * gv);
+            d_o[j] = dh * tc * o * (T::ONE - o);
+            dc_carry[j] = dc * f;
+        }
     }
 }

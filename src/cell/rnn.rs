@@ -4,6 +4,7 @@ use super::{
     for_each_row_block, input_projection, step_rows, Activation, Dims, LayerCache, LayerParams,
     Recurrent, StepGrads, StepRows,
 };
+use crate::tensor::multiversion;
 use crate::tensor::Float;
 
 /// Forward over all steps; `cache.h[0]` already holds `h_0`.
@@ -27,9 +28,7 @@ pub(super) fn forward<T: Float>(
             let (prev, step) = unsafe { (hs.at(t, &rows), hs.at(t + 1, &rows)) };
             // a_t += h_{t-1} W_hh^T   ([R, H] x [H, H]^T)
             w_hh.matmul(step, prev, rows.len(), true);
-            for v in step.iter_mut() {
-                *v = act.apply(*v);
-            }
+            activate(act, step);
         }
     });
 }
@@ -59,9 +58,7 @@ pub(super) fn backward_steps<T: Float>(
             let h_t = step_rows(hs, t + 1, &rows, b, h);
             let up = step_rows(dh_out, t, &rows, b, h);
             let da_t = unsafe { das.at(t, &rows) };
-            for (((da, &c), &u), &hv) in da_t.iter_mut().zip(&*carry).zip(up).zip(h_t) {
-                *da = (c + u) * act.derivative_from_output(hv);
-            }
+            pre_activation_grads(act, da_t, carry, up, h_t);
             if let Some(rec) = rec_dh.as_ref() {
                 let rec = unsafe { rec.at(t, &rows) };
                 for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {
@@ -72,4 +69,51 @@ pub(super) fn backward_steps<T: Float>(
             w_hh.matmul(carry, da_t, rows.len(), false);
         }
     });
+}
+
+/// Applies `act` to every element, with the activation chosen outside the loop so that each
+/// case is a straight vector loop.
+macro_rules! for_each_activation {
+    ($act:expr, |$a:ident| $body:expr) => {
+        match $act {
+            Activation::Tanh => {
+                let $a = Activation::Tanh;
+                $body
+            }
+            Activation::Relu => {
+                let $a = Activation::Relu;
+                $body
+            }
+            Activation::Sigmoid => {
+                let $a = Activation::Sigmoid;
+                $body
+            }
+            Activation::Identity => {
+                let $a = Activation::Identity;
+                $body
+            }
+        }
+    };
+}
+
+multiversion! {
+    /// `h = s(a)` in place.
+    fn activate<T: Float>(act: Activation, a: &mut [T]) {
+        for_each_activation!(act, |s| {
+            for v in a.iter_mut() {
+                *v = s.apply(*v);
+            }
+        })
+    }
+}
+
+multiversion! {
+    /// `da = (carry + up) * s'(a)`, with `s'(a)` read from `h = s(a)`.
+    fn pre_activation_grads<T: Float>(act: Activation, da: &mut [T], carry: &[T], up: &[T], h: &[T]) {
+        for_each_activation!(act, |s| {
+            for (((da, &c), &u), &hv) in da.iter_mut().zip(carry).zip(up).zip(h) {
+                *da = (c + u) * s.derivative_from_output(hv);
+            }
+        })
+    }
 }

@@ -5,6 +5,49 @@
 mod matmul;
 mod packed;
 
+/// Defines `fn name<T: Float>(args)` twice: as written (the compiler's SSE2 baseline) and
+/// compiled for AVX2 and FMA, and dispatches to the second at run time where the CPU has them.
+/// For the element-wise loops of the cells: the wider vectors change no result, because Rust
+/// never contracts `a * b + c` into a fused multiply-add on its own.
+macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident<$t:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name<$t: Float>($($arg: $ty),*) {
+            #[inline(always)]
+            fn body<$t: Float>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$t: Float>($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if $crate::tensor::has_avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Whether the CPU has AVX2 and FMA (cached by the standard library after the first call).
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 pub use matmul::{gemm_threads, matmul, matmul_on, set_gemm_threads, Trans};
 pub use packed::PackedRhs;
 
