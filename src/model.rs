@@ -224,13 +224,15 @@ pub struct Workspace<T> {
     dims: Option<(usize, usize)>,
     tokens: Vec<u32>,
     targets: Vec<u32>,
-    /// Per layer `[T, B, in_k]`: the layer's input after dropout.
+    /// Per layer `[T, B, in_k]`: the layer's input after dropout. Without dropout only layer 0
+    /// has one (the embedding); layer `k > 0` reads layer `k - 1`'s outputs in its cache.
     layer_in: Vec<Vec<T>>,
     /// Per dropout site (layer inputs, then the decoder input) `[T, B, size]`; empty when off.
     masks: Vec<Vec<T>>,
     dropout_on: bool,
     pub caches: Vec<LayerCache<T>>,
-    /// `[T, B, H]` decoder input.
+    /// `[T, B, H]` decoder input after dropout; empty without dropout, when the decoder reads
+    /// the top layer's outputs in its cache.
     top: Vec<T>,
     /// `[T * B, V]`: logits after forward, probabilities after `loss`, then logit gradients.
     pub logits: Vec<T>,
@@ -245,16 +247,48 @@ pub struct Workspace<T> {
     dc0: Vec<T>,
 }
 
+/// Input of layer `k`, `[T, B, in_k]`: its own buffer `copy` (layer 0, or any layer under
+/// dropout), else the outputs of layer `k - 1` in `below` (the caches of layers `0..k`).
+fn layer_input<'a, T: Float>(copy: &'a [T], below: &'a [LayerCache<T>], k: usize) -> &'a [T] {
+    if k == 0 || !copy.is_empty() {
+        copy
+    } else {
+        below[k - 1].outputs()
+    }
+}
+
+/// Input of the decoder, `[T, B, H]`: the dropout copy `top`, else the top layer's outputs.
+fn decoder_input<'a, T: Float>(top: &'a [T], caches: &'a [LayerCache<T>]) -> &'a [T] {
+    if top.is_empty() {
+        caches.last().expect("at least one layer").outputs()
+    } else {
+        top
+    }
+}
+
 impl<T: Float> Workspace<T> {
     fn prepare(&mut self, c: &ModelConfig, steps: usize, batch: usize) {
         if self.dims == Some((steps, batch)) && self.layer_in.len() == c.layers {
             return;
         }
         let n = steps * batch;
+        // Copies of the layers' outputs exist only for dropout to mask them (memory).
+        let copies = c.dropout > 0.0;
         self.layer_in = (0..c.layers)
+            .map(|k| {
+                vec![
+                    T::ZERO;
+                    if k == 0 || copies {
+                        n * c.layer_input(k)
+                    } else {
+                        0
+                    }
+                ]
+            })
+            .collect();
+        self.dlayer_in = (0..c.layers)
             .map(|k| vec![T::ZERO; n * c.layer_input(k)])
             .collect();
-        self.dlayer_in = self.layer_in.clone();
         self.caches = (0..c.layers).map(|_| LayerCache::default()).collect();
         self.masks = if c.dropout > 0.0 {
             (0..=c.layers)
@@ -272,8 +306,8 @@ impl<T: Float> Workspace<T> {
         } else {
             vec![Vec::new(); c.layers + 1]
         };
-        self.top = vec![T::ZERO; n * c.hidden];
-        self.dtop = self.top.clone();
+        self.top = vec![T::ZERO; if copies { n * c.hidden } else { 0 }];
+        self.dtop = vec![T::ZERO; n * c.hidden];
         self.logits = vec![T::ZERO; n * c.vocab];
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
@@ -429,20 +463,24 @@ impl<T: Float> LanguageModel<T> {
                 input: c.layer_input(k),
                 hidden: c.hidden,
             };
+            let (below, cache) = ws.caches.split_at_mut(k);
             cell::forward(
                 c.cell(),
-                &mut ws.caches[k],
-                &ws.layer_in[k],
+                &mut cache[0],
+                layer_input(&ws.layer_in[k], below, k),
                 state.layer(k, bh),
                 self.layer_params(k),
                 dims,
             );
+            // With dropout, the next layer (or the decoder) reads a copy that its mask scales.
             let next = if k + 1 < c.layers {
                 &mut ws.layer_in[k + 1]
             } else {
                 &mut ws.top
             };
-            next.copy_from_slice(ws.caches[k].outputs());
+            if !next.is_empty() {
+                next.copy_from_slice(ws.caches[k].outputs());
+            }
         }
         if ws.dropout_on {
             layers::apply_mask(&mut ws.top, &ws.masks[c.layers]);
@@ -451,7 +489,7 @@ impl<T: Float> LanguageModel<T> {
         let n = steps * batch;
         matmul(
             &mut ws.logits,
-            &ws.top,
+            decoder_input(&ws.top, &ws.caches),
             Trans::No,
             &self.params[self.offsets.decoder_w.clone()],
             Trans::Yes,
@@ -571,7 +609,7 @@ impl<T: Float> LanguageModel<T> {
             &mut grads[self.offsets.decoder_w.clone()],
             &ws.logits,
             Trans::Yes,
-            &ws.top,
+            decoder_input(&ws.top, &ws.caches),
             Trans::No,
             c.vocab,
             c.hidden,
@@ -614,10 +652,10 @@ impl<T: Float> LanguageModel<T> {
             // The gradient reaching this layer's outputs: dtop for the top layer, else the
             // next layer's input gradient (already multiplied by its dropout mask).
             let (below, above) = ws.dlayer_in.split_at_mut(k + 1);
-            let dh_out: &[T] = if k + 1 == c.layers {
-                &ws.dtop
+            let dh_out: &mut [T] = if k + 1 == c.layers {
+                &mut ws.dtop
             } else {
-                &above[0]
+                &mut above[0]
             };
             let (d0h, d0c): (&mut [T], &mut [T]) = match dstate.as_deref_mut() {
                 Some(s) => (
@@ -635,6 +673,7 @@ impl<T: Float> LanguageModel<T> {
                 dc: r.dc.get_mut(k).map(|v| &mut v[..]),
             });
             let dx = &mut below[k];
+            let (below_caches, cache) = ws.caches.split_at_mut(k);
             cell::backward(
                 c.cell(),
                 BackwardOut {
@@ -643,11 +682,11 @@ impl<T: Float> LanguageModel<T> {
                     dc0: d0c,
                 },
                 self.layer_grads(grads, k),
-                &mut ws.caches[k],
+                &mut cache[0],
                 dh_out,
                 None,
                 None,
-                &ws.layer_in[k],
+                layer_input(&ws.layer_in[k], below_caches, k),
                 self.layer_params(k),
                 step_grads,
             );

@@ -195,11 +195,11 @@ impl<'a, T: Float> LayerGrads<'a, T> {
 /// c      [(T+1), B, H]   LSTM cell states, same indexing
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
 /// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
-/// da     [T, B, G*H]     backward: gradient w.r.t. the pre-activations fed by W_ih (the LSTM
-///                        and GRU write it over `gates` instead, step by step, as each step's
-///                        gates are read for the last time: backward leaves `gates` overwritten)
 /// da_hh  [T, B, G*H]     GRU only: gradient w.r.t. the pre-activations fed by W_hh
 /// ```
+/// Backward keeps no buffer of its own for `dA`, the gradient w.r.t. the pre-activations fed by
+/// `W_ih`: the LSTM and GRU write it over `gates`, the RNN over its upstream gradient `dh_out`,
+/// step by step, as each step's values are read for the last time.
 #[derive(Default, Debug)]
 pub struct LayerCache<T> {
     pub dims: Option<Dims>,
@@ -207,7 +207,6 @@ pub struct LayerCache<T> {
     pub c: Vec<T>,
     pub gates: Vec<T>,
     pub hn: Vec<T>,
-    pub da: Vec<T>,
     pub da_hh: Vec<T>,
     /// `[B, G*H]` GRU recurrent pre-activation of the current step.
     gh: Vec<T>,
@@ -260,14 +259,6 @@ impl<T: Float> LayerCache<T> {
         );
         let gru = cell.kind == CellKind::Gru;
         resize(&mut self.hn, if gru { t * b * h } else { 0 });
-        resize(
-            &mut self.da,
-            if cell.kind == CellKind::Rnn {
-                t * b * gh
-            } else {
-                0
-            },
-        );
         resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
         resize(&mut self.gh, if gru { b * gh } else { 0 });
         resize(&mut self.dh_carry, b * h);
@@ -492,7 +483,7 @@ pub struct BackwardOut<'a, T> {
 /// Runs one layer backward over all `T` steps (after [`forward`] on the same cache).
 ///
 /// `dh_out` `[T, B, H]` is the gradient reaching each `h_t` from above (the output layer or the
-/// next layer); `dh_last`/`dc_last` `[B, H]` the gradient reaching the final state (or `None`).
+/// next layer), consumed: the RNN leaves `dA` in it; `dh_last`/`dc_last` `[B, H]` the gradient reaching the final state (or `None`).
 /// Weight gradients are accumulated into `g`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
@@ -500,7 +491,7 @@ pub fn backward<T: Float>(
     out: BackwardOut<T>,
     g: LayerGrads<T>,
     cache: &mut LayerCache<T>,
-    dh_out: &[T],
+    dh_out: &mut [T],
     dh_last: Option<&[T]>,
     dc_last: Option<&[T]>,
     x: &[T],
@@ -521,26 +512,33 @@ pub fn backward<T: Float>(
     let w_hh = Recurrent::for_backward(&mut packed, p.w_hh, gh, dims);
     match cell.kind {
         CellKind::Rnn => rnn::backward_steps(cell.activation, cache, dh_out, w_hh, dims, record),
-        CellKind::Lstm => lstm::backward_steps(cache, dh_out, w_hh, dims, record),
-        CellKind::Gru => gru::backward_steps(cache, dh_out, w_hh, dims, record),
+        CellKind::Lstm => lstm::backward_steps(cache, &*dh_out, w_hh, dims, record),
+        CellKind::Gru => gru::backward_steps(cache, &*dh_out, w_hh, dims, record),
     }
     cache.w_packed = packed;
     out.dh0.copy_from_slice(&cache.dh_carry);
     if cell.kind == CellKind::Lstm {
         out.dc0.copy_from_slice(&cache.dc_carry);
     }
-    weight_grads(cell.kind, out.dx, g, cache, x, p, dims);
+    let da = match cell.kind {
+        CellKind::Rnn => &*dh_out,
+        _ => &cache.gates[..],
+    };
+    weight_grads(cell.kind, out.dx, g, da, cache, x, p, dims);
 }
 
-/// The weight gradients over all steps at once, from the stored pre-activation gradients:
+/// The weight gradients over all steps at once, from the pre-activation gradients `da`
+/// `[T, B, G*H]`:
 /// ```text
 /// dW_ih += dA^T X        dW_hh += dA_hh^T H_prev     db_ih += sum dA    db_hh += sum dA_hh
 /// dX = dA W_ih           (dA_hh = dA except for the GRU's n-gate)
 /// ```
+#[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Float>(
     kind: CellKind,
     dx: Option<&mut [T]>,
     g: LayerGrads<T>,
+    da: &[T],
     cache: &LayerCache<T>,
     x: &[T],
     p: LayerParams<T>,
@@ -554,11 +552,6 @@ fn weight_grads<T: Float>(
     } = dims;
     let gh = kind.gates() * hidden;
     let rows = steps * batch;
-    let da = if kind != CellKind::Rnn {
-        &cache.gates[..]
-    } else {
-        &cache.da[..]
-    };
     let da_hh = if kind == CellKind::Gru {
         &cache.da_hh[..]
     } else {

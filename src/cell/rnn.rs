@@ -33,21 +33,21 @@ pub(super) fn forward<T: Float>(
     });
 }
 
-/// Walks time backwards, filling `cache.da` with `da_t = dh_t * s'(a_t)` and leaving
-/// `dL/dh_0` in `cache.dh_carry`:
+/// Walks time backwards, writing `da_t = dh_t * s'(a_t)` over `dh_out[t]` (read for the last
+/// time there) and leaving `dL/dh_0` in `cache.dh_carry`:
 /// ```text
 /// dh_t = dh_out[t] + W_hh^T da_{t+1}       da_t = dh_t * s'(a_t)
 /// ```
 pub(super) fn backward_steps<T: Float>(
     act: Activation,
     cache: &mut LayerCache<T>,
-    dh_out: &[T],
+    dh_out: &mut [T],
     w_hh: Recurrent<T>,
     dims: Dims,
     record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    let das = StepRows::new(&mut cache.da, b, h);
+    let das = StepRows::new(dh_out, b, h);
     let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
     let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
     let hs = &cache.h[..];
@@ -56,21 +56,20 @@ pub(super) fn backward_steps<T: Float>(
         let carry = unsafe { dh_carry.at(0, &rows) };
         for t in (0..dims.steps).rev() {
             let h_t = step_rows(hs, t + 1, &rows, b, h);
-            let up = step_rows(dh_out, t, &rows, b, h);
+            // dh_out[t] on entry, da_t on exit.
             let da_t = unsafe { das.at(t, &rows) };
-            pre_activation_grads(act, da_t, carry, up, h_t);
             if let Some(rec) = rec_dh.as_ref() {
                 let rec = unsafe { rec.at(t, &rows) };
-                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {
+                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(&*da_t) {
                     *r = c + u;
                 }
             }
+            pre_activation_grads(act, da_t, carry, h_t);
             // dh_{t-1} (from step t) = da_t W_hh   ([R, H] x [H, H])
             w_hh.matmul(carry, da_t, rows.len(), false);
         }
     });
 }
-
 /// Applies `act` to every element, with the activation chosen outside the loop so that each
 /// case is a straight vector loop.
 macro_rules! for_each_activation {
@@ -108,11 +107,11 @@ multiversion! {
 }
 
 multiversion! {
-    /// `da = (carry + up) * s'(a)`, with `s'(a)` read from `h = s(a)`.
-    fn pre_activation_grads<T: Float>(act: Activation, da: &mut [T], carry: &[T], up: &[T], h: &[T]) {
+    /// `da = (carry + up) * s'(a)` in place over `up`, with `s'(a)` read from `h = s(a)`.
+    fn pre_activation_grads<T: Float>(act: Activation, up: &mut [T], carry: &[T], h: &[T]) {
         for_each_activation!(act, |s| {
-            for (((da, &c), &u), &hv) in da.iter_mut().zip(carry).zip(up).zip(h) {
-                *da = (c + u) * s.derivative_from_output(hv);
+            for ((u, &c), &hv) in up.iter_mut().zip(carry).zip(h) {
+                *u = (c + *u) * s.derivative_from_output(hv);
             }
         })
     }

@@ -78,6 +78,23 @@ impl BenchConfig {
             output: Default::default(),
         }
     }
+
+    /// The analytical minimum of a training step's memory, in bytes (f32): weights, their
+    /// gradients and Adam's two moments (`4 P`), plus the activations BPTT must keep per layer,
+    /// `h_0..h_T` and, by cell, `c_0..c_T` and the gates (LSTM), or the gates and
+    /// `W_hn h + b_hn` (GRU); the RNN recovers `s'(a_t)` from `h_t` alone.
+    pub fn min_train_bytes(&self) -> u64 {
+        let c = self.model_config();
+        let params = c.layout().total();
+        let (t, b, h) = (self.bptt, self.batch, self.hidden);
+        let states = (t + 1) * b * h;
+        let per_layer = match self.cell {
+            CellKind::Rnn => states,
+            CellKind::Lstm => 2 * states + t * b * 4 * h,
+            CellKind::Gru => states + t * b * 3 * h + t * b * h,
+        };
+        (4 * (4 * params + self.layers * per_layer)) as u64
+    }
 }
 
 /// One result row (the `--json` schema).
@@ -88,6 +105,11 @@ pub struct BenchResult {
     pub gflops: f64,
     pub peak_fraction: f64,
     pub peak_rss_bytes: u64,
+    /// Peak RSS minus the process's RSS before the model was built (code, libraries, threads):
+    /// the memory the training step itself took.
+    pub train_bytes: u64,
+    /// [`BenchConfig::min_train_bytes`].
+    pub min_train_bytes: u64,
     pub threads: usize,
     pub gemm_peak_gflops: f64,
 }
@@ -110,11 +132,23 @@ pub fn gemm_peak_gflops() -> f64 {
 
 /// Peak resident set size of this process (`VmHWM`), in bytes; 0 where unavailable.
 pub fn peak_rss_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
+
+/// RSS of this process when the last [`measure`] began, before it built the model.
+static BASELINE_RSS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Resident set size of this process now (`VmRSS`), in bytes; 0 where unavailable.
+pub fn rss_bytes() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
@@ -122,6 +156,7 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// Trains `cfg` for about `seconds` after two warm-up steps; returns tokens per second.
 pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<f64> {
+    BASELINE_RSS.store(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
     let mut model = LanguageModel::<f32>::zeros(cfg.model_config())?;
     initialize(&mut model, &InitConfig::default())?;
     let mut trainer = Trainer::new(model, OptimizerConfig::new(OptimizerKind::Adam), cfg.batch);
@@ -165,8 +200,8 @@ pub fn run(args: Args) -> Result<()> {
     if !args.json {
         println!("f32 GEMM peak (1024^3, {threads} threads): {peak:.1} GFLOP/s");
         println!(
-            "{:<22} {:>12} {:>9} {:>7} {:>10}",
-            "config", "tokens/s", "GFLOP/s", "% peak", "peak RSS"
+            "{:<22} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>6}",
+            "config", "tokens/s", "GFLOP/s", "% peak", "peak RSS", "train mem", "minimum", "ratio"
         );
     }
     for cfg in &configs {
@@ -179,6 +214,9 @@ pub fn run(args: Args) -> Result<()> {
                 gflops,
                 peak_fraction: gflops / peak,
                 peak_rss_bytes: peak_rss_bytes(),
+                train_bytes: peak_rss_bytes()
+                    .saturating_sub(BASELINE_RSS.load(std::sync::atomic::Ordering::Relaxed)),
+                min_train_bytes: cfg.min_train_bytes(),
                 threads,
                 gemm_peak_gflops: peak,
             }
@@ -191,12 +229,15 @@ pub fn run(args: Args) -> Result<()> {
         };
         if !args.json {
             println!(
-                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB",
+                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB {:>7.1} MB {:>7.1} MB {:>5.2}x",
                 row.name,
                 row.tokens_per_s,
                 row.gflops,
                 100.0 * row.peak_fraction,
-                row.peak_rss_bytes as f64 / 1e6
+                row.peak_rss_bytes as f64 / 1e6,
+                row.train_bytes as f64 / 1e6,
+                row.min_train_bytes as f64 / 1e6,
+                row.train_bytes as f64 / row.min_train_bytes as f64,
             );
         }
         results.push(row);
