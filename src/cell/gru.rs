@@ -107,12 +107,15 @@ multiversion! {
     }
 }
 
-/// Backward through time; fills `cache.da` (input side) and `cache.da_hh` (recurrent side):
+/// Backward through time; writes the input-side gradients `da` over `gates` and the n-block of
+/// the recurrent side, `dan * r`, over `hn` (each read for the last time at its step):
 /// ```text
 /// dh = dh_out[t] + carry     dn = dh (1 - z)     dz = dh (h_{t-1} - n)
 /// dan = dn (1 - n^2)   dar = dan * hn * r (1 - r)   daz = dz z (1 - z)
 /// da = [dar, daz, dan]    da_hh = [dar, daz, dan * r]    carry = dh * z + da_hh W_hh
 /// ```
+/// `da_hh` of the current step lives in a `[B, 3H]` scratch only; the weight gradients read
+/// its blocks from `gates` (r, z) and `hn` (n).
 pub(super) fn backward_steps<T: Float>(
     cache: &mut LayerCache<T>,
     dh_out: &[T],
@@ -122,18 +125,19 @@ pub(super) fn backward_steps<T: Float>(
 ) {
     let (b, h) = (dims.batch, dims.hidden);
     let gates = StepRows::new(&mut cache.gates, b, 3 * h);
-    let da_hh = StepRows::new(&mut cache.da_hh, b, 3 * h);
+    let da_hh = StepRows::new(&mut cache.gh, b, 3 * h);
+    let hn = StepRows::new(&mut cache.hn, b, h);
     let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
     let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
-    let (hn, hs) = (&cache.hn[..], &cache.h[..]);
+    let hs = &cache.h[..];
     for_each_row_block(b, |rows| {
         for t in (0..dims.steps).rev() {
             // SAFETY: each thread has its own `rows` and takes each slice once per step.
             unsafe {
                 BackwardRows {
                     gates: gates.at(t, &rows),
-                    da_hh: da_hh.at(t, &rows),
-                    hn: step_rows(hn, t, &rows, b, h),
+                    da_hh: da_hh.at(0, &rows),
+                    hn: hn.at(t, &rows),
                     h_prev: step_rows(hs, t, &rows, b, h),
                     up: step_rows(dh_out, t, &rows, b, h),
                     dh_carry: dh_carry.at(0, &rows),
@@ -146,11 +150,12 @@ pub(super) fn backward_steps<T: Float>(
 }
 
 /// One backward step for a block of batch rows (`[R, 3H]` gate blocks, `[R, H]` the rest).
-/// `gates` holds the activated gates on entry and the input-side gradients `da` on exit.
+/// `gates` holds the activated gates on entry and the input-side gradients `da` on exit; `hn`
+/// holds `W_hn h + b_hn` on entry and `dan * r` on exit; `da_hh` is scratch.
 struct BackwardRows<'a, T> {
     gates: &'a mut [T],
     da_hh: &'a mut [T],
-    hn: &'a [T],
+    hn: &'a mut [T],
     h_prev: &'a [T],
     up: &'a [T],
     dh_carry: &'a mut [T],
@@ -184,7 +189,7 @@ multiversion! {
     fn backward_gates<T: Float>(
         gates: &mut [T],
         da_hh: &mut [T],
-        hn: &[T],
+        hn: &mut [T],
         h_prev: &[T],
         up: &[T],
         dh_carry: &mut [T],
@@ -198,7 +203,7 @@ multiversion! {
             let span = r * h..(r + 1) * h;
             // Slices of exactly `h` values, so that the loop runs without bounds checks.
             let (hn, h_prev, up, carry) = (
-                &hn[span.clone()][..h],
+                &mut hn[span.clone()][..h],
                 &h_prev[span.clone()][..h],
                 &up[span.clone()][..h],
                 &mut dh_carry[span][..h],
@@ -222,6 +227,7 @@ multiversion! {
                 hr[j] = dar;
                 hz[j] = daz;
                 hnn[j] = dan * rv;
+                hn[j] = dan * rv;
                 carry[j] = dh * z;
             }
         }

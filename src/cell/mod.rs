@@ -11,7 +11,9 @@ mod gru;
 mod lstm;
 mod rnn;
 
-use crate::tensor::{matmul, matmul_on, sum_rows_into, Float, PackedRhs, Trans};
+use crate::tensor::{
+    add_assign, matmul, matmul_on, matmul_strided, sum_rows_into, Float, PackedRhs, Trans,
+};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -195,11 +197,12 @@ impl<'a, T: Float> LayerGrads<'a, T> {
 /// c      [(T+1), B, H]   LSTM cell states, same indexing
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
 /// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
-/// da_hh  [T, B, G*H]     GRU only: gradient w.r.t. the pre-activations fed by W_hh
 /// ```
 /// Backward keeps no buffer of its own for `dA`, the gradient w.r.t. the pre-activations fed by
 /// `W_ih`: the LSTM and GRU write it over `gates`, the RNN over its upstream gradient `dh_out`,
-/// step by step, as each step's values are read for the last time.
+/// step by step, as each step's values are read for the last time. The GRU's gradient w.r.t.
+/// the pre-activations fed by `W_hh` differs from `dA` only in its n-block, `dan * r`, which
+/// backward writes over `hn`.
 #[derive(Default, Debug)]
 pub struct LayerCache<T> {
     pub dims: Option<Dims>,
@@ -207,8 +210,8 @@ pub struct LayerCache<T> {
     pub c: Vec<T>,
     pub gates: Vec<T>,
     pub hn: Vec<T>,
-    pub da_hh: Vec<T>,
-    /// `[B, G*H]` GRU recurrent pre-activation of the current step.
+    /// `[B, G*H]` GRU scratch: the recurrent pre-activation of the current step in forward,
+    /// its gradient in backward.
     gh: Vec<T>,
     /// `[B, H]` gradient flowing into `h_{t-1}` from step `t`.
     dh_carry: Vec<T>,
@@ -259,7 +262,6 @@ impl<T: Float> LayerCache<T> {
         );
         let gru = cell.kind == CellKind::Gru;
         resize(&mut self.hn, if gru { t * b * h } else { 0 });
-        resize(&mut self.da_hh, if gru { t * b * gh } else { 0 });
         resize(&mut self.gh, if gru { b * gh } else { 0 });
         resize(&mut self.dh_carry, b * h);
         resize(&mut self.dc_carry, b * h);
@@ -552,26 +554,55 @@ fn weight_grads<T: Float>(
     } = dims;
     let gh = kind.gates() * hidden;
     let rows = steps * batch;
-    let da_hh = if kind == CellKind::Gru {
-        &cache.da_hh[..]
-    } else {
-        da
-    };
     let h_prev = &cache.h[..rows * hidden];
     matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
-    matmul(
-        g.w_hh,
-        da_hh,
-        Trans::Yes,
-        h_prev,
-        Trans::No,
-        gh,
-        hidden,
-        rows,
-        true,
-    );
     sum_rows_into(g.b_ih, da);
-    sum_rows_into(g.b_hh, da_hh);
+    if kind == CellKind::Gru {
+        // da_hh = [dar, daz | dan * r]: the first two blocks are those of `da`, the third was
+        // written over `hn`.
+        let (w_rz, w_n) = g.w_hh.split_at_mut(2 * hidden * hidden);
+        matmul_strided(
+            w_rz,
+            da,
+            gh,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            2 * hidden,
+            hidden,
+            rows,
+            true,
+        );
+        matmul(
+            w_n,
+            &cache.hn,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            hidden,
+            hidden,
+            rows,
+            true,
+        );
+        let (b_rz, b_n) = g.b_hh.split_at_mut(2 * hidden);
+        for row in da.chunks_exact(gh) {
+            add_assign(b_rz, &row[..2 * hidden]);
+        }
+        sum_rows_into(b_n, &cache.hn);
+    } else {
+        matmul(
+            g.w_hh,
+            da,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            gh,
+            hidden,
+            rows,
+            true,
+        );
+        sum_rows_into(g.b_hh, da);
+    }
     if let Some(dx) = dx {
         matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
     }

@@ -68,8 +68,57 @@ pub fn matmul_on<T: Float>(
     accumulate: bool,
     threads: usize,
 ) {
-    assert_eq!(c.len(), m * n, "matmul: C must be [m, n]");
     assert_eq!(a.len(), m * k, "matmul: A must hold m * k values");
+    let lda = if ta == Trans::No { k } else { m };
+    gemm_call(c, a, lda, ta, b, tb, m, n, k, accumulate, threads);
+}
+
+/// [`matmul`] with `A` read from the leading columns of a wider row-major matrix with row
+/// stride `lda`: `op(A) = A[.., ..k]` (`Trans::No`, `A` stored `[m, lda]`) or
+/// `A[.., ..m]^T` (`Trans::Yes`, `A` stored `[k, lda]`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided<T: Float>(
+    c: &mut [T],
+    a: &[T],
+    lda: usize,
+    ta: Trans,
+    b: &[T],
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    let (rows, cols) = if ta == Trans::No { (m, k) } else { (k, m) };
+    assert!(cols <= lda, "matmul_strided: lda {lda} is narrower than A");
+    assert!(
+        rows == 0 || a.len() >= (rows - 1) * lda + cols,
+        "matmul_strided: A is too short"
+    );
+    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
+        gemm_threads()
+    } else {
+        1
+    };
+    gemm_call(c, a, lda, ta, b, tb, m, n, k, accumulate, threads);
+}
+
+/// The one call of the `gemm` crate; `A`'s length is checked by the callers against `lda`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_call<T: Float>(
+    c: &mut [T],
+    a: &[T],
+    lda: usize,
+    ta: Trans,
+    b: &[T],
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert_eq!(c.len(), m * n, "matmul: C must be [m, n]");
     assert_eq!(b.len(), k * n, "matmul: B must hold k * n values");
     if m == 0 || n == 0 {
         return;
@@ -82,8 +131,8 @@ pub fn matmul_on<T: Float>(
     }
     // (row stride, column stride) of each operand as the kernel sees it.
     let (a_rs, a_cs) = match ta {
-        Trans::No => (k as isize, 1),
-        Trans::Yes => (1, m as isize),
+        Trans::No => (lda as isize, 1),
+        Trans::Yes => (1, lda as isize),
     };
     let (b_rs, b_cs) = match tb {
         Trans::No => (n as isize, 1),
@@ -94,7 +143,7 @@ pub fn matmul_on<T: Float>(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above guarantee that every index the kernel forms from (m, n, k) and
+    // SAFETY: the asserts above (and the callers' on `a` and `lda`) guarantee that every index the kernel forms from (m, n, k) and
     // the strides stays inside `a`, `b` and `c`; `c` is uniquely borrowed and cannot alias `a`
     // or `b`; `T` is f32 or f64, both supported by `gemm::gemm`.
     unsafe {
@@ -162,6 +211,50 @@ mod tests {
                 assert_eq!(c, doubled);
             }
         }
+    }
+
+    #[test]
+    fn strided_reads_leading_columns() {
+        let (m, n, k, lda) = (3, 4, 5, 8);
+        let wide: Vec<f64> = (0..m.max(k) * lda)
+            .map(|i| ((i * 29 % 13) as f64) - 6.0)
+            .collect();
+        let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 9) as f64) * 0.5).collect();
+        // Trans::No: A = wide[.., ..k] stored [m, lda].
+        let a: Vec<f64> = (0..m)
+            .flat_map(|r| wide[r * lda..r * lda + k].to_vec())
+            .collect();
+        let mut c = vec![0.0; m * n];
+        matmul_strided(
+            &mut c,
+            &wide[..(m - 1) * lda + k],
+            lda,
+            Trans::No,
+            &b,
+            Trans::No,
+            m,
+            n,
+            k,
+            false,
+        );
+        assert_eq!(c, naive(&a, Trans::No, &b, Trans::No, m, n, k));
+        // Trans::Yes: A^T with A = wide[.., ..m] stored [k, lda].
+        let at: Vec<f64> = (0..k)
+            .flat_map(|r| wide[r * lda..r * lda + m].to_vec())
+            .collect();
+        matmul_strided(
+            &mut c,
+            &wide[..(k - 1) * lda + m],
+            lda,
+            Trans::Yes,
+            &b,
+            Trans::No,
+            m,
+            n,
+            k,
+            false,
+        );
+        assert_eq!(c, naive(&at, Trans::Yes, &b, Trans::No, m, n, k));
     }
 
     #[test]

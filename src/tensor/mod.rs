@@ -48,7 +48,7 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
-pub use matmul::{gemm_threads, matmul, matmul_on, set_gemm_threads, Trans};
+pub use matmul::{gemm_threads, matmul, matmul_on, matmul_strided, set_gemm_threads, Trans};
 pub use packed::PackedRhs;
 
 use std::fmt::{Debug, Display};
