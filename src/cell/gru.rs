@@ -131,61 +131,36 @@ pub(super) fn backward_steps<T: Float>(
     let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
     let hs = &cache.h[..];
     for_each_row_block(b, |rows| {
+        // SAFETY: each thread has its own `rows` and takes each slice once per step.
+        let (carry, dahh) = unsafe { (dh_carry.at(0, &rows), da_hh.at(0, &rows)) };
         for t in (0..dims.steps).rev() {
-            // SAFETY: each thread has its own `rows` and takes each slice once per step.
-            unsafe {
-                BackwardRows {
-                    gates: gates.at(t, &rows),
-                    da_hh: da_hh.at(0, &rows),
-                    hn: hn.at(t, &rows),
-                    h_prev: step_rows(hs, t, &rows, b, h),
-                    up: step_rows(dh_out, t, &rows, b, h),
-                    dh_carry: dh_carry.at(0, &rows),
-                    rec_dh: rec_dh.as_ref().map(|r| r.at(t, &rows)),
+            let up = step_rows(dh_out, t, &rows, b, h);
+            if let Some(rec) = rec_dh.as_ref() {
+                let rec = unsafe { rec.at(t, &rows) };
+                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {
+                    *r = c + u;
                 }
-                .run(w_hh, h)
             }
+            backward_gates(
+                unsafe { gates.at(t, &rows) },
+                dahh,
+                unsafe { hn.at(t, &rows) },
+                step_rows(hs, t, &rows, b, h),
+                up,
+                carry,
+                h,
+            );
+            // carry += da_hh W_hh   ([R, 3H] x [3H, H])
+            w_hh.matmul(carry, dahh, rows.len(), true);
         }
     });
 }
 
-/// One backward step for a block of batch rows (`[R, 3H]` gate blocks, `[R, H]` the rest).
-/// `gates` holds the activated gates on entry and the input-side gradients `da` on exit; `hn`
-/// holds `W_hn h + b_hn` on entry and `dan * r` on exit; `da_hh` is scratch.
-struct BackwardRows<'a, T> {
-    gates: &'a mut [T],
-    da_hh: &'a mut [T],
-    hn: &'a mut [T],
-    h_prev: &'a [T],
-    up: &'a [T],
-    dh_carry: &'a mut [T],
-    rec_dh: Option<&'a mut [T]>,
-}
-
-impl<T: Float> BackwardRows<'_, T> {
-    fn run(self, w_hh: Recurrent<T>, h: usize) {
-        let rows = self.up.len() / h;
-        if let Some(rec) = self.rec_dh {
-            for ((r, &c), &u) in rec.iter_mut().zip(&*self.dh_carry).zip(self.up) {
-                *r = c + u;
-            }
-        }
-        backward_gates(
-            self.gates,
-            self.da_hh,
-            self.hn,
-            self.h_prev,
-            self.up,
-            self.dh_carry,
-            h,
-        );
-        // carry += da_hh W_hh   ([R, 3H] x [3H, H])
-        w_hh.matmul(self.dh_carry, self.da_hh, rows, true);
-    }
-}
-
 multiversion! {
-    /// The element-wise part of one backward step (see [`backward_steps`]), `[R, 3H]` gates.
+    /// The element-wise part of one backward step (see [`backward_steps`]) for a block of batch
+    /// rows: `gates [R, 3H]` holds the activated gates on entry and the input-side gradients
+    /// `da` on exit; `hn [R, H]` holds `W_hn h + b_hn` on entry and `dan * r` on exit; `da_hh`
+    /// `[R, 3H]` receives this step's recurrent-side gradient.
     fn backward_gates<T: Float>(
         gates: &mut [T],
         da_hh: &mut [T],

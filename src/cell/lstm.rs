@@ -114,59 +114,31 @@ pub(super) fn backward_steps<T: Float>(
     };
     let c = &cache.c[..];
     for_each_row_block(b, |rows| {
+        // SAFETY: each thread has its own `rows` and takes each slice once per step.
+        let (dh, dc) = unsafe { (dh_carry.at(0, &rows), dc_carry.at(0, &rows)) };
         for t in (0..dims.steps).rev() {
-            // SAFETY: each thread has its own `rows` and takes each slice once per step.
-            unsafe {
-                BackwardRows {
-                    gates: gates.at(t, &rows),
-                    c_prev: step_rows(c, t, &rows, b, h),
-                    c_t: step_rows(c, t + 1, &rows, b, h),
-                    up: step_rows(dh_out, t, &rows, b, h),
-                    dh_carry: dh_carry.at(0, &rows),
-                    dc_carry: dc_carry.at(0, &rows),
-                    rec_dh: rec_dh.as_ref().map(|r| r.at(t, &rows)),
-                    rec_dc: rec_dc.as_ref().map(|r| r.at(t, &rows)),
-                }
-                .run(w_hh, h)
-            }
+            let da = unsafe { gates.at(t, &rows) };
+            backward_gates(
+                da,
+                step_rows(c, t, &rows, b, h),
+                step_rows(c, t + 1, &rows, b, h),
+                step_rows(dh_out, t, &rows, b, h),
+                dh,
+                dc,
+                rec_dh.as_ref().map(|r| unsafe { r.at(t, &rows) }),
+                rec_dc.as_ref().map(|r| unsafe { r.at(t, &rows) }),
+                h,
+            );
+            // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
+            w_hh.matmul(dh, da, rows.len(), false);
         }
     });
 }
 
-/// One backward step for a block of batch rows (`[R, 4H]` gate blocks, `[R, H]` the rest).
-/// `gates` holds the activated gates on entry and the pre-activation gradients on exit.
-struct BackwardRows<'a, T> {
-    gates: &'a mut [T],
-    c_prev: &'a [T],
-    c_t: &'a [T],
-    up: &'a [T],
-    dh_carry: &'a mut [T],
-    dc_carry: &'a mut [T],
-    rec_dh: Option<&'a mut [T]>,
-    rec_dc: Option<&'a mut [T]>,
-}
-
-impl<T: Float> BackwardRows<'_, T> {
-    fn run(self, w_hh: Recurrent<T>, h: usize) {
-        let rows = self.up.len() / h;
-        backward_gates(
-            self.gates,
-            self.c_prev,
-            self.c_t,
-            self.up,
-            self.dh_carry,
-            self.dc_carry,
-            self.rec_dh,
-            self.rec_dc,
-            h,
-        );
-        // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
-        w_hh.matmul(self.dh_carry, self.gates, rows, false);
-    }
-}
-
 multiversion! {
-    /// The element-wise part of one backward step (see [`backward_steps`]), `[R, 4H]` gates.
+    /// The element-wise part of one backward step (see [`backward_steps`]) for a block of batch
+    /// rows: `gates [R, 4H]` holds the activated gates on entry and their pre-activation
+    /// gradients on exit; the others are `[R, H]`.
     #[allow(clippy::too_many_arguments)]
     fn backward_gates<T: Float>(
         gates: &mut [T],

@@ -28,6 +28,15 @@ pub fn gemm_threads() -> usize {
 /// on one thread; B = 64, H = 512 and larger gained from two).
 const PARALLEL_MIN_FLOPS: usize = 1 << 24;
 
+/// Threads for an `[m, k] x [k, n]` product: all GEMM threads from `PARALLEL_MIN_FLOPS` on.
+fn threads_for(m: usize, n: usize, k: usize) -> usize {
+    if m * n * k >= PARALLEL_MIN_FLOPS {
+        gemm_threads()
+    } else {
+        1
+    }
+}
+
 /// `C = op(A) op(B)` (or `C += op(A) op(B)` when `accumulate`), all row-major.
 ///
 /// ```text
@@ -46,12 +55,7 @@ pub fn matmul<T: Float>(
     k: usize,
     accumulate: bool,
 ) {
-    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
-        gemm_threads()
-    } else {
-        1
-    };
-    matmul_on(c, a, ta, b, tb, m, n, k, accumulate, threads);
+    matmul_on(c, a, ta, b, tb, m, n, k, accumulate, threads_for(m, n, k));
 }
 
 /// [`matmul`] on exactly `threads` threads (1 inside a region that is already parallel).
@@ -95,12 +99,19 @@ pub fn matmul_strided<T: Float>(
         rows == 0 || a.len() >= (rows - 1) * lda + cols,
         "matmul_strided: A is too short"
     );
-    let threads = if m * n * k >= PARALLEL_MIN_FLOPS {
-        gemm_threads()
-    } else {
-        1
-    };
-    gemm_call(c, a, lda, ta, b, tb, m, n, k, accumulate, threads);
+    gemm_call(
+        c,
+        a,
+        lda,
+        ta,
+        b,
+        tb,
+        m,
+        n,
+        k,
+        accumulate,
+        threads_for(m, n, k),
+    );
 }
 
 /// The one call of the `gemm` crate; `A`'s length is checked by the callers against `lda`.
