@@ -96,9 +96,11 @@ multiversion! {
             for (g, &a) in gz.iter_mut().zip(hz) {
                 *g = sigmoid(*g + a);
             }
-            for (j, n) in gn.iter_mut().enumerate() {
-                let v = *n + gr[j] * hnn[j];
-                *n = v.tanh();
+            for ((n, &rv), &a) in gn.iter_mut().zip(&*gr).zip(hnn) {
+                *n += rv * a;
+            }
+            for n in gn.iter_mut() {
+                *n = n.tanh();
             }
             for (((next, &prev), &z), &n) in h_next.iter_mut().zip(h_prev).zip(&*gz).zip(&*gn) {
                 *next = (T::ONE - z) * n + z * prev;
