@@ -43,7 +43,7 @@ pub(super) fn forward<T: Float>(
 }
 
 /// One step for a block of rows: `gh = h_prev W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the
-/// gates and the new state, fused in one pass.
+/// gates and the new state.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(
     gates: &mut [T],
@@ -62,7 +62,8 @@ fn forward_rows<T: Float>(
 }
 
 multiversion! {
-    /// The gates and the new state of one step, in place over `gates [R, 3H]`.
+    /// The gates and the new state of one step, in place over `gates [R, 3H]`, one short loop
+    /// per quantity (each a straight vector loop; fused, LLVM left the loop scalar).
     fn forward_gates<T: Float>(
         gates: &mut [T],
         gh_rows: &[T],

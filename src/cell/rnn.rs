@@ -4,8 +4,7 @@ use super::{
     for_each_row_block, input_projection, step_rows, Activation, Dims, LayerCache, LayerParams,
     Recurrent, StepGrads, StepRows,
 };
-use crate::tensor::multiversion;
-use crate::tensor::Float;
+use crate::tensor::{multiversion, Float};
 
 /// Forward over all steps; `cache.h[0]` already holds `h_0`.
 ///
@@ -70,8 +69,9 @@ pub(super) fn backward_steps<T: Float>(
         }
     });
 }
-/// Applies `act` to every element, with the activation chosen outside the loop so that each
-/// case is a straight vector loop.
+
+/// Runs `$body` with `$a` bound to `$act` as a constant, one match arm per activation, so that
+/// a loop in `$body` is compiled once per activation as a straight vector loop.
 macro_rules! for_each_activation {
     ($act:expr, |$a:ident| $body:expr) => {
         match $act {
