@@ -12,7 +12,7 @@ mod lstm;
 mod rnn;
 
 use crate::tensor::{
-    add_assign, matmul, matmul_on, matmul_strided, sum_rows_into, Float, PackedRhs, Trans,
+    add_assign, matmul, matmul_on, matmul_strided, resize, sum_rows_into, Float, PackedRhs, Trans,
 };
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -221,13 +221,6 @@ pub struct LayerCache<T> {
     w_packed: PackedRhs<T>,
     /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
     dc_carry: Vec<T>,
-}
-
-fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
-    if v.len() != n {
-        v.clear();
-        v.resize(n, T::ZERO);
-    }
 }
 
 impl<T: Float> LayerCache<T> {

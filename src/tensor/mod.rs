@@ -35,6 +35,15 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// Sizes `v` to `n` values: zeros when its length changes, untouched when it is already `n`
+/// (buffers are sized once per shape, never per step).
+pub(crate) fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, T::ZERO);
+    }
+}
+
 /// Whether the CPU has AVX2 and FMA (cached by the standard library after the first call).
 #[inline]
 pub fn has_avx2_fma() -> bool {

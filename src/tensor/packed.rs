@@ -12,7 +12,7 @@
 //! `gemm` crate's 512-bit kernels are faster than this 256-bit one). Everywhere else `B` is kept
 //! as a row-major copy and multiplied by [`matmul_on`], so results agree to rounding.
 
-use super::{matmul_on, Float, Trans};
+use super::{matmul_on, resize, Float, Trans};
 use std::any::TypeId;
 
 /// Columns per packed panel (two 8-wide AVX registers).
@@ -96,20 +96,12 @@ impl<T: Float> PackedRhs<T> {
     }
 }
 
-fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
-    if v.len() != n {
-        v.clear();
-        v.resize(n, T::ZERO);
-    }
-}
-
 /// Whether products with `T` use the packed AVX2 kernel on this CPU.
 fn packed_kernel_available<T: Float>() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         TypeId::of::<T>() == TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
+            && super::has_avx2_fma()
             && !std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
