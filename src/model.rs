@@ -15,8 +15,8 @@
 //! evaluation. With `dropout = 0` the model is exactly `nn.Embedding -> nn.RNN/LSTM/GRU -> nn.Linear`.
 
 use crate::cell::{
-    self, Activation, BackwardOut, Cell, CellKind, Dims, LayerCache, LayerGrads, LayerParams,
-    StateIo, StepGrads,
+    self, Activation, BackwardOut, Cell, CellKind, Dims, Input, LayerCache, LayerGrads,
+    LayerParams, StateIo, StepGrads,
 };
 use crate::error::{Error, Result};
 use crate::layers;
@@ -151,6 +151,13 @@ impl ModelConfig {
         (l, offsets)
     }
 
+    /// Whether layer 0 reads `rows = T * B` tokens itself ([`cell::Input::Tokens`]: `V`
+    /// projected rows instead of `T * B`) rather than through a `[T, B, E]` embedding output:
+    /// token input without dropout, and at least `V` rows.
+    pub fn projects_tokens(&self, rows: usize) -> bool {
+        self.input_size == 0 && self.dropout == 0.0 && rows >= self.vocab
+    }
+
     /// Multiply-adds x 2 (FLOPs) of forward + backward per token, as DESIGN.md counts them:
     /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder.
     pub fn train_flops_per_token(&self) -> f64 {
@@ -247,13 +254,23 @@ pub struct Workspace<T> {
     dc0: Vec<T>,
 }
 
-/// Input of layer `k`, `[T, B, in_k]`: its own buffer `copy` (layer 0, or any layer under
-/// dropout), else the outputs of layer `k - 1` in `below` (the caches of layers `0..k`).
-fn layer_input<'a, T: Float>(copy: &'a [T], below: &'a [LayerCache<T>], k: usize) -> &'a [T] {
-    if k == 0 || !copy.is_empty() {
-        copy
+/// Input of layer `k`: the tokens `ids` through the `embedding` (layer 0 without a copy, see
+/// [`ModelConfig::projects_tokens`]), else `[T, B, in_k]` from its own buffer `copy` (layer 0,
+/// or any layer under dropout), else the outputs of layer `k - 1` in `below` (the caches of
+/// layers `0..k`).
+fn layer_input<'a, T: Float>(
+    copy: &'a [T],
+    ids: &'a [u32],
+    embedding: &'a [T],
+    below: &'a [LayerCache<T>],
+    k: usize,
+) -> Input<'a, T> {
+    if k == 0 && copy.is_empty() {
+        Input::Tokens { ids, embedding }
+    } else if k == 0 || !copy.is_empty() {
+        Input::Dense(copy)
     } else {
-        below[k - 1].outputs()
+        Input::Dense(below[k - 1].outputs())
     }
 }
 
@@ -272,13 +289,15 @@ impl<T: Float> Workspace<T> {
             return;
         }
         let n = steps * batch;
-        // Copies of the layers' outputs exist only for dropout to mask them (memory).
+        // Copies of the layers' outputs exist only for dropout to mask them (memory), and the
+        // embedding's output only where layer 0 does not read the tokens itself.
         let copies = c.dropout > 0.0;
+        let embedded = !c.projects_tokens(n);
         self.layer_in = (0..c.layers)
             .map(|k| {
                 vec![
                     T::ZERO;
-                    if k == 0 || copies {
+                    if (k == 0 && embedded) || (k > 0 && copies) {
                         n * c.layer_input(k)
                     } else {
                         0
@@ -287,7 +306,16 @@ impl<T: Float> Workspace<T> {
             })
             .collect();
         self.dlayer_in = (0..c.layers)
-            .map(|k| vec![T::ZERO; n * c.layer_input(k)])
+            .map(|k| {
+                vec![
+                    T::ZERO;
+                    if k > 0 || embedded {
+                        n * c.layer_input(k)
+                    } else {
+                        0
+                    }
+                ]
+            })
             .collect();
         self.caches = (0..c.layers).map(|_| LayerCache::default()).collect();
         self.masks = if c.dropout > 0.0 {
@@ -401,8 +429,10 @@ impl<T: Float> LanguageModel<T> {
         self.begin(ws, steps, batch, dropout_rng);
         ws.tokens.clear();
         ws.tokens.extend_from_slice(tokens);
-        let table = &self.params[self.offsets.embedding.clone()];
-        layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+        if !ws.layer_in[0].is_empty() {
+            let table = &self.params[self.offsets.embedding.clone()];
+            layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+        }
         self.forward_layers(ws, state, steps, batch);
     }
 
@@ -467,7 +497,13 @@ impl<T: Float> LanguageModel<T> {
             cell::forward(
                 c.cell(),
                 &mut cache[0],
-                layer_input(&ws.layer_in[k], below, k),
+                layer_input(
+                    &ws.layer_in[k],
+                    &ws.tokens,
+                    &self.params[self.offsets.embedding.clone()],
+                    below,
+                    k,
+                ),
                 state.layer(k, bh),
                 self.layer_params(k),
                 dims,
@@ -672,30 +708,44 @@ impl<T: Float> LanguageModel<T> {
                 dh: &mut r.dh[k][..],
                 dc: r.dc.get_mut(k).map(|v| &mut v[..]),
             });
-            let dx = &mut below[k];
             let (below_caches, cache) = ws.caches.split_at_mut(k);
+            let input = layer_input(
+                &ws.layer_in[k],
+                &ws.tokens,
+                &self.params[self.offsets.embedding.clone()],
+                below_caches,
+                k,
+            );
+            // The embedding comes before the layers in the buffer; a token-reading layer 0
+            // accumulates its gradient there directly.
+            let (head, tail) = grads.split_at_mut(self.offsets.layers[k].start);
+            let layer = &mut tail[..self.offsets.layers[k].len()];
+            let dx = &mut below[k];
+            let dx_out = match input {
+                Input::Tokens { .. } => &mut head[self.offsets.embedding.clone()],
+                Input::Dense(_) => &mut dx[..],
+            };
             cell::backward(
                 c.cell(),
                 BackwardOut {
-                    dx: Some(&mut dx[..]),
+                    dx: Some(dx_out),
                     dh0: d0h,
                     dc0: d0c,
                 },
-                self.layer_grads(grads, k),
+                LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden),
                 &mut cache[0],
                 dh_out,
                 None,
                 None,
-                layer_input(&ws.layer_in[k], below_caches, k),
+                input,
                 self.layer_params(k),
                 step_grads,
             );
             if ws.dropout_on {
                 layers::apply_mask(dx, &ws.masks[k]);
             }
-            debug_assert_eq!(dx.len(), n * dims_in);
         }
-        if c.input_size == 0 {
+        if !ws.dlayer_in[0].is_empty() && c.input_size == 0 {
             layers::embedding_backward(
                 &mut grads[self.offsets.embedding.clone()],
                 &ws.dlayer_in[0],

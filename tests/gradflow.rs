@@ -404,7 +404,7 @@ fn one_step_jacobians_match_finite_differences() {
                             activation: Activation::Tanh,
                         },
                         &mut cache,
-                        &x,
+                        cell::Input::Dense(&x),
                         StateIo { h: &st[..h], c: cc },
                         m.layer_params(k),
                         Dims {

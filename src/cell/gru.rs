@@ -5,20 +5,17 @@
 //! ```
 
 use super::{
-    for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
-    StepGrads, StepRows,
+    for_each_row_block, step_rows, Dims, LayerCache, LayerParams, Recurrent, StepGrads, StepRows,
 };
 use crate::tensor::{add_row_bias, multiversion, sigmoid, Float};
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
-    x: &[T],
     p: LayerParams<T>,
     w_hh: Recurrent<T>,
     dims: Dims,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    input_projection(&mut cache.gates, x, p, false, dims);
     let gates = StepRows::new(&mut cache.gates, b, 3 * h);
     let gh = StepRows::new(&mut cache.gh, b, 3 * h);
     let hn = StepRows::new(&mut cache.hn, b, h);

@@ -4,21 +4,11 @@
 //! c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 //! ```
 
-use super::{
-    for_each_row_block, input_projection, step_rows, Dims, LayerCache, LayerParams, Recurrent,
-    StepGrads, StepRows,
-};
+use super::{for_each_row_block, step_rows, Dims, LayerCache, Recurrent, StepGrads, StepRows};
 use crate::tensor::{multiversion, sigmoid, Float};
 
-pub(super) fn forward<T: Float>(
-    cache: &mut LayerCache<T>,
-    x: &[T],
-    p: LayerParams<T>,
-    w_hh: Recurrent<T>,
-    dims: Dims,
-) {
+pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, w_hh: Recurrent<T>, dims: Dims) {
     let (b, h) = (dims.batch, dims.hidden);
-    input_projection(&mut cache.gates, x, p, true, dims);
     let gates = StepRows::new(&mut cache.gates, b, 4 * h);
     let hs = StepRows::new(&mut cache.h, b, h);
     let cs = StepRows::new(&mut cache.c, b, h);

@@ -221,6 +221,9 @@ pub struct LayerCache<T> {
     w_packed: PackedRhs<T>,
     /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
     dc_carry: Vec<T>,
+    /// `[V, G*H]` for token input ([`Input::Tokens`]): `E W_ih^T + b` in forward, the per-token
+    /// sums of `dA` in backward.
+    token_rows: Vec<T>,
 }
 
 impl<T: Float> LayerCache<T> {
@@ -297,13 +300,25 @@ pub struct StateIo<'a, T> {
     pub c: &'a [T],
 }
 
+/// A layer's input over all `T` steps.
+#[derive(Clone, Copy)]
+pub enum Input<'a, T> {
+    /// Vectors `x [T, B, in]`.
+    Dense(&'a [T]),
+    /// Tokens `ids [T * B]` read through an embedding `E [V, in]`: `x_r = E[ids_r]`. The input
+    /// projections of all steps are then rows of `E W_ih^T [V, G*H]` (`V` products instead of
+    /// `T * B`), and backward sums `dA` per token before it meets `E` and `W_ih`. Worth it when
+    /// `T * B >= V`.
+    Tokens { ids: &'a [u32], embedding: &'a [T] },
+}
+
 /// Runs one layer forward over all `T` steps.
 ///
-/// `x` is `[T, B, in]`; `state` holds `h_0` (and `c_0`). Results land in `cache`.
+/// `state` holds `h_0` (and `c_0`). Results land in `cache`.
 pub fn forward<T: Float>(
     cell: Cell,
     cache: &mut LayerCache<T>,
-    x: &[T],
+    x: Input<T>,
     state: StateIo<T>,
     p: LayerParams<T>,
     dims: Dims,
@@ -329,10 +344,17 @@ pub fn forward<T: Float>(
             n: gh,
         }
     };
+    // The RNN builds its pre-activations in h[1..]; the GRU keeps b_hh for its recurrent term.
+    let (projection, with_b_hh) = match cell.kind {
+        CellKind::Rnn => (&mut cache.h[bh..], true),
+        CellKind::Lstm => (&mut cache.gates[..], true),
+        CellKind::Gru => (&mut cache.gates[..], false),
+    };
+    input_projection(projection, &mut cache.token_rows, x, p, with_b_hh, dims);
     match cell.kind {
-        CellKind::Rnn => rnn::forward(cell.activation, cache, x, p, w_hh, dims),
-        CellKind::Lstm => lstm::forward(cache, x, p, w_hh, dims),
-        CellKind::Gru => gru::forward(cache, x, p, w_hh, dims),
+        CellKind::Rnn => rnn::forward(cell.activation, cache, w_hh, dims),
+        CellKind::Lstm => lstm::forward(cache, w_hh, dims),
+        CellKind::Gru => gru::forward(cache, p, w_hh, dims),
     }
     cache.w_packed = packed;
 }
@@ -467,7 +489,9 @@ impl<'a, T: Float> Recurrent<'a, T> {
 
 /// Gradient outputs of one layer's backward pass.
 pub struct BackwardOut<'a, T> {
-    /// `[T, B, in]` gradient w.r.t. the layer input, or `None` when nobody needs it.
+    /// Gradient w.r.t. the layer input, or `None` when nobody needs it: `[T, B, in]`
+    /// (overwritten) for [`Input::Dense`], the embedding's `[V, in]` (accumulated) for
+    /// [`Input::Tokens`].
     pub dx: Option<&'a mut [T]>,
     /// `[B, H]` gradient w.r.t. `h_0` (overwritten).
     pub dh0: &'a mut [T],
@@ -489,7 +513,7 @@ pub fn backward<T: Float>(
     dh_out: &mut [T],
     dh_last: Option<&[T]>,
     dc_last: Option<&[T]>,
-    x: &[T],
+    x: Input<T>,
     p: LayerParams<T>,
     record: Option<StepGrads<T>>,
 ) {
@@ -519,7 +543,9 @@ pub fn backward<T: Float>(
         CellKind::Rnn => &*dh_out,
         _ => &cache.gates[..],
     };
-    weight_grads(cell.kind, out.dx, g, da, cache, x, p, dims);
+    let mut token_rows = std::mem::take(&mut cache.token_rows);
+    weight_grads(cell.kind, out.dx, g, da, cache, &mut token_rows, x, p, dims);
+    cache.token_rows = token_rows;
 }
 
 /// The weight gradients over all steps at once, from the pre-activation gradients `da`
@@ -528,6 +554,11 @@ pub fn backward<T: Float>(
 /// dW_ih += dA^T X        dW_hh += dA_hh^T H_prev     db_ih += sum dA    db_hh += sum dA_hh
 /// dX = dA W_ih           (dA_hh = dA except for the GRU's n-gate)
 /// ```
+/// For token input, `X = S E` with `S [T*B, V]` the one-hot rows of the ids, so with the
+/// per-token sums `D = S^T dA [V, G*H]` (in `token_rows`):
+/// ```text
+/// dW_ih += D^T E         dE += D W_ih
+/// ```
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Float>(
     kind: CellKind,
@@ -535,7 +566,8 @@ fn weight_grads<T: Float>(
     g: LayerGrads<T>,
     da: &[T],
     cache: &LayerCache<T>,
-    x: &[T],
+    token_rows: &mut Vec<T>,
+    x: Input<T>,
     p: LayerParams<T>,
     dims: Dims,
 ) {
@@ -548,7 +580,46 @@ fn weight_grads<T: Float>(
     let gh = kind.gates() * hidden;
     let rows = steps * batch;
     let h_prev = &cache.h[..rows * hidden];
-    matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
+    match x {
+        Input::Dense(x) => {
+            matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
+            if let Some(dx) = dx {
+                matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
+            }
+        }
+        Input::Tokens { ids, embedding } => {
+            let vocab = embedding.len() / input;
+            resize(token_rows, vocab * gh);
+            token_rows.fill(T::ZERO);
+            for (row, &id) in da.chunks_exact(gh).zip(ids) {
+                add_assign(&mut token_rows[id as usize * gh..][..gh], row);
+            }
+            matmul(
+                g.w_ih,
+                token_rows,
+                Trans::Yes,
+                embedding,
+                Trans::No,
+                gh,
+                input,
+                vocab,
+                true,
+            );
+            if let Some(de) = dx {
+                matmul(
+                    de,
+                    token_rows,
+                    Trans::No,
+                    p.w_ih,
+                    Trans::No,
+                    vocab,
+                    input,
+                    gh,
+                    true,
+                );
+            }
+        }
+    }
     sum_rows_into(g.b_ih, da);
     if kind == CellKind::Gru {
         // da_hh = [dar, daz | dan * r]: the first two blocks are those of `da`, the third was
@@ -596,35 +667,46 @@ fn weight_grads<T: Float>(
         );
         sum_rows_into(g.b_hh, da);
     }
-    if let Some(dx) = dx {
-        matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
-    }
 }
 
 /// `out = x W_ih^T + b_ih (+ b_hh)` for all steps at once: `x [T*B, in]`, `out [T*B, G*H]`.
 /// The RNN and LSTM add both biases here; the GRU keeps `b_hh` for the recurrent term.
+/// Token input computes the `V` distinct rows once, in `token_rows [V, G*H]`, and copies them.
 fn input_projection<T: Float>(
     out: &mut [T],
-    x: &[T],
+    token_rows: &mut Vec<T>,
+    x: Input<T>,
     p: LayerParams<T>,
     with_b_hh: bool,
     dims: Dims,
 ) {
     let gh = p.b_ih.len();
-    let rows = dims.steps * dims.batch;
-    matmul(
-        out,
-        x,
-        Trans::No,
-        p.w_ih,
-        Trans::Yes,
-        rows,
-        gh,
-        dims.input,
-        false,
-    );
-    crate::tensor::add_row_bias(out, p.b_ih);
-    if with_b_hh {
-        crate::tensor::add_row_bias(out, p.b_hh);
+    let project = |out: &mut [T], x: &[T]| {
+        let rows = x.len() / dims.input;
+        matmul(
+            out,
+            x,
+            Trans::No,
+            p.w_ih,
+            Trans::Yes,
+            rows,
+            gh,
+            dims.input,
+            false,
+        );
+        crate::tensor::add_row_bias(out, p.b_ih);
+        if with_b_hh {
+            crate::tensor::add_row_bias(out, p.b_hh);
+        }
+    };
+    match x {
+        Input::Dense(x) => project(out, x),
+        Input::Tokens { ids, embedding } => {
+            resize(token_rows, embedding.len() / dims.input * gh);
+            project(token_rows, embedding);
+            for (row, &id) in out.chunks_exact_mut(gh).zip(ids) {
+                row.copy_from_slice(&token_rows[id as usize * gh..][..gh]);
+            }
+        }
     }
 }

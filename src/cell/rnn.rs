@@ -1,25 +1,22 @@
 //! Vanilla RNN (Elman): `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`, `h_t = s(a_t)`.
 
 use super::{
-    for_each_row_block, input_projection, step_rows, Activation, Dims, LayerCache, LayerParams,
-    Recurrent, StepGrads, StepRows,
+    for_each_row_block, step_rows, Activation, Dims, LayerCache, Recurrent, StepGrads, StepRows,
 };
 use crate::tensor::{multiversion, Float};
 
-/// Forward over all steps; `cache.h[0]` already holds `h_0`.
+/// Forward over all steps; `cache.h[0]` already holds `h_0` and `h[1..]` the input projections
+/// `x_t W_ih^T + b_ih + b_hh`.
 ///
-/// The pre-activations are built in place in `h[1..]` and activated there, so backward
+/// The pre-activations are completed in place in `h[1..]` and activated there, so backward
 /// recovers `s'(a_t)` from `h_t` alone.
 pub(super) fn forward<T: Float>(
     act: Activation,
     cache: &mut LayerCache<T>,
-    x: &[T],
-    p: LayerParams<T>,
     w_hh: Recurrent<T>,
     dims: Dims,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
-    input_projection(&mut cache.h[b * h..], x, p, true, dims);
     let hs = StepRows::new(&mut cache.h, b, h);
     for_each_row_block(b, |rows| {
         for t in 0..dims.steps {
