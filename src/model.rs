@@ -16,7 +16,7 @@
 
 use crate::cell::{
     self, Activation, BackwardOut, Cell, CellKind, Dims, Input, LayerCache, LayerGrads,
-    LayerParams, StateIo, StepGrads,
+    LayerParams, StateIo, StepGrads, Upstream,
 };
 use crate::error::{Error, Result};
 use crate::layers;
@@ -246,7 +246,6 @@ pub struct Workspace<T> {
     /// `[T * B]` per-token losses `J_{t,b}` (time-major).
     pub step_loss: Vec<f64>,
     weights: Vec<T>,
-    dtop: Vec<T>,
     /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input.
     dlayer_in: Vec<Vec<T>>,
     /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
@@ -335,7 +334,6 @@ impl<T: Float> Workspace<T> {
             vec![Vec::new(); c.layers + 1]
         };
         self.top = vec![T::ZERO; if copies { n * c.hidden } else { 0 }];
-        self.dtop = vec![T::ZERO; n * c.hidden];
         self.logits = vec![T::ZERO; n * c.vocab];
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
@@ -640,7 +638,7 @@ impl<T: Float> LanguageModel<T> {
                 }
             }
         }
-        // dW_dec += dz^T top;  db_dec += sum dz;  dtop = dz W_dec
+        // dW_dec += dz^T top;  db_dec += sum dz
         matmul(
             &mut grads[self.offsets.decoder_w.clone()],
             &ws.logits,
@@ -653,20 +651,32 @@ impl<T: Float> LanguageModel<T> {
             true,
         );
         sum_rows_into(&mut grads[self.offsets.decoder_b.clone()], &ws.logits);
-        matmul(
-            &mut ws.dtop,
-            &ws.logits,
-            Trans::No,
-            &self.params[self.offsets.decoder_w.clone()],
-            Trans::No,
-            n,
-            c.hidden,
-            c.vocab,
-            false,
-        );
-        if ws.dropout_on {
-            layers::apply_mask(&mut ws.dtop, &ws.masks[c.layers]);
-        }
+        // dL/dh of the top layer, a chunk of steps at a time as its backward reaches them:
+        // dz W_dec  ([rows, V] x [V, H]), times the decoder's dropout mask.
+        let (dz, w_dec) = (&ws.logits, &self.params[self.offsets.decoder_w.clone()]);
+        let top_mask = if ws.dropout_on {
+            &ws.masks[c.layers][..]
+        } else {
+            &[]
+        };
+        let mut top_grad = |steps: Range<usize>, out: &mut [T]| {
+            let rows = steps.start * batch..steps.end * batch;
+            let dz = &dz[rows.start * c.vocab..rows.end * c.vocab];
+            matmul(
+                out,
+                dz,
+                Trans::No,
+                w_dec,
+                Trans::No,
+                rows.len(),
+                c.hidden,
+                c.vocab,
+                false,
+            );
+            if !top_mask.is_empty() {
+                layers::apply_mask(out, &top_mask[rows.start * c.hidden..rows.end * c.hidden]);
+            }
+        };
         if let Some(rec) = record.as_deref_mut() {
             rec.dh.resize(c.layers, Vec::new());
             rec.dc.resize(
@@ -685,13 +695,13 @@ impl<T: Float> LanguageModel<T> {
         let mut dstate = dstate;
         for k in (0..c.layers).rev() {
             let dims_in = c.layer_input(k);
-            // The gradient reaching this layer's outputs: dtop for the top layer, else the
-            // next layer's input gradient (already multiplied by its dropout mask).
+            // The gradient reaching this layer's outputs: the decoder's for the top layer, else
+            // the next layer's input gradient (already multiplied by its dropout mask).
             let (below, above) = ws.dlayer_in.split_at_mut(k + 1);
-            let dh_out: &mut [T] = if k + 1 == c.layers {
-                &mut ws.dtop
+            let upstream = if k + 1 == c.layers {
+                Upstream::Chunked(&mut top_grad)
             } else {
-                &mut above[0]
+                Upstream::Whole(&mut above[0])
             };
             let (d0h, d0c): (&mut [T], &mut [T]) = match dstate.as_deref_mut() {
                 Some(s) => (
@@ -734,7 +744,7 @@ impl<T: Float> LanguageModel<T> {
                 },
                 LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden),
                 &mut cache[0],
-                dh_out,
+                upstream,
                 None,
                 None,
                 input,

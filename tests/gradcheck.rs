@@ -197,6 +197,22 @@ fn gru() {
     all_shapes(CellKind::Gru, Activation::Tanh);
 }
 
+/// More than `CHUNK_ROWS` rows: the top layer walks back through time in two chunks, each
+/// fetching its part of the decoder's gradient and adding its part of the weight gradients;
+/// the layer below takes its upstream gradient whole. With dropout, the chunks also take their
+/// rows of the decoder's mask.
+#[test]
+fn backward_in_chunks_of_steps() {
+    let batch = 4;
+    let steps = rnnscope::cell::CHUNK_ROWS / batch + 3;
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        check(config(cell, Activation::Tanh, 2, false), steps, batch, None);
+        let mut c = config(cell, Activation::Tanh, 1, true);
+        c.dropout = 0.3;
+        check(c, steps, batch, Some(42));
+    }
+}
+
 #[test]
 fn dropout_with_a_fixed_mask() {
     for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {

@@ -8,6 +8,7 @@ use super::{
     for_each_row_block, step_rows, Dims, LayerCache, LayerParams, Recurrent, StepGrads, StepRows,
 };
 use crate::tensor::{add_row_bias, multiversion, sigmoid, Float};
+use std::ops::Range;
 
 pub(super) fn forward<T: Float>(
     cache: &mut LayerCache<T>,
@@ -107,7 +108,8 @@ multiversion! {
     }
 }
 
-/// Backward through time; writes the input-side gradients `da` over `gates` and the n-block of
+/// Backward through the steps `steps` (`dh_out` holds their rows only, the carry in `cache`
+/// links consecutive calls); writes the input-side gradients `da` over `gates` and the n-block of
 /// the recurrent side, `dan * r`, over `hn` (each read for the last time at its step):
 /// ```text
 /// dh = dh_out[t] + carry     dn = dh (1 - z)     dz = dh (h_{t-1} - n)
@@ -121,6 +123,7 @@ pub(super) fn backward_steps<T: Float>(
     dh_out: &[T],
     w_hh: Recurrent<T>,
     dims: Dims,
+    steps: Range<usize>,
     record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
@@ -133,8 +136,8 @@ pub(super) fn backward_steps<T: Float>(
     for_each_row_block(b, |rows| {
         // SAFETY: each thread has its own `rows` and takes each slice once per step.
         let (carry, dahh) = unsafe { (dh_carry.at(0, &rows), da_hh.at(0, &rows)) };
-        for t in (0..dims.steps).rev() {
-            let up = step_rows(dh_out, t, &rows, b, h);
+        for t in steps.clone().rev() {
+            let up = step_rows(dh_out, t - steps.start, &rows, b, h);
             if let Some(rec) = rec_dh.as_ref() {
                 let rec = unsafe { rec.at(t, &rows) };
                 for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {

@@ -6,6 +6,7 @@
 
 use super::{for_each_row_block, step_rows, Dims, LayerCache, Recurrent, StepGrads, StepRows};
 use crate::tensor::{multiversion, sigmoid, Float};
+use std::ops::Range;
 
 pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, w_hh: Recurrent<T>, dims: Dims) {
     let (b, h) = (dims.batch, dims.hidden);
@@ -78,7 +79,8 @@ multiversion! {
     }
 }
 
-/// Backward through time; writes the pre-activation gradients of the four gates over `gates`:
+/// Backward through the steps `steps` (`dh_out` holds their rows only, the carries in `cache`
+/// link consecutive calls); writes the pre-activation gradients of the four gates over `gates`:
 /// ```text
 /// dh = dh_out[t] + W_hh^T da_{t+1}      dc = dc_{t+1 carry} + dh * o * (1 - tanh(c_t)^2)
 /// di = dc * g   df = dc * c_{t-1}   dg = dc * i   do = dh * tanh(c_t)   dc_{t-1} = dc * f
@@ -89,6 +91,7 @@ pub(super) fn backward_steps<T: Float>(
     dh_out: &[T],
     w_hh: Recurrent<T>,
     dims: Dims,
+    steps: Range<usize>,
     record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
@@ -106,13 +109,13 @@ pub(super) fn backward_steps<T: Float>(
     for_each_row_block(b, |rows| {
         // SAFETY: each thread has its own `rows` and takes each slice once per step.
         let (dh, dc) = unsafe { (dh_carry.at(0, &rows), dc_carry.at(0, &rows)) };
-        for t in (0..dims.steps).rev() {
+        for t in steps.clone().rev() {
             let da = unsafe { gates.at(t, &rows) };
             backward_gates(
                 da,
                 step_rows(c, t, &rows, b, h),
                 step_rows(c, t + 1, &rows, b, h),
-                step_rows(dh_out, t, &rows, b, h),
+                step_rows(dh_out, t - steps.start, &rows, b, h),
                 dh,
                 dc,
                 rec_dh.as_ref().map(|r| unsafe { r.at(t, &rows) }),

@@ -224,6 +224,8 @@ pub struct LayerCache<T> {
     /// `[V, G*H]` for token input ([`Input::Tokens`]): `E W_ih^T + b` in forward, the per-token
     /// sums of `dA` in backward.
     token_rows: Vec<T>,
+    /// `[steps, B, H]` one chunk of [`Upstream::Chunked`].
+    dh_chunk: Vec<T>,
 }
 
 impl<T: Float> LayerCache<T> {
@@ -499,25 +501,41 @@ pub struct BackwardOut<'a, T> {
     pub dc0: &'a mut [T],
 }
 
-/// Runs one layer backward over all `T` steps (after [`forward`] on the same cache).
+/// The gradient reaching a layer's outputs `h_1..h_T` from above.
+pub enum Upstream<'a, T> {
+    /// All steps at once, `[T, B, H]`; consumed (the RNN leaves `dA` in it).
+    Whole(&'a mut [T]),
+    /// Produced for a few steps at a time by `fill(steps, out)` (`out` `[steps.len(), B, H]`)
+    /// just before backward walks those steps, so no `[T, B, H]` buffer exists: the top layer's
+    /// `dz W_dec`. Each chunk holds about [`CHUNK_ROWS`] rows, and the weight gradients are
+    /// taken chunk by chunk.
+    Chunked(&'a mut dyn FnMut(Range<usize>, &mut [T])),
+}
+
+/// Rows (`steps x B`) per chunk of [`Upstream::Chunked`]: enough for the weight-gradient GEMMs
+/// to run at full speed, few enough that the chunk is a small fraction of the activations.
+pub const CHUNK_ROWS: usize = 512;
+
+/// Runs one layer backward over all `T` steps (after [`forward`] on the same cache), from the
+/// last step to the first, one chunk of steps at a time (see [`Upstream`]).
 ///
-/// `dh_out` `[T, B, H]` is the gradient reaching each `h_t` from above (the output layer or the
-/// next layer), consumed: the RNN leaves `dA` in it; `dh_last`/`dc_last` `[B, H]` the gradient reaching the final state (or `None`).
-/// Weight gradients are accumulated into `g`.
+/// `dh_last`/`dc_last` `[B, H]` are the gradient reaching the final state (or `None`). Weight
+/// gradients are accumulated into `g`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     cell: Cell,
     out: BackwardOut<T>,
-    g: LayerGrads<T>,
+    mut g: LayerGrads<T>,
     cache: &mut LayerCache<T>,
-    dh_out: &mut [T],
+    mut upstream: Upstream<T>,
     dh_last: Option<&[T]>,
     dc_last: Option<&[T]>,
     x: Input<T>,
     p: LayerParams<T>,
-    record: Option<StepGrads<T>>,
+    mut record: Option<StepGrads<T>>,
 ) {
     let dims = cache.dims.expect("backward needs a forward pass first");
+    let (bh, gh) = (dims.batch * dims.hidden, p.b_hh.len());
     match dh_last {
         Some(d) => cache.dh_carry.copy_from_slice(d),
         None => cache.dh_carry.fill(T::ZERO),
@@ -526,60 +544,127 @@ pub fn backward<T: Float>(
         Some(d) => cache.dc_carry.copy_from_slice(d),
         None => cache.dc_carry.fill(T::ZERO),
     }
+    let per_chunk = match upstream {
+        Upstream::Whole(_) => dims.steps.max(1),
+        Upstream::Chunked(_) => (CHUNK_ROWS / dims.batch.max(1)).clamp(1, dims.steps.max(1)),
+    };
+    let mut chunk = std::mem::take(&mut cache.dh_chunk);
+    if let Upstream::Chunked(_) = upstream {
+        resize(&mut chunk, per_chunk * bh);
+    }
+    let mut token_rows = std::mem::take(&mut cache.token_rows);
+    if let Input::Tokens { embedding, .. } = x {
+        resize(&mut token_rows, embedding.len() / dims.input * gh);
+        token_rows.fill(T::ZERO);
+    }
     let mut packed = std::mem::take(&mut cache.w_packed);
-    let gh = p.b_hh.len();
     let w_hh = Recurrent::for_backward(&mut packed, p.w_hh, gh, dims);
-    match cell.kind {
-        CellKind::Rnn => rnn::backward_steps(cell.activation, cache, dh_out, w_hh, dims, record),
-        CellKind::Lstm => lstm::backward_steps(cache, &*dh_out, w_hh, dims, record),
-        CellKind::Gru => gru::backward_steps(cache, &*dh_out, w_hh, dims, record),
+    let mut dx = out.dx;
+    let mut end = dims.steps;
+    while end > 0 {
+        let steps = end.saturating_sub(per_chunk)..end;
+        let dh_out: &mut [T] = match &mut upstream {
+            Upstream::Whole(all) => &mut all[steps.start * bh..steps.end * bh],
+            Upstream::Chunked(fill) => {
+                let dh = &mut chunk[..steps.len() * bh];
+                fill(steps.clone(), dh);
+                dh
+            }
+        };
+        let rec = record.as_mut().map(|r| StepGrads {
+            dh: &mut *r.dh,
+            dc: r.dc.as_deref_mut(),
+        });
+        let act = cell.activation;
+        let (kind, r) = (cell.kind, steps.clone());
+        match kind {
+            CellKind::Rnn => rnn::backward_steps(act, cache, dh_out, w_hh, dims, r, rec),
+            CellKind::Lstm => lstm::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
+            CellKind::Gru => gru::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
+        }
+        // This chunk's rows of every [T, B, _] buffer.
+        let rows = steps.start * dims.batch..steps.end * dims.batch;
+        let da = match cell.kind {
+            CellKind::Rnn => &*dh_out,
+            _ => &cache.gates[rows.start * gh..rows.end * gh],
+        };
+        let hn = match cell.kind {
+            CellKind::Gru => &cache.hn[rows.start * dims.hidden..rows.end * dims.hidden],
+            _ => &[],
+        };
+        let input = match x {
+            Input::Dense(x) => Input::Dense(&x[rows.start * dims.input..rows.end * dims.input]),
+            Input::Tokens { ids, embedding } => Input::Tokens {
+                ids: &ids[rows.clone()],
+                embedding,
+            },
+        };
+        let dx_rows = match (x, dx.as_deref_mut()) {
+            (Input::Dense(_), Some(d)) => {
+                Some(&mut d[rows.start * dims.input..rows.end * dims.input])
+            }
+            _ => None,
+        };
+        let h_prev = &cache.h[rows.start * dims.hidden..rows.end * dims.hidden];
+        weight_grads(
+            cell.kind,
+            dx_rows,
+            &mut g,
+            da,
+            h_prev,
+            hn,
+            &mut token_rows,
+            input,
+            p,
+            dims,
+        );
+        end = steps.start;
+    }
+    if let Input::Tokens { embedding, .. } = x {
+        token_grads(
+            &mut g,
+            dx.unwrap_or_default(),
+            &token_rows,
+            embedding,
+            p,
+            dims,
+        );
     }
     cache.w_packed = packed;
+    cache.token_rows = token_rows;
+    cache.dh_chunk = chunk;
     out.dh0.copy_from_slice(&cache.dh_carry);
     if cell.kind == CellKind::Lstm {
         out.dc0.copy_from_slice(&cache.dc_carry);
     }
-    let da = match cell.kind {
-        CellKind::Rnn => &*dh_out,
-        _ => &cache.gates[..],
-    };
-    let mut token_rows = std::mem::take(&mut cache.token_rows);
-    weight_grads(cell.kind, out.dx, g, da, cache, &mut token_rows, x, p, dims);
-    cache.token_rows = token_rows;
 }
 
-/// The weight gradients over all steps at once, from the pre-activation gradients `da`
-/// `[T, B, G*H]`:
+/// The weight gradients of one chunk of rows (all steps at once for [`Upstream::Whole`]), from
+/// the pre-activation gradients `da [rows, G*H]`, the previous states `h_prev [rows, H]` and,
+/// for the GRU, `hn [rows, H]` holding `dan * r`:
 /// ```text
 /// dW_ih += dA^T X        dW_hh += dA_hh^T H_prev     db_ih += sum dA    db_hh += sum dA_hh
-/// dX = dA W_ih           (dA_hh = dA except for the GRU's n-gate)
+/// dX = dA W_ih           (dA_hh = dA except for the GRU's n-block, dan * r)
 /// ```
-/// For token input, `X = S E` with `S [T*B, V]` the one-hot rows of the ids, so with the
-/// per-token sums `D = S^T dA [V, G*H]` (in `token_rows`):
-/// ```text
-/// dW_ih += D^T E         dE += D W_ih
-/// ```
+/// For token input, `X = S E` with `S` the one-hot rows of the ids: this only adds the chunk's
+/// per-token sums of `dA` into `token_rows [V, G*H]` (`D = S^T dA`), and [`token_grads`] takes
+/// the rest once.
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Float>(
     kind: CellKind,
     dx: Option<&mut [T]>,
-    g: LayerGrads<T>,
+    g: &mut LayerGrads<T>,
     da: &[T],
-    cache: &LayerCache<T>,
-    token_rows: &mut Vec<T>,
+    h_prev: &[T],
+    hn: &[T],
+    token_rows: &mut [T],
     x: Input<T>,
     p: LayerParams<T>,
     dims: Dims,
 ) {
-    let Dims {
-        steps,
-        batch,
-        input,
-        hidden,
-    } = dims;
+    let (input, hidden) = (dims.input, dims.hidden);
     let gh = kind.gates() * hidden;
-    let rows = steps * batch;
-    let h_prev = &cache.h[..rows * hidden];
+    let rows = da.len() / gh;
     match x {
         Input::Dense(x) => {
             matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
@@ -587,36 +672,9 @@ fn weight_grads<T: Float>(
                 matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
             }
         }
-        Input::Tokens { ids, embedding } => {
-            let vocab = embedding.len() / input;
-            resize(token_rows, vocab * gh);
-            token_rows.fill(T::ZERO);
+        Input::Tokens { ids, .. } => {
             for (row, &id) in da.chunks_exact(gh).zip(ids) {
                 add_assign(&mut token_rows[id as usize * gh..][..gh], row);
-            }
-            matmul(
-                g.w_ih,
-                token_rows,
-                Trans::Yes,
-                embedding,
-                Trans::No,
-                gh,
-                input,
-                vocab,
-                true,
-            );
-            if let Some(de) = dx {
-                matmul(
-                    de,
-                    token_rows,
-                    Trans::No,
-                    p.w_ih,
-                    Trans::No,
-                    vocab,
-                    input,
-                    gh,
-                    true,
-                );
             }
         }
     }
@@ -639,7 +697,7 @@ fn weight_grads<T: Float>(
         );
         matmul(
             w_n,
-            &cache.hn,
+            hn,
             Trans::Yes,
             h_prev,
             Trans::No,
@@ -652,7 +710,7 @@ fn weight_grads<T: Float>(
         for row in da.chunks_exact(gh) {
             add_assign(b_rz, &row[..2 * hidden]);
         }
-        sum_rows_into(b_n, &cache.hn);
+        sum_rows_into(b_n, hn);
     } else {
         matmul(
             g.w_hh,
@@ -666,6 +724,45 @@ fn weight_grads<T: Float>(
             true,
         );
         sum_rows_into(g.b_hh, da);
+    }
+}
+
+/// The input-side gradients of token input from the per-token sums `D [V, G*H]`:
+/// `dW_ih += D^T E` and, into the embedding's gradient `de [V, in]` (empty: not wanted),
+/// `dE += D W_ih`.
+fn token_grads<T: Float>(
+    g: &mut LayerGrads<T>,
+    de: &mut [T],
+    d: &[T],
+    embedding: &[T],
+    p: LayerParams<T>,
+    dims: Dims,
+) {
+    let gh = p.b_ih.len();
+    let vocab = embedding.len() / dims.input;
+    matmul(
+        g.w_ih,
+        d,
+        Trans::Yes,
+        embedding,
+        Trans::No,
+        gh,
+        dims.input,
+        vocab,
+        true,
+    );
+    if !de.is_empty() {
+        matmul(
+            de,
+            d,
+            Trans::No,
+            p.w_ih,
+            Trans::No,
+            vocab,
+            dims.input,
+            gh,
+            true,
+        );
     }
 }
 

@@ -4,6 +4,7 @@ use super::{
     for_each_row_block, step_rows, Activation, Dims, LayerCache, Recurrent, StepGrads, StepRows,
 };
 use crate::tensor::{multiversion, Float};
+use std::ops::Range;
 
 /// Forward over all steps; `cache.h[0]` already holds `h_0` and `h[1..]` the input projections
 /// `x_t W_ih^T + b_ih + b_hh`.
@@ -29,8 +30,9 @@ pub(super) fn forward<T: Float>(
     });
 }
 
-/// Walks time backwards, writing `da_t = dh_t * s'(a_t)` over `dh_out[t]` (read for the last
-/// time there) and leaving `dL/dh_0` in `cache.dh_carry`:
+/// Walks the steps `steps` backwards, writing `da_t = dh_t * s'(a_t)` over `dh_out[t]` (read for
+/// the last time there; `dh_out` holds the rows of `steps` only) and carrying `dL/dh_{t-1}` in
+/// `cache.dh_carry`:
 /// ```text
 /// dh_t = dh_out[t] + W_hh^T da_{t+1}       da_t = dh_t * s'(a_t)
 /// ```
@@ -40,6 +42,7 @@ pub(super) fn backward_steps<T: Float>(
     dh_out: &mut [T],
     w_hh: Recurrent<T>,
     dims: Dims,
+    steps: Range<usize>,
     record: Option<StepGrads<T>>,
 ) {
     let (b, h) = (dims.batch, dims.hidden);
@@ -50,10 +53,10 @@ pub(super) fn backward_steps<T: Float>(
     for_each_row_block(b, |rows| {
         // SAFETY: each thread has its own `rows` and takes each slice once per step.
         let carry = unsafe { dh_carry.at(0, &rows) };
-        for t in (0..dims.steps).rev() {
+        for t in steps.clone().rev() {
             let h_t = step_rows(hs, t + 1, &rows, b, h);
             // dh_out[t] on entry, da_t on exit.
-            let da_t = unsafe { das.at(t, &rows) };
+            let da_t = unsafe { das.at(t - steps.start, &rows) };
             if let Some(rec) = rec_dh.as_ref() {
                 let rec = unsafe { rec.at(t, &rows) };
                 for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(&*da_t) {
