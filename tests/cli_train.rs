@@ -844,3 +844,29 @@ fn track_gradflow_records_spectrum_and_profile_during_training() {
     let logged: f64 = rows.last().unwrap()[2].parse().unwrap();
     assert!((rho - logged).abs() <= 1e-5 * rho, "{rho} vs {logged}");
 }
+
+/// A reader that goes away (`rnnscope bench | head -1`) ends the program as it ends any Unix
+/// filter, by SIGPIPE, without a panic and its backtrace on stderr.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .args(["bench", "--config", "rnn_h256_b32_t64", "--threads", "1"])
+        .args(["--seconds", "0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("the binary ends");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "status {:?}, stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stderr), "");
+}
