@@ -4,8 +4,11 @@
 //! parameters of one layer are `W_ih [G*H, in]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`
 //! with `G` gate blocks. Activations are time-major `[T][B][H]`.
 //!
-//! The input projection `X W_ih^T` for all time steps is one GEMM, the weight gradients are one
-//! GEMM each over all time steps; only the recurrent product `h_{t-1} W_hh^T` runs step by step.
+//! The input projection `X W_ih^T` for all time steps is one GEMM (or, for token input, one
+//! GEMM over the vocabulary and a row lookup, see [`Input::Tokens`]), the weight gradients are
+//! one GEMM each over all time steps (or over chunks of a few hundred rows, see
+//! [`Upstream::Chunked`]); only the recurrent products `h_{t-1} W_hh^T` and `da_t W_hh` run step
+//! by step.
 
 mod gru;
 mod lstm;
