@@ -395,17 +395,6 @@ impl<T: Float> LanguageModel<T> {
         )
     }
 
-    /// Mutable view of layer `k`'s parameters in a buffer with this model's layout.
-    pub fn layer_grads<'a>(&self, buf: &'a mut [T], k: usize) -> LayerGrads<'a, T> {
-        let c = &self.config;
-        LayerGrads::split(
-            &mut buf[self.offsets.layers[k].clone()],
-            c.cell.gates() * c.hidden,
-            c.layer_input(k),
-            c.hidden,
-        )
-    }
-
     /// Forward pass over `tokens [T, B]` (time-major) from `state`, leaving the logits in
     /// `ws.logits`. `dropout_rng` switches training-mode dropout on. Call [`Self::loss`] for
     /// the cross-entropy, or read the logits.

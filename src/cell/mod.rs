@@ -578,9 +578,8 @@ pub fn backward<T: Float>(
             dh: &mut *r.dh,
             dc: r.dc.as_deref_mut(),
         });
-        let act = cell.activation;
-        let (kind, r) = (cell.kind, steps.clone());
-        match kind {
+        let (act, r) = (cell.activation, steps.clone());
+        match cell.kind {
             CellKind::Rnn => rnn::backward_steps(act, cache, dh_out, w_hh, dims, r, rec),
             CellKind::Lstm => lstm::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
             CellKind::Gru => gru::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
