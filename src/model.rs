@@ -229,10 +229,14 @@ pub enum LossWeights<'a, T> {
 #[derive(Default)]
 pub struct Workspace<T> {
     dims: Option<(usize, usize)>,
+    /// The model the buffers were sized for (sizes, dropout copies, token input all follow it).
+    sized_for: Option<ModelConfig>,
     tokens: Vec<u32>,
     targets: Vec<u32>,
     /// Per layer `[T, B, in_k]`: the layer's input after dropout. Without dropout only layer 0
-    /// has one (the embedding); layer `k > 0` reads layer `k - 1`'s outputs in its cache.
+    /// has one (the embedding's output), and only when it does not read the tokens itself
+    /// ([`ModelConfig::projects_tokens`]); layer `k > 0` reads layer `k - 1`'s outputs in its
+    /// cache.
     layer_in: Vec<Vec<T>>,
     /// Per dropout site (layer inputs, then the decoder input) `[T, B, size]`; empty when off.
     masks: Vec<Vec<T>>,
@@ -246,7 +250,8 @@ pub struct Workspace<T> {
     /// `[T * B]` per-token losses `J_{t,b}` (time-major).
     pub step_loss: Vec<f64>,
     weights: Vec<T>,
-    /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input.
+    /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input (empty for a layer 0 that reads
+    /// tokens: its gradient goes straight to the embedding's).
     dlayer_in: Vec<Vec<T>>,
     /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
     dh0: Vec<T>,
@@ -284,7 +289,7 @@ fn decoder_input<'a, T: Float>(top: &'a [T], caches: &'a [LayerCache<T>]) -> &'a
 
 impl<T: Float> Workspace<T> {
     fn prepare(&mut self, c: &ModelConfig, steps: usize, batch: usize) {
-        if self.dims == Some((steps, batch)) && self.layer_in.len() == c.layers {
+        if self.dims == Some((steps, batch)) && self.sized_for.as_ref() == Some(c) {
             return;
         }
         let n = steps * batch;
@@ -347,6 +352,7 @@ impl<T: Float> Workspace<T> {
             }
         ];
         self.dims = Some((steps, batch));
+        self.sized_for = Some(c.clone());
     }
 
     /// `(T, B)` of the last forward pass.

@@ -78,3 +78,34 @@ fn carried_state_reproduces_one_long_forward() {
         assert!(rel_err(&joined, &full) < 1e-15, "{cell:?}");
     }
 }
+
+/// One workspace used by two models of the same shape, one with dropout and one without (so
+/// one reads the tokens itself and the other an embedding output that dropout masks): each
+/// pass equals the same pass in a fresh workspace, bit for bit.
+#[test]
+fn a_workspace_follows_the_model_it_serves() {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    let (steps, batch) = (6, 4);
+    let plain = config(CellKind::Lstm, Activation::Tanh, 2, false);
+    let mut dropped = plain.clone();
+    dropped.dropout = 0.3;
+    let inp = tokens(steps * batch, plain.vocab, 1);
+    let tgt = tokens(steps * batch, plain.vocab, 2);
+    let pass = |c: &rnnscope::ModelConfig, ws: &mut Workspace<f64>| {
+        let m = model(c.clone(), 5);
+        let state = State::zeros(c, batch);
+        let mut rng = StdRng::seed_from_u64(9);
+        m.forward(ws, &inp, &state, steps, batch, Some(&mut rng));
+        let loss = m.loss(ws, &tgt);
+        let mut grads = vec![0.0; m.layout.total()];
+        m.backward(ws, &mut grads, LossWeights::Mean, None, None);
+        (loss, grads)
+    };
+    let mut shared = Workspace::default();
+    for c in [&plain, &dropped, &plain] {
+        let got = pass(c, &mut shared);
+        let want = pass(c, &mut Workspace::default());
+        assert_eq!(got, want, "dropout {}", c.dropout);
+    }
+}
