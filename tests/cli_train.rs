@@ -863,7 +863,7 @@ fn closed_stdout_ends_quietly() {
     let out = child.wait_with_output().expect("the binary ends");
     assert_eq!(
         out.status.signal(),
-        Some(13),
+        Some(libc::SIGPIPE),
         "status {:?}, stderr: {}",
         out.status,
         text(&out.stderr)
