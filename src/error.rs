@@ -21,6 +21,9 @@ pub enum Error {
     /// Input data (a corpus, a prime text, a token) is unusable.
     #[error("{0}")]
     Data(String),
+    /// The library was called out of order (e.g. backward without a forward pass first).
+    #[error("{0}")]
+    Usage(String),
     /// A numerical failure: non-finite loss or gradient, a decomposition that did not converge.
     #[error("numerical error: {0}")]
     Numeric(String),

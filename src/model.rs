@@ -193,7 +193,7 @@ impl<T: Float> State<T> {
         let n = config.layers * batch * config.hidden;
         State {
             h: vec![T::ZERO; n],
-            c: vec![T::ZERO; if config.cell == CellKind::Lstm { n } else { 0 }],
+            c: vec![T::ZERO; if config.cell.keeps().cell_state { n } else { 0 }],
         }
     }
 
@@ -253,6 +253,8 @@ pub struct Workspace<T> {
     /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input (empty for a layer 0 that reads
     /// tokens: its gradient goes straight to the embedding's).
     dlayer_in: Vec<Vec<T>>,
+    /// Whether `loss`/`loss_mse` has run since the last forward (backward needs it).
+    loss_ready: bool,
     /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
     dh0: Vec<T>,
     dc0: Vec<T>,
@@ -345,7 +347,7 @@ impl<T: Float> Workspace<T> {
         self.dh0 = vec![T::ZERO; batch * c.hidden];
         self.dc0 = vec![
             T::ZERO;
-            if c.cell == CellKind::Lstm {
+            if c.cell.keeps().cell_state {
                 batch * c.hidden
             } else {
                 0
@@ -464,6 +466,7 @@ impl<T: Float> LanguageModel<T> {
     ) {
         let c = &self.config;
         ws.prepare(c, steps, batch);
+        ws.loss_ready = false;
         ws.dropout_on = c.dropout > 0.0 && dropout_rng.is_some();
         if let Some(rng) = dropout_rng.filter(|_| ws.dropout_on) {
             for m in ws.masks.iter_mut() {
@@ -547,6 +550,7 @@ impl<T: Float> LanguageModel<T> {
             &mut ws.step_loss,
             self.config.vocab,
         );
+        ws.loss_ready = true;
         ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
     }
 
@@ -577,6 +581,7 @@ impl<T: Float> LanguageModel<T> {
                 *loss += z.to_f64() * z.to_f64();
             }
         }
+        ws.loss_ready = true;
         ws.step_loss.iter().sum::<f64>() / ws.step_loss.len() as f64
     }
 
@@ -593,10 +598,10 @@ impl<T: Float> LanguageModel<T> {
     }
 
     /// Backward pass after [`Self::forward`] and [`Self::loss`] (it consumes them: the
-    /// probabilities become logit gradients and LSTM gates their gradients, so each backward
-    /// needs its own forward): accumulates `dL/dparams` into
-    /// `grads` (this model's layout), writes `dL/d state_0` into `dstate` when given, and the
-    /// per-step `dL/dh_t` (and `dL/dc_t`) into `record` when given.
+    /// probabilities become logit gradients and the gates their gradients, so each backward
+    /// needs its own forward and loss; without them it is an error and nothing changes):
+    /// accumulates `dL/dparams` into `grads` (this model's layout), writes `dL/d state_0` into
+    /// `dstate` when given, and the per-step `dL/dh_t` (and `dL/dc_t`) into `record` when given.
     pub fn backward(
         &self,
         ws: &mut Workspace<T>,
@@ -604,9 +609,17 @@ impl<T: Float> LanguageModel<T> {
         weights: LossWeights<T>,
         dstate: Option<&mut State<T>>,
         mut record: Option<&mut StepRecord<T>>,
-    ) {
+    ) -> Result<()> {
         let c = &self.config;
-        let (steps, batch) = ws.dims.expect("backward needs forward and loss first");
+        let (steps, batch) = match (ws.dims, ws.loss_ready) {
+            (Some(d), true) => d,
+            _ => {
+                return Err(Error::Usage(
+                    "backward needs a forward pass and a loss on this workspace first (each backward consumes its forward)".into(),
+                ))
+            }
+        };
+        ws.loss_ready = false;
         let n = steps * batch;
         assert_eq!(
             grads.len(),
@@ -675,7 +688,7 @@ impl<T: Float> LanguageModel<T> {
         if let Some(rec) = record.as_deref_mut() {
             rec.dh.resize(c.layers, Vec::new());
             rec.dc.resize(
-                if c.cell == CellKind::Lstm {
+                if c.cell.keeps().cell_state {
                     c.layers
                 } else {
                     0
@@ -740,12 +753,10 @@ impl<T: Float> LanguageModel<T> {
                 LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden),
                 &mut cache[0],
                 upstream,
-                None,
-                None,
                 input,
                 self.layer_params(k),
                 step_grads,
-            );
+            )?;
             if ws.dropout_on {
                 layers::apply_mask(dx, &ws.masks[k]);
             }
@@ -758,5 +769,6 @@ impl<T: Float> LanguageModel<T> {
                 c.embedding,
             );
         }
+        Ok(())
     }
 }

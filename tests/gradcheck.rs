@@ -109,7 +109,8 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
         LossWeights::Mean,
         Some(&mut dstate),
         None,
-    );
+    )
+    .unwrap();
 
     let numeric: Vec<f64> = (0..m.params.len())
         .map(|i| {
@@ -253,7 +254,8 @@ fn dense_input_mse_head_last_step() {
         };
         loss(&m, &mut ws, &x);
         let mut grads = vec![0.0; m.layout.total()];
-        m.backward(&mut ws, &mut grads, LossWeights::PerToken(&w), None, None);
+        m.backward(&mut ws, &mut grads, LossWeights::PerToken(&w), None, None)
+            .unwrap();
         let dx = ws.input_grad().to_vec();
         let numeric: Vec<f64> = (0..m.params.len())
             .map(|i| {

@@ -131,7 +131,8 @@ fn batched_sweep_equals_separate_single_target_passes() {
                         LossWeights::PerToken(&w),
                         None,
                         Some(&mut rec),
-                    );
+                    )
+                    .unwrap();
                     for k in 0..layers {
                         for j in 0..=i {
                             let want = &rec.dh[k][j * bh..(j + 1) * bh];

@@ -32,7 +32,8 @@ fn identity_rnn_gradient_is_w_hh_power() {
             LossWeights::PerToken(&weights),
             None,
             Some(&mut rec),
-        );
+        )
+        .unwrap();
         let g = &rec.dh[0];
         for b in 0..batch {
             let at = |t: usize| g[(t * batch + b) * h..(t * batch + b + 1) * h].to_vec();
@@ -99,7 +100,8 @@ fn a_workspace_follows_the_model_it_serves() {
         m.forward(ws, &inp, &state, steps, batch, Some(&mut rng));
         let loss = m.loss(ws, &tgt);
         let mut grads = vec![0.0; m.layout.total()];
-        m.backward(ws, &mut grads, LossWeights::Mean, None, None);
+        m.backward(ws, &mut grads, LossWeights::Mean, None, None)
+            .unwrap();
         (loss, grads)
     };
     let mut shared = Workspace::default();

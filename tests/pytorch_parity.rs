@@ -68,8 +68,7 @@ fn run_case(case: &str) {
             &f.get(&format!("hidden_l{k}")).unwrap().data,
         );
         if config.cell == CellKind::Lstm {
-            let bh = batch * config.hidden;
-            let cells = &ws.caches[k].c[bh..];
+            let cells = ws.caches[k].cell_outputs();
             compare(
                 case,
                 &format!("cell_l{k}"),
@@ -87,13 +86,15 @@ fn run_case(case: &str) {
 
     let mut grads = vec![0.0f32; model.layout.total()];
     let mut dstate = State::zeros(&config, batch);
-    model.backward(
-        &mut ws,
-        &mut grads,
-        LossWeights::Mean,
-        Some(&mut dstate),
-        None,
-    );
+    model
+        .backward(
+            &mut ws,
+            &mut grads,
+            LossWeights::Mean,
+            Some(&mut dstate),
+            None,
+        )
+        .unwrap();
     for e in model.layout.entries() {
         compare(
             case,

@@ -47,7 +47,8 @@ fn pass<T: Float>(c: &ModelConfig, threads: usize, steps: usize, batch: usize) -
         LossWeights::Mean,
         Some(&mut ds),
         Some(&mut rec),
-    );
+    )
+    .unwrap();
     set_gemm_threads(1);
     Pass {
         logits,

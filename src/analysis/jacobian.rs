@@ -3,16 +3,10 @@
 //!
 //! The state is `h` (RNN, GRU) or `(h, c)` stacked (LSTM, dimension `2H`); `J_t` is the full
 //! derivative of the state after step `t` with respect to the state before it, with the layer's
-//! input held fixed. A gradient (row vector) goes one step back as `g_{t-1} = g_t J_t`.
-//! ```text
-//! RNN   J = diag(s'(a_t)) W_hh
-//! LSTM  dc_t/dh_{t-1} = diag(c_{t-1} f(1-f)) W_f + diag(g i(1-i)) W_i + diag(i (1-g^2)) W_g
-//!       dc_t/dc_{t-1} = diag(f)
-//!       dh_t/dh_{t-1} = diag(tanh(c_t) o(1-o)) W_o + diag(o (1 - tanh^2 c_t)) dc_t/dh_{t-1}
-//!       dh_t/dc_{t-1} = diag(o (1 - tanh^2 c_t) f)            J = [[dh/dh, dh/dc], [dc/dh, dc/dc]]
-//! GRU   J = diag(z) + diag((h_{t-1} - n) z(1-z)) W_z
-//!           + diag((1-z)(1-n^2)) (diag(r) W_n + diag(hn r(1-r)) W_r),   hn = W_hn h_{t-1} + b_hn
-//! ```
+//! input held fixed. A gradient (row vector) goes one step back as `g_{t-1} = g_t J_t`. Each
+//! cell's file states its `J_t`; here `J_t` is built from the cell's own backward step, one
+//! basis row at a time: row `p` of `J_t` is `e_p J_t`.
+//!
 //! Products `A_l = J_{T-1} J_{T-2} ... J_{T-l}` (what `dJ^(T-1)/dh_{T-1}` meets going `l` steps
 //! back) are accumulated two ways:
 //! - the full product, renormalised to unit Frobenius norm after every factor with the log of
@@ -24,19 +18,94 @@
 //!   directions differ in size by far more than the floating-point range.
 
 use crate::analysis::spectrum::singular_values;
-use crate::cell::{CellKind, LayerCache};
+use crate::cell::{CellKind, LayerCache, RowOwners, StepVjp, VjpRows};
 use crate::model::LanguageModel;
 use crate::tensor::{matmul, Trans};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-/// State dimension `S` of a layer: `H`, or `2H` for the LSTM.
+/// State dimension `S` of a layer: `H`, or `2H` with a cell state (LSTM).
 pub fn state_dim(kind: CellKind, hidden: usize) -> usize {
-    if kind == CellKind::Lstm {
+    if kind.keeps().cell_state {
         2 * hidden
     } else {
         hidden
+    }
+}
+
+/// Builds one-step Jacobians of one layer from a forward pass's cache, with its buffers kept
+/// from call to call.
+pub struct OneStep<'m> {
+    model: &'m LanguageModel<f64>,
+    layer: usize,
+    vjp: StepVjp<f64>,
+    /// `[S, H]` each: the basis rows in, `e_p J_t` out.
+    up: Vec<f64>,
+    dh: Vec<f64>,
+    dc: Vec<f64>,
+    record_dh: Vec<f64>,
+    record_dc: Vec<f64>,
+}
+
+impl<'m> OneStep<'m> {
+    pub fn new(model: &'m LanguageModel<f64>, layer: usize) -> Self {
+        OneStep {
+            model,
+            layer,
+            vjp: StepVjp::default(),
+            up: Vec::new(),
+            dh: Vec::new(),
+            dc: Vec::new(),
+            record_dh: Vec::new(),
+            record_dc: Vec::new(),
+        }
+    }
+
+    /// `J_t` (row-major `[S, S]`, `J[p][q] = d state_t[p] / d state_{t-1}[q]`) at step `t`
+    /// (`0..T`) for batch element `b`, written into `j`.
+    pub fn jacobian(&mut self, cache: &LayerCache<f64>, t: usize, b: usize, j: &mut [f64]) {
+        let c = &self.model.config;
+        let h = c.hidden;
+        let s = state_dim(c.cell, h);
+        let with_c = s > h;
+        assert_eq!(j.len(), s * s, "J must be [S, S]");
+        for v in [&mut self.up, &mut self.dh, &mut self.record_dh] {
+            v.clear();
+            v.resize(s * h, 0.0);
+        }
+        for v in [&mut self.dc, &mut self.record_dc] {
+            v.clear();
+            v.resize(if with_c { s * h } else { 0 }, 0.0);
+        }
+        // Row p is the basis vector e_p of the state (h first, then c).
+        for p in 0..s {
+            if p < h {
+                self.dh[p * h + p] = 1.0;
+            } else {
+                self.dc[p * h + p - h] = 1.0;
+            }
+        }
+        self.vjp.run(
+            c.cell(),
+            cache,
+            self.model.layer_params(self.layer).w_hh,
+            t,
+            RowOwners::Element { b, rows: s },
+            VjpRows {
+                up: &mut self.up,
+                dh: &mut self.dh,
+                dc: &mut self.dc,
+                record_dh: &mut self.record_dh,
+                record_dc: &mut self.record_dc,
+            },
+        );
+        for p in 0..s {
+            j[p * s..p * s + h].copy_from_slice(&self.dh[p * h..(p + 1) * h]);
+            if with_c {
+                j[p * s + h..(p + 1) * s].copy_from_slice(&self.dc[p * h..(p + 1) * h]);
+            }
+        }
     }
 }
 
@@ -49,64 +118,9 @@ pub fn one_step(
     t: usize,
     b: usize,
 ) -> Vec<f64> {
-    let c = &model.config;
-    let h = c.hidden;
-    let dims = cache.dims.expect("forward has run");
-    let bh = dims.batch * h;
-    let w = model.layer_params(layer).w_hh;
-    let block = |g: usize, p: usize| &w[(g * h + p) * h..(g * h + p + 1) * h];
-    let s = state_dim(c.cell, h);
+    let s = state_dim(model.config.cell, model.config.hidden);
     let mut j = vec![0.0; s * s];
-    match c.cell {
-        CellKind::Rnn => {
-            let h_t = &cache.h[(t + 1) * bh + b * h..(t + 1) * bh + (b + 1) * h];
-            for p in 0..h {
-                let d = c.activation.derivative_from_output(h_t[p]);
-                for (x, &wv) in j[p * h..(p + 1) * h].iter_mut().zip(block(0, p)) {
-                    *x = d * wv;
-                }
-            }
-        }
-        CellKind::Lstm => {
-            let g = &cache.gates[(t * dims.batch + b) * 4 * h..(t * dims.batch + b + 1) * 4 * h];
-            let c_prev = &cache.c[t * bh + b * h..t * bh + (b + 1) * h];
-            let c_t = &cache.c[(t + 1) * bh + b * h..(t + 1) * bh + (b + 1) * h];
-            for p in 0..h {
-                let (i, f, gv, o) = (g[p], g[h + p], g[2 * h + p], g[3 * h + p]);
-                let tc = c_t[p].tanh();
-                let (ci, cf, cg) = (
-                    gv * i * (1.0 - i),
-                    c_prev[p] * f * (1.0 - f),
-                    i * (1.0 - gv * gv),
-                );
-                let co = tc * o * (1.0 - o);
-                let dhdc = o * (1.0 - tc * tc);
-                for q in 0..h {
-                    let dc_dh = cf * block(1, p)[q] + ci * block(0, p)[q] + cg * block(2, p)[q];
-                    j[(h + p) * s + q] = dc_dh;
-                    j[p * s + q] = co * block(3, p)[q] + dhdc * dc_dh;
-                }
-                j[(h + p) * s + h + p] = f;
-                j[p * s + h + p] = dhdc * f;
-            }
-        }
-        CellKind::Gru => {
-            let g = &cache.gates[(t * dims.batch + b) * 3 * h..(t * dims.batch + b + 1) * 3 * h];
-            let h_prev = &cache.h[t * bh + b * h..t * bh + (b + 1) * h];
-            let hn = &cache.hn[t * bh + b * h..t * bh + (b + 1) * h];
-            for p in 0..h {
-                let (r, z, n) = (g[p], g[h + p], g[2 * h + p]);
-                let cz = (h_prev[p] - n) * z * (1.0 - z);
-                let cn = (1.0 - z) * (1.0 - n * n);
-                let cr = cn * hn[p] * r * (1.0 - r);
-                for q in 0..h {
-                    j[p * h + q] =
-                        cz * block(1, p)[q] + cn * r * block(2, p)[q] + cr * block(0, p)[q];
-                }
-                j[p * h + p] += z;
-            }
-        }
-    }
+    OneStep::new(model, layer).jacobian(cache, t, b, &mut j);
     j
 }
 
@@ -202,7 +216,7 @@ pub fn products(
     layer: usize,
     opts: &JacobianOptions,
 ) -> crate::error::Result<JacobianProducts> {
-    let dims = cache.dims.expect("forward has run");
+    let dims = cache.dims().expect("forward has run");
     let steps = dims.steps;
     let b = opts.batch_index.min(dims.batch - 1);
     let s = state_dim(model.config.cell, model.config.hidden);
@@ -233,9 +247,11 @@ pub fn products(
     let mut rows = Vec::with_capacity(steps);
     let mut last_sigma: Option<(usize, f64)> = None;
 
+    let mut builder = OneStep::new(model, layer);
+    let mut j = vec![0.0; s * s];
     for l in 1..=steps {
         let t = steps - l;
-        let j = one_step(model, cache, layer, t, b);
+        builder.jacobian(cache, t, b, &mut j);
         let svd_here = l % stride == 0 || l == steps || l == 1;
         if svd_here {
             one_step_norm[t] = singular_values(&j, s)?.first().copied();

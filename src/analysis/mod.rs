@@ -245,7 +245,7 @@ fn check_inputs<T: Float>(
     }
     if let Some(s) = state {
         let n = c.layers * batch * c.hidden;
-        let nc = if c.cell == CellKind::Lstm { n } else { 0 };
+        let nc = if c.cell.keeps().cell_state { n } else { 0 };
         if s.h.len() != n || s.c.len() != nc {
             return Err(Error::Config(format!(
                 "state has {} + {} values; this model with batch {batch} needs {n} + {nc}",

@@ -17,11 +17,13 @@
 //! time together: row `(i, b)` of a block `[n, B, H]` carries `g^(i)_{t,b}`. Walking `t` from
 //! `T-1` down to `0`, the rows of targets `i >= t` are live (`n = T - t`); at step `t` the top
 //! layer's row `(t, b)` receives the injection `dJ^(t)/dh_t` (through the decoder only), and
-//! each layer, top to bottom, does for all live rows at once:
+//! each layer, top to bottom, runs the cell's own backward step ([`StepVjp`], the same code as
+//! training) on all live rows at once, each row reading the forward values of its batch
+//! element `b`:
 //! ```text
 //! g      = carry (from step t+1) + dx from the layer above (same step)    total dJ^(i)/dh^(k)_t
-//! da     = elementwise(g [, dc]) with the cached gates of (t, b)          [n B, G H]
-//! carry  = da W_hh            (GRU: g * z + da_hh W_hh; LSTM also dc_carry = dc * f)
+//! da     = the cell's pre-activation gradient of (g [, dc])                [n B, G H]
+//! carry  = the cell's dh_{t-1} (and dc_{t-1}): da W_hh plus its direct paths
 //! dx     = da W_ih^(k)        (to layer k-1, same step; not for layer 0)
 //! ```
 //! The recurrent product is one GEMM `[n B, G H] x [G H, H]` per step and layer.
@@ -33,7 +35,7 @@
 //! `B` rows, plus the weight-gradient GEMMs). Memory: `O(B T G H)` per layer for the carries
 //! and one shared `[T, B, G H]` pre-activation block, plus `B T (T+1) / 2` norms per layer.
 
-use crate::cell::{Activation, CellKind, LayerCache};
+use crate::cell::{LayerCache, RowOwners, StepVjp, VjpRows};
 use crate::model::LanguageModel;
 use crate::tensor::{matmul, Float, Trans};
 use rayon::prelude::*;
@@ -156,75 +158,6 @@ pub fn decoder_injection<T: Float>(
     out
 }
 
-/// Elementwise coefficients of one step, per batch element, computed once per step (not once
-/// per target row): `[n_coef, B, H]`.
-fn step_coefficients<T: Float>(
-    kind: CellKind,
-    act: Activation,
-    cache: &LayerCache<T>,
-    t: usize,
-    batch: usize,
-    h: usize,
-    coef: &mut [T],
-) {
-    let bh = batch * h;
-    match kind {
-        CellKind::Rnn => {
-            // s'(a_t) from h_t
-            let h_t = &cache.h[(t + 1) * bh..(t + 2) * bh];
-            for (c, &v) in coef[..bh].iter_mut().zip(h_t) {
-                *c = act.derivative_from_output(v);
-            }
-        }
-        CellKind::Lstm => {
-            // 0: o (1 - tc^2)   1: g i(1-i)   2: c_{t-1} f(1-f)   3: i (1-g^2)   4: tc o(1-o)   5: f
-            let c_prev = &cache.c[t * bh..(t + 1) * bh];
-            let c_t = &cache.c[(t + 1) * bh..(t + 2) * bh];
-            let gates = &cache.gates[t * 4 * bh..(t + 1) * 4 * bh];
-            for b in 0..batch {
-                let g = &gates[b * 4 * h..(b + 1) * 4 * h];
-                for j in 0..h {
-                    let k = b * h + j;
-                    let (i, f, gv, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
-                    let tc = c_t[k].tanh();
-                    coef[k] = o * (T::ONE - tc * tc);
-                    coef[bh + k] = gv * i * (T::ONE - i);
-                    coef[2 * bh + k] = c_prev[k] * f * (T::ONE - f);
-                    coef[3 * bh + k] = i * (T::ONE - gv * gv);
-                    coef[4 * bh + k] = tc * o * (T::ONE - o);
-                    coef[5 * bh + k] = f;
-                }
-            }
-        }
-        CellKind::Gru => {
-            // 0: (1-z)(1-n^2)   1: hn r(1-r)   2: (h_{t-1} - n) z(1-z)   3: z   4: r
-            let h_prev = &cache.h[t * bh..(t + 1) * bh];
-            let hn = &cache.hn[t * bh..(t + 1) * bh];
-            let gates = &cache.gates[t * 3 * bh..(t + 1) * 3 * bh];
-            for b in 0..batch {
-                let g = &gates[b * 3 * h..(b + 1) * 3 * h];
-                for j in 0..h {
-                    let k = b * h + j;
-                    let (r, z, n) = (g[j], g[h + j], g[2 * h + j]);
-                    coef[k] = (T::ONE - z) * (T::ONE - n * n);
-                    coef[bh + k] = hn[k] * r * (T::ONE - r);
-                    coef[2 * bh + k] = (h_prev[k] - n) * z * (T::ONE - z);
-                    coef[3 * bh + k] = z;
-                    coef[4 * bh + k] = r;
-                }
-            }
-        }
-    }
-}
-
-fn n_coefficients(kind: CellKind) -> usize {
-    match kind {
-        CellKind::Rnn => 1,
-        CellKind::Lstm => 6,
-        CellKind::Gru => 5,
-    }
-}
-
 /// `|v|^2` in f64, with eight independent partial sums (vectorisable; a single running sum
 /// is one long dependency chain).
 #[inline]
@@ -250,7 +183,8 @@ const ROWS_PER_TASK: usize = 64;
 /// `caches` are the layer caches of a forward pass (`ws.caches`, no dropout) over `[T, B]`;
 /// `inject [T, B, H]` is `dJ^(i)/dh^(L-1)_i` through the output layer only (see
 /// [`decoder_injection`]). `visit`, when given, sees each layer's live block at each step.
-/// Returns the norms; the cost is stated in the module docs.
+/// Returns the norms; the cost is stated in the module docs. Each step of each layer is the
+/// cell's own backward step ([`StepVjp`]) on the live rows.
 pub fn sweep<T: Float>(
     model: &LanguageModel<T>,
     caches: &[LayerCache<T>],
@@ -258,81 +192,80 @@ pub fn sweep<T: Float>(
     mut visit: Option<Visitor<'_, T>>,
 ) -> InfluenceNorms {
     let cfg = &model.config;
-    let (kind, act, h, layers) = (cfg.cell, cfg.activation, cfg.hidden, cfg.layers);
+    let (cell, h, layers) = (cfg.cell(), cfg.hidden, cfg.layers);
     assert_eq!(caches.len(), layers, "one cache per layer");
-    let dims = caches[0].dims.expect("forward has run");
+    let dims = caches[0].dims().expect("forward has run");
     let (steps, batch) = (dims.steps, dims.batch);
     assert_eq!(inject.len(), steps * batch * h, "inject must be [T, B, H]");
-    let gh = kind.gates() * h;
+    let gh = cfg.cell.gates() * h;
     let bh = batch * h;
-    let lstm = kind == CellKind::Lstm;
-    let gru = kind == CellKind::Gru;
+    let lstm = cfg.cell.keeps().cell_state;
 
     let mut norms = InfluenceNorms::new(steps, batch, layers, lstm);
-    // Buffers, allocated once: carries indexed by target row (i, b).
-    let mut carry_h: Vec<Vec<T>> = vec![vec![T::ZERO; steps * bh]; layers];
-    let mut carry_c: Vec<Vec<T>> = if lstm {
-        vec![vec![T::ZERO; steps * bh]; layers]
-    } else {
-        Vec::new()
-    };
-    let mut da = vec![T::ZERO; steps * batch * gh];
-    let mut da_hh = if gru {
-        vec![T::ZERO; steps * batch * gh]
-    } else {
-        Vec::new()
-    };
-    let ncoef = n_coefficients(kind);
-    let mut coef = vec![T::ZERO; ncoef * bh];
+    // Buffers, allocated once, indexed by target row (i, b): the gradient reaching each layer
+    // from outside its recurrence (`up`), the carries from step t + 1 (`dh`, `dc`), and the
+    // totals a step records.
+    let all = steps * bh;
+    let mut up: Vec<Vec<T>> = vec![vec![T::ZERO; all]; layers];
+    let mut dh: Vec<Vec<T>> = vec![vec![T::ZERO; all]; layers];
+    let mut dc: Vec<Vec<T>> = vec![vec![T::ZERO; if lstm { all } else { 0 }]; layers];
+    let mut rec_dh = vec![T::ZERO; all];
+    let mut rec_dc = vec![T::ZERO; if lstm { all } else { 0 }];
+    let mut vjp: Vec<StepVjp<T>> = (0..layers).map(|_| StepVjp::default()).collect();
     let mut step_norm_h = vec![0.0f64; steps * batch];
     let mut step_norm_c = vec![0.0f64; if lstm { steps * batch } else { 0 }];
 
     for t in (0..steps).rev() {
         let rows = (steps - t) * batch;
         let live = t * bh..steps * bh;
-        carry_h[layers - 1][t * bh..(t + 1) * bh].copy_from_slice(&inject[t * bh..(t + 1) * bh]);
+        // Of the top layer's targets only i = t (the first block of live rows) is injected
+        // at step t.
+        let top = &mut up[layers - 1][live.clone()];
+        top.fill(T::ZERO);
+        top[..bh].copy_from_slice(&inject[t * bh..(t + 1) * bh]);
         for k in (0..layers).rev() {
-            let cache = &caches[k];
-            step_coefficients(kind, act, cache, t, batch, h, &mut coef);
-            let coef = &coef[..];
             let p = model.layer_params(k);
-
-            // Pass A: norms of the total dh (and, for the LSTM, the total dc, formed in place).
-            {
-                let g_all = &carry_h[k][live.clone()];
-                let nh = &mut step_norm_h[..rows];
-                if lstm {
-                    let dc_all = &mut carry_c[k][live.clone()];
-                    let nc = &mut step_norm_c[..rows];
-                    dc_all
-                        .par_chunks_mut(ROWS_PER_TASK * h)
-                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
-                        .zip(nh.par_chunks_mut(ROWS_PER_TASK))
-                        .zip(nc.par_chunks_mut(ROWS_PER_TASK))
-                        .enumerate()
-                        .for_each(|(task, (((dcs, gs), nhs), ncs))| {
-                            for (q, (dc, g)) in
-                                dcs.chunks_exact_mut(h).zip(gs.chunks_exact(h)).enumerate()
-                            {
-                                let b = (task * ROWS_PER_TASK + q) % batch;
-                                let a = &coef[b * h..(b + 1) * h];
-                                for ((d, &gv), &av) in dc.iter_mut().zip(g).zip(a) {
-                                    *d += gv * av;
-                                }
-                                nhs[q] = sq_norm(g).sqrt();
-                                ncs[q] = sq_norm(dc).sqrt();
-                            }
-                        });
-                } else {
-                    g_all
-                        .par_chunks(ROWS_PER_TASK * h)
-                        .zip(nh.par_chunks_mut(ROWS_PER_TASK))
-                        .for_each(|(gs, nhs)| {
-                            for (g, n) in gs.chunks_exact(h).zip(nhs.iter_mut()) {
-                                *n = sq_norm(g).sqrt();
-                            }
-                        });
-                }
+            let (below, rest) = up.split_at_mut(k);
+            let dc_k: &mut [T] = if lstm {
+                &mut dc[k][live.clone()]
+            } else {
+                &mut []
+            };
+            let da = vjp[k].run(
+                cell,
+                &caches[k],
+                p.w_hh,
+                t,
+                RowOwners::Blocks(steps - t),
+                VjpRows {
+                    up: &mut rest[0][live.clone()],
+                    dh: &mut dh[k][live.clone()],
+                    dc: dc_k,
+                    record_dh: &mut rec_dh[..rows * h],
+                    record_dc: if lstm {
+                        &mut rec_dc[..rows * h]
+                    } else {
+                        &mut []
+                    },
+                },
+            );
+            // dx to the layer below (same step): up[k-1] = da W_ih^(k)   ([nB, GH] x [GH, H])
+            if k > 0 {
+                matmul(
+                    &mut below[k - 1][live.clone()],
+                    da,
+                    Trans::No,
+                    p.w_ih,
+                    Trans::No,
+                    rows,
+                    h,
+                    gh,
+                    false,
+                );
+            }
+            row_norms(&rec_dh[..rows * h], &mut step_norm_h[..rows], h);
+            if lstm {
+                row_norms(&rec_dc[..rows * h], &mut step_norm_c[..rows], h);
             }
             for r in 0..rows {
                 let (i, b) = (t + r / batch, r % batch);
@@ -348,137 +281,24 @@ pub fn sweep<T: Float>(
                     step: t,
                     batch,
                     hidden: h,
-                    dh: &carry_h[k][live.clone()],
-                    dc: if lstm {
-                        Some(&carry_c[k][live.clone()])
-                    } else {
-                        None
-                    },
+                    dh: &rec_dh[..rows * h],
+                    dc: lstm.then(|| &rec_dc[..rows * h]),
                 });
-            }
-
-            // Pass B: pre-activation gradients of the live rows.
-            let da_live = &mut da[t * batch * gh..];
-            match kind {
-                CellKind::Rnn => {
-                    let g_all = &carry_h[k][live.clone()];
-                    da_live
-                        .par_chunks_mut(ROWS_PER_TASK * gh)
-                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
-                        .enumerate()
-                        .for_each(|(task, (das, gs))| {
-                            for (q, (d, g)) in
-                                das.chunks_exact_mut(h).zip(gs.chunks_exact(h)).enumerate()
-                            {
-                                let b = (task * ROWS_PER_TASK + q) % batch;
-                                let s = &coef[b * h..(b + 1) * h];
-                                for ((d, &gv), &sv) in d.iter_mut().zip(g).zip(s) {
-                                    *d = gv * sv;
-                                }
-                            }
-                        });
-                }
-                CellKind::Lstm => {
-                    let g_all = &carry_h[k][live.clone()];
-                    let dc_all = &mut carry_c[k][live.clone()];
-                    da_live
-                        .par_chunks_mut(ROWS_PER_TASK * gh)
-                        .zip(g_all.par_chunks(ROWS_PER_TASK * h))
-                        .zip(dc_all.par_chunks_mut(ROWS_PER_TASK * h))
-                        .enumerate()
-                        .for_each(|(task, ((das, gs), dcs))| {
-                            for (q, ((d, g), dc)) in das
-                                .chunks_exact_mut(gh)
-                                .zip(gs.chunks_exact(h))
-                                .zip(dcs.chunks_exact_mut(h))
-                                .enumerate()
-                            {
-                                let b = (task * ROWS_PER_TASK + q) % batch;
-                                let o = b * h;
-                                for j in 0..h {
-                                    let dcv = dc[j];
-                                    d[j] = dcv * coef[bh + o + j];
-                                    d[h + j] = dcv * coef[2 * bh + o + j];
-                                    d[2 * h + j] = dcv * coef[3 * bh + o + j];
-                                    d[3 * h + j] = g[j] * coef[4 * bh + o + j];
-                                    dc[j] = dcv * coef[5 * bh + o + j];
-                                }
-                            }
-                        });
-                }
-                CellKind::Gru => {
-                    let g_all = &mut carry_h[k][live.clone()];
-                    let dahh_live = &mut da_hh[t * batch * gh..];
-                    da_live
-                        .par_chunks_mut(ROWS_PER_TASK * gh)
-                        .zip(dahh_live.par_chunks_mut(ROWS_PER_TASK * gh))
-                        .zip(g_all.par_chunks_mut(ROWS_PER_TASK * h))
-                        .enumerate()
-                        .for_each(|(task, ((das, dhs), gs))| {
-                            for (q, ((d, dhh), g)) in das
-                                .chunks_exact_mut(gh)
-                                .zip(dhs.chunks_exact_mut(gh))
-                                .zip(gs.chunks_exact_mut(h))
-                                .enumerate()
-                            {
-                                let b = (task * ROWS_PER_TASK + q) % batch;
-                                let o = b * h;
-                                for j in 0..h {
-                                    let gv = g[j];
-                                    let dan = gv * coef[o + j];
-                                    let dar = dan * coef[bh + o + j];
-                                    let daz = gv * coef[2 * bh + o + j];
-                                    d[j] = dar;
-                                    d[h + j] = daz;
-                                    d[2 * h + j] = dan;
-                                    dhh[j] = dar;
-                                    dhh[h + j] = daz;
-                                    dhh[2 * h + j] = dan * coef[4 * bh + o + j];
-                                    // the direct path h_t = ... + z h_{t-1}
-                                    g[j] = gv * coef[3 * bh + o + j];
-                                }
-                            }
-                        });
-                }
-            }
-            let da_live = &da[t * batch * gh..];
-
-            // dx to the layer below (same step): carry_h[k-1] += da W_ih^(k)   ([nB, GH] x [GH, H])
-            if k > 0 {
-                matmul(
-                    &mut carry_h[k - 1][live.clone()],
-                    da_live,
-                    Trans::No,
-                    p.w_ih,
-                    Trans::No,
-                    rows,
-                    h,
-                    gh,
-                    true,
-                );
-            }
-            // carry to step t-1: da W_hh (GRU: += da_hh W_hh)   ([nB, GH] x [GH, H])
-            if t > 0 {
-                let (src, acc) = if gru {
-                    (&da_hh[t * batch * gh..], true)
-                } else {
-                    (da_live, false)
-                };
-                matmul(
-                    &mut carry_h[k][live.clone()],
-                    src,
-                    Trans::No,
-                    p.w_hh,
-                    Trans::No,
-                    rows,
-                    h,
-                    gh,
-                    acc,
-                );
             }
         }
     }
     norms
+}
+
+/// `out[r] = |v_r|` for the rows `v_r` (`[R, H]`) of `v`, in parallel.
+fn row_norms<T: Float>(v: &[T], out: &mut [f64], h: usize) {
+    v.par_chunks(ROWS_PER_TASK * h)
+        .zip(out.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|(vs, os)| {
+            for (row, o) in vs.chunks_exact(h).zip(os.iter_mut()) {
+                *o = sq_norm(row).sqrt();
+            }
+        });
 }
 
 /// Statistics of the norms at one distance `l`, over all `(i, b)` with `i >= l`.

@@ -22,15 +22,6 @@ use crate::tensor::{matmul, Float, Trans};
 use faer::linalg::solvers::Solve;
 use serde::{Deserialize, Serialize};
 
-/// Names of the gate blocks stacked in `W_hh`'s rows.
-pub fn gate_names(kind: CellKind) -> &'static [&'static str] {
-    match kind {
-        CellKind::Rnn => &["hh"],
-        CellKind::Lstm => &["i", "f", "g", "o"],
-        CellKind::Gru => &["r", "z", "n"],
-    }
-}
-
 /// Spectrum of one `[H, H]` gate block of `W_hh`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateSpectrum {
@@ -124,7 +115,9 @@ pub fn layer_spectrum(model: &LanguageModel<f64>, layer: usize) -> Result<LayerS
     let c = &model.config;
     let h = c.hidden;
     let w = model.layer_params(layer).w_hh;
-    let gates = gate_names(c.cell)
+    let gates = c
+        .cell
+        .gate_names()
         .iter()
         .enumerate()
         .map(|(g, name)| {

@@ -3,60 +3,115 @@
 //! r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
 //! n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h_t = (1 - z) * n + z * h_{t-1}
 //! ```
+//! `b_hn` sits inside `r * (..)`, so the input projection leaves out `b_hh` and each step adds
+//! it to its recurrent term `hn = W_hn h_{t-1} + b_hn`, which the cell keeps (`aux`).
+//! Backward, with `dh` the gradient reaching `h_t`:
+//! ```text
+//! dan = dh (1 - z)(1 - n^2)   dar = dan hn r(1-r)   daz = dh (h_{t-1} - n) z(1-z)
+//! da = [dar, daz, dan]   (input side)      da_hh = [dar, daz, dan r]   (recurrent side)
+//! dh_{t-1} = dh z + da_hh W_hh
+//! ```
+//! so the one-step Jacobian is
+//! ```text
+//! J = diag(z) + diag((h_{t-1} - n) z(1-z)) W_z + diag((1-z)(1-n^2)) (diag(r) W_n + diag(hn r(1-r)) W_r)
+//! ```
 
-use super::{
-    for_each_row_block, step_rows, Dims, LayerCache, LayerParams, Recurrent, StepGrads, StepRows,
+use super::{BackwardStep, Cell, ForwardStep, Keeps, Recurrent, StepMath};
+use crate::tensor::{
+    add_assign, add_row_bias, matmul, matmul_strided, multiversion, sigmoid, sum_rows_into, Float,
+    Trans,
 };
-use crate::tensor::{add_row_bias, multiversion, sigmoid, Float};
-use std::ops::Range;
 
-pub(super) fn forward<T: Float>(
-    cache: &mut LayerCache<T>,
-    p: LayerParams<T>,
-    w_hh: Recurrent<T>,
-    dims: Dims,
-) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let gates = StepRows::new(&mut cache.gates, b, 3 * h);
-    let gh = StepRows::new(&mut cache.gh, b, 3 * h);
-    let hn = StepRows::new(&mut cache.hn, b, h);
-    let hs = StepRows::new(&mut cache.h, b, h);
-    for_each_row_block(b, |rows| {
-        for t in 0..dims.steps {
-            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
-            unsafe {
-                forward_rows(
-                    gates.at(t, &rows),
-                    gh.at(0, &rows),
-                    hn.at(t, &rows),
-                    hs.at(t, &rows),
-                    hs.at(t + 1, &rows),
-                    p,
-                    w_hh,
-                    h,
-                )
+#[derive(Clone, Copy)]
+pub struct Gru;
+
+impl StepMath for Gru {
+    const GATES: usize = 3;
+    const GATE_NAMES: &'static [&'static str] = &["r", "z", "n"];
+    const KEEPS: Keeps = Keeps {
+        cell_state: false,
+        gates: true,
+        aux: true,
+        scratch: true,
+        input_has_b_hh: false,
+    };
+
+    fn new(_: Cell) -> Self {
+        Gru
+    }
+
+    /// `scratch = h_{t-1} W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the gates and the new state.
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, b_hh: &[T]) {
+        w_hh.matmul(s.scratch, s.h_prev, s.h_prev.len() / s.hidden, false);
+        add_row_bias(s.scratch, b_hh);
+        forward_gates(s.gates, s.scratch, s.aux, s.h_prev, s.h, s.hidden);
+    }
+
+    /// The input-side gradients over the gates, the recurrent side in the scratch (its n-block
+    /// also over `aux`, for the weight gradients), then `dh_{t-1} = dh z + da_hh W_hh`.
+    fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>) {
+        let h = s.hidden;
+        if let Some(rec) = s.record_dh {
+            for ((r, &c), &u) in rec.iter_mut().zip(&*s.dh).zip(&*s.up) {
+                *r = c + u;
             }
         }
-    });
-}
+        backward_gates(
+            &mut *s.gates,
+            &mut *s.scratch,
+            &mut *s.aux,
+            s.h_prev,
+            &*s.up,
+            &mut *s.dh,
+            h,
+        );
+        // [R, 3H] x [3H, H]
+        w_hh.matmul(s.dh, s.scratch, s.up.len() / h, true);
+    }
 
-/// One step for a block of rows: `gh = h_prev W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the
-/// gates and the new state.
-#[allow(clippy::too_many_arguments)]
-fn forward_rows<T: Float>(
-    gates: &mut [T],
-    gh_rows: &mut [T],
-    hn_t: &mut [T],
-    h_prev: &[T],
-    h_next: &mut [T],
-    p: LayerParams<T>,
-    w_hh: Recurrent<T>,
-    h: usize,
-) {
-    let rows = h_prev.len() / h;
-    w_hh.matmul(gh_rows, h_prev, rows, false);
-    add_row_bias(gh_rows, p.b_hh);
-    forward_gates(gates, gh_rows, hn_t, h_prev, h_next, h);
+    /// `da_hh = [dar, daz | dan * r]`: the first two blocks are those of `da`, the third was
+    /// written over `aux`.
+    fn recurrent_weight_grads<T: Float>(
+        self,
+        dw_hh: &mut [T],
+        db_hh: &mut [T],
+        da: &[T],
+        aux: &[T],
+        h_prev: &[T],
+        hidden: usize,
+    ) {
+        let gh = 3 * hidden;
+        let rows = da.len() / gh;
+        let (w_rz, w_n) = dw_hh.split_at_mut(2 * hidden * hidden);
+        matmul_strided(
+            w_rz,
+            da,
+            gh,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            2 * hidden,
+            hidden,
+            rows,
+            true,
+        );
+        matmul(
+            w_n,
+            aux,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            hidden,
+            hidden,
+            rows,
+            true,
+        );
+        let (b_rz, b_n) = db_hh.split_at_mut(2 * hidden);
+        for row in da.chunks_exact(gh) {
+            add_assign(b_rz, &row[..2 * hidden]);
+        }
+        sum_rows_into(b_n, aux);
+    }
 }
 
 multiversion! {
@@ -108,59 +163,8 @@ multiversion! {
     }
 }
 
-/// Backward through the steps `steps` (`dh_out` holds their rows only, the carry in `cache`
-/// links consecutive calls); writes the input-side gradients `da` over `gates` and the n-block of
-/// the recurrent side, `dan * r`, over `hn` (each read for the last time at its step):
-/// ```text
-/// dh = dh_out[t] + carry     dn = dh (1 - z)     dz = dh (h_{t-1} - n)
-/// dan = dn (1 - n^2)   dar = dan * hn * r (1 - r)   daz = dz z (1 - z)
-/// da = [dar, daz, dan]    da_hh = [dar, daz, dan * r]    carry = dh * z + da_hh W_hh
-/// ```
-/// `da_hh` of the current step lives in a `[B, 3H]` scratch only; the weight gradients read
-/// its blocks from `gates` (r, z) and `hn` (n).
-pub(super) fn backward_steps<T: Float>(
-    cache: &mut LayerCache<T>,
-    dh_out: &[T],
-    w_hh: Recurrent<T>,
-    dims: Dims,
-    steps: Range<usize>,
-    record: Option<StepGrads<T>>,
-) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let gates = StepRows::new(&mut cache.gates, b, 3 * h);
-    let da_hh = StepRows::new(&mut cache.gh, b, 3 * h);
-    let hn = StepRows::new(&mut cache.hn, b, h);
-    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
-    let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
-    let hs = &cache.h[..];
-    for_each_row_block(b, |rows| {
-        // SAFETY: each thread has its own `rows` and takes each slice once per step.
-        let (carry, dahh) = unsafe { (dh_carry.at(0, &rows), da_hh.at(0, &rows)) };
-        for t in steps.clone().rev() {
-            let up = step_rows(dh_out, t - steps.start, &rows, b, h);
-            if let Some(rec) = rec_dh.as_ref() {
-                let rec = unsafe { rec.at(t, &rows) };
-                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(up) {
-                    *r = c + u;
-                }
-            }
-            backward_gates(
-                unsafe { gates.at(t, &rows) },
-                dahh,
-                unsafe { hn.at(t, &rows) },
-                step_rows(hs, t, &rows, b, h),
-                up,
-                carry,
-                h,
-            );
-            // carry += da_hh W_hh   ([R, 3H] x [3H, H])
-            w_hh.matmul(carry, dahh, rows.len(), true);
-        }
-    });
-}
-
 multiversion! {
-    /// The element-wise part of one backward step (see [`backward_steps`]) for a block of batch
+    /// The element-wise part of one backward step (see the module docs) for a block of batch
     /// rows: `gates [R, 3H]` holds the activated gates on entry and the input-side gradients
     /// `da` on exit; `hn [R, H]` holds `W_hn h + b_hn` on entry and `dan * r` on exit; `da_hh`
     /// `[R, 3H]` receives this step's recurrent-side gradient.

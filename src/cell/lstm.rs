@@ -3,48 +3,64 @@
 //! [i f g o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh;   i, f, o = sigmoid, g = tanh
 //! c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 //! ```
+//! The state is `(h, c)`. Backward, with `dh`, `dc` the gradients reaching `h_t`, `c_t`:
+//! ```text
+//! dc' = dc + dh * o * (1 - tanh(c_t)^2)
+//! da  = [dc' g i(1-i),  dc' c_{t-1} f(1-f),  dc' i (1-g^2),  dh tanh(c_t) o(1-o)]
+//! dh_{t-1} = da W_hh        dc_{t-1} = dc' * f
+//! ```
+//! so the one-step Jacobian of the state is
+//! ```text
+//! dc_t/dh_{t-1} = diag(c_{t-1} f(1-f)) W_f + diag(g i(1-i)) W_i + diag(i (1-g^2)) W_g
+//! dc_t/dc_{t-1} = diag(f)
+//! dh_t/dh_{t-1} = diag(tanh(c_t) o(1-o)) W_o + diag(o (1 - tanh^2 c_t)) dc_t/dh_{t-1}
+//! dh_t/dc_{t-1} = diag(o (1 - tanh^2 c_t) f)
+//! ```
 
-use super::{for_each_row_block, step_rows, Dims, LayerCache, Recurrent, StepGrads, StepRows};
+use super::{BackwardStep, Cell, ForwardStep, Keeps, Recurrent, StepMath};
 use crate::tensor::{multiversion, sigmoid, Float};
-use std::ops::Range;
 
-pub(super) fn forward<T: Float>(cache: &mut LayerCache<T>, w_hh: Recurrent<T>, dims: Dims) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let gates = StepRows::new(&mut cache.gates, b, 4 * h);
-    let hs = StepRows::new(&mut cache.h, b, h);
-    let cs = StepRows::new(&mut cache.c, b, h);
-    for_each_row_block(b, |rows| {
-        for t in 0..dims.steps {
-            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
-            unsafe {
-                forward_rows(
-                    gates.at(t, &rows),
-                    hs.at(t, &rows),
-                    cs.at(t, &rows),
-                    hs.at(t + 1, &rows),
-                    cs.at(t + 1, &rows),
-                    w_hh,
-                    h,
-                )
-            }
-        }
-    });
-}
+#[derive(Clone, Copy)]
+pub struct Lstm;
 
-/// One step for a block of batch rows: `gates += h_prev W_hh^T`, then the gate nonlinearities
-/// and the cell update, fused in one pass. `gates [R, 4H]`, the others `[R, H]`.
-fn forward_rows<T: Float>(
-    gates: &mut [T],
-    h_prev: &[T],
-    c_prev: &[T],
-    h_next: &mut [T],
-    c_next: &mut [T],
-    w_hh: Recurrent<T>,
-    h: usize,
-) {
-    let rows = h_prev.len() / h;
-    w_hh.matmul(gates, h_prev, rows, true);
-    forward_gates(gates, c_prev, h_next, c_next, h);
+impl StepMath for Lstm {
+    const GATES: usize = 4;
+    const GATE_NAMES: &'static [&'static str] = &["i", "f", "g", "o"];
+    const KEEPS: Keeps = Keeps {
+        cell_state: true,
+        gates: true,
+        aux: false,
+        scratch: false,
+        input_has_b_hh: true,
+    };
+
+    fn new(_: Cell) -> Self {
+        Lstm
+    }
+
+    /// `gates += h_{t-1} W_hh^T`, then the gate nonlinearities and the cell update, fused.
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, _b_hh: &[T]) {
+        // [R, H] x [H, 4H]
+        w_hh.matmul(s.gates, s.h_prev, s.h_prev.len() / s.hidden, true);
+        forward_gates(s.gates, s.c_prev, s.h, s.c, s.hidden);
+    }
+
+    /// The gate gradients over the gates, then `dh_{t-1} = da W_hh` (`[R, 4H] x [4H, H]`).
+    fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>) {
+        let h = s.hidden;
+        backward_gates(
+            &mut *s.gates,
+            s.c_prev,
+            s.c,
+            &*s.up,
+            &mut *s.dh,
+            &mut *s.dc,
+            s.record_dh,
+            s.record_dc,
+            h,
+        );
+        w_hh.matmul(s.dh, s.gates, s.up.len() / h, false);
+    }
 }
 
 multiversion! {
@@ -79,57 +95,8 @@ multiversion! {
     }
 }
 
-/// Backward through the steps `steps` (`dh_out` holds their rows only, the carries in `cache`
-/// link consecutive calls); writes the pre-activation gradients of the four gates over `gates`:
-/// ```text
-/// dh = dh_out[t] + W_hh^T da_{t+1}      dc = dc_{t+1 carry} + dh * o * (1 - tanh(c_t)^2)
-/// di = dc * g   df = dc * c_{t-1}   dg = dc * i   do = dh * tanh(c_t)   dc_{t-1} = dc * f
-/// da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
-/// ```
-pub(super) fn backward_steps<T: Float>(
-    cache: &mut LayerCache<T>,
-    dh_out: &[T],
-    w_hh: Recurrent<T>,
-    dims: Dims,
-    steps: Range<usize>,
-    record: Option<StepGrads<T>>,
-) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let gates = StepRows::new(&mut cache.gates, b, 4 * h);
-    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
-    let dc_carry = StepRows::new(&mut cache.dc_carry, b, h);
-    let (rec_dh, rec_dc) = match record {
-        Some(r) => (
-            Some(StepRows::new(r.dh, b, h)),
-            r.dc.map(|d| StepRows::new(d, b, h)),
-        ),
-        None => (None, None),
-    };
-    let c = &cache.c[..];
-    for_each_row_block(b, |rows| {
-        // SAFETY: each thread has its own `rows` and takes each slice once per step.
-        let (dh, dc) = unsafe { (dh_carry.at(0, &rows), dc_carry.at(0, &rows)) };
-        for t in steps.clone().rev() {
-            let da = unsafe { gates.at(t, &rows) };
-            backward_gates(
-                da,
-                step_rows(c, t, &rows, b, h),
-                step_rows(c, t + 1, &rows, b, h),
-                step_rows(dh_out, t - steps.start, &rows, b, h),
-                dh,
-                dc,
-                rec_dh.as_ref().map(|r| unsafe { r.at(t, &rows) }),
-                rec_dc.as_ref().map(|r| unsafe { r.at(t, &rows) }),
-                h,
-            );
-            // dh_{t-1} (from step t) = da_t W_hh   ([R, 4H] x [4H, H])
-            w_hh.matmul(dh, da, rows.len(), false);
-        }
-    });
-}
-
 multiversion! {
-    /// The element-wise part of one backward step (see [`backward_steps`]) for a block of batch
+    /// The element-wise part of one backward step (see the module docs) for a block of batch
     /// rows: `gates [R, 4H]` holds the activated gates on entry and their pre-activation
     /// gradients on exit; the others are `[R, H]`.
     #[allow(clippy::too_many_arguments)]

@@ -1,129 +1,229 @@
-//! Recurrent cells with explicit forward and backward passes over a whole sequence.
+//! Recurrent cells: one file per cell with all of its math, and the passes over a whole
+//! sequence that drive them.
 //!
 //! Every cell follows the PyTorch definitions (`torch.nn.RNN`, `torch.nn.LSTM`, `torch.nn.GRU`);
 //! parameters of one layer are `W_ih [G*H, in]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`
 //! with `G` gate blocks. Activations are time-major `[T][B][H]`.
 //!
-//! The input projection `X W_ih^T` for all time steps is one GEMM (or, for token input, one
-//! GEMM over the vocabulary and a row lookup, see [`Input::Tokens`]), the weight gradients are
-//! one GEMM each over all time steps (or over chunks of a few hundred rows, see
-//! [`Upstream::Chunked`]); only the recurrent products `h_{t-1} W_hh^T` and `da_t W_hh` run step
-//! by step.
+//! A cell ([`StepMath`]) says how one time step goes forward and backward for a block of batch
+//! rows; this module runs those steps over time and batch ([`forward`], [`backward`]), and the
+//! analysis calls the same backward step for its vector-Jacobian products ([`StepVjp`]), so each
+//! cell's derivative is written exactly once. The input projection `X W_ih^T` for all time
+//! steps is one GEMM (or, for token input, one GEMM over the vocabulary and a row lookup, see
+//! [`Input::Tokens`]), the weight gradients are one GEMM each over all time steps (or over
+//! chunks of a few hundred rows, see [`Upstream::Chunked`]); only the recurrent products
+//! `h_{t-1} W_hh^T` and `da_t W_hh` run step by step.
+//!
+//! # Adding a cell
+//! Write `src/cell/NAME.rs` with a type implementing [`StepMath`] (forward step, backward step,
+//! and where it differs from the default, its recurrent weight gradients), declare the module
+//! below and add one line to the `cells!` registry. Every pass, the gradient-flow analysis, the
+//! parameter layout and the checkpoint names follow from the registry.
 
 mod gru;
 mod lstm;
 mod rnn;
 
+pub use rnn::Activation;
+
+use crate::error::{Error, Result};
 use crate::tensor::{
-    add_assign, matmul, matmul_on, matmul_strided, resize, sum_rows_into, Float, PackedRhs, Trans,
+    add_assign, for_each_row_block, matmul, matmul_on, resize, sum_rows_into, Float, PackedRhs,
+    Rows, RowsMut, Trans,
 };
 use serde::{Deserialize, Serialize};
-use std::marker::PhantomData;
 use std::ops::Range;
 
-/// Which recurrent cell a layer uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum CellKind {
-    Rnn,
-    Lstm,
-    Gru,
-}
-
-impl CellKind {
-    /// Number of gate blocks `G` stacked in the weight rows: 1, 4 (i, f, g, o) or 3 (r, z, n).
-    pub fn gates(self) -> usize {
-        match self {
-            CellKind::Rnn => 1,
-            CellKind::Lstm => 4,
-            CellKind::Gru => 3,
+/// Declares the cells: the [`CellKind`] enum with its names, and `with_cell!`, which runs a
+/// generic body with the cell's [`StepMath`] type (static dispatch: each pass is compiled once
+/// per cell). The leading `$` is passed in so that the generated macro can have arguments.
+macro_rules! cells {
+    ($d:tt $($(#[$doc:meta])* $variant:ident = $name:literal => $ty:ty),+ $(,)?) => {
+        /// Which recurrent cell a layer uses.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+        #[serde(rename_all = "lowercase")]
+        pub enum CellKind {
+            $($(#[$doc])* $variant,)+
         }
-    }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            CellKind::Rnn => "rnn",
-            CellKind::Lstm => "lstm",
-            CellKind::Gru => "gru",
-        }
-    }
+        impl CellKind {
+            /// Every cell, in registry order.
+            pub const ALL: &'static [CellKind] = &[$(CellKind::$variant),+];
 
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "rnn" => Some(CellKind::Rnn),
-            "lstm" => Some(CellKind::Lstm),
-            "gru" => Some(CellKind::Gru),
-            _ => None,
-        }
-    }
-}
-
-/// The vanilla RNN's activation `s` in `h_t = s(a_t)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    Tanh,
-    Relu,
-    Sigmoid,
-    Identity,
-}
-
-impl Activation {
-    #[inline(always)]
-    pub fn apply<T: Float>(self, a: T) -> T {
-        match self {
-            Activation::Tanh => a.tanh(),
-            Activation::Relu => a.max(T::ZERO),
-            Activation::Sigmoid => crate::tensor::sigmoid(a),
-            Activation::Identity => a,
-        }
-    }
-
-    /// `s'(a)` expressed through the output `h = s(a)`, so backward needs only the stored `h`:
-    /// ```text
-    /// tanh: 1 - h^2    sigmoid: h (1 - h)    relu: [h > 0]    identity: 1
-    /// ```
-    #[inline(always)]
-    pub fn derivative_from_output<T: Float>(self, h: T) -> T {
-        match self {
-            Activation::Tanh => T::ONE - h * h,
-            Activation::Relu => {
-                if h > T::ZERO {
-                    T::ONE
-                } else {
-                    T::ZERO
+            /// Number of gate blocks `G` stacked in the weight rows.
+            pub fn gates(self) -> usize {
+                match self {
+                    $(CellKind::$variant => <$ty as StepMath>::GATES,)+
                 }
             }
-            Activation::Sigmoid => h * (T::ONE - h),
-            Activation::Identity => T::ONE,
-        }
-    }
 
-    /// `gamma = max |s'|`: 1 for tanh, relu and identity, 1/4 for sigmoid (Pascanu et al. 2013).
-    pub fn gamma(self) -> f64 {
-        match self {
-            Activation::Sigmoid => 0.25,
-            _ => 1.0,
-        }
-    }
+            /// Names of the gate blocks, in weight-row order.
+            pub fn gate_names(self) -> &'static [&'static str] {
+                match self {
+                    $(CellKind::$variant => <$ty as StepMath>::GATE_NAMES,)+
+                }
+            }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Tanh => "tanh",
-            Activation::Relu => "relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Identity => "identity",
-        }
-    }
+            /// What the cell keeps per step for backward.
+            pub fn keeps(self) -> Keeps {
+                match self {
+                    $(CellKind::$variant => <$ty as StepMath>::KEEPS,)+
+                }
+            }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "tanh" => Some(Activation::Tanh),
-            "relu" => Some(Activation::Relu),
-            "sigmoid" => Some(Activation::Sigmoid),
-            "identity" | "linear" => Some(Activation::Identity),
-            _ => None,
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(CellKind::$variant => $name,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(CellKind::$variant),)+
+                    _ => None,
+                }
+            }
         }
+
+        /// `with_cell!(cell, |c| body)`: `body` with `c` the [`StepMath`] value of `cell`.
+        macro_rules! with_cell {
+            ($d cell:expr, |$d c:ident| $d body:expr) => {{
+                let cell: $crate::cell::Cell = $d cell;
+                match cell.kind {
+                    $($crate::cell::CellKind::$variant => {
+                        let $d c = <$ty as $crate::cell::StepMath>::new(cell);
+                        $d body
+                    })+
+                }
+            }};
+        }
+    };
+}
+
+cells! { $
+    /// Elman RNN `h_t = s(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`.
+    Rnn = "rnn" => rnn::Rnn,
+    /// LSTM, gates `i, f, g, o` (Hochreiter and Schmidhuber 1997, as `torch.nn.LSTM`).
+    Lstm = "lstm" => lstm::Lstm,
+    /// GRU, gates `r, z, n`, reset after the matmul (Cho et al. 2014, as `torch.nn.GRU`).
+    Gru = "gru" => gru::Gru,
+}
+
+/// What a cell keeps per step for its backward step, besides `h_0..h_T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keeps {
+    /// `c_0..c_T` `[(T+1), B, H]` (LSTM).
+    pub cell_state: bool,
+    /// The activated gates `[T, B, G*H]`. Without them the input projection is written into
+    /// `h_1..h_T` (the RNN's pre-activations), and the pre-activation gradients over the
+    /// upstream gradient; with them both go into the gates.
+    pub gates: bool,
+    /// One more `[T, B, H]` per-step value (GRU: `W_hn h_{t-1} + b_hn`).
+    pub aux: bool,
+    /// A `[B, G*H]` scratch for the step in flight (GRU: the recurrent pre-activations in
+    /// forward, the recurrent-side gradient in backward).
+    pub scratch: bool,
+    /// Whether the input projection adds `b_hh` too (GRU: no, `b_hn` sits inside `r * (..)`).
+    pub input_has_b_hh: bool,
+}
+
+/// One step of a cell for a block of `R` batch rows, forward: every buffer holds this step's
+/// rows only. Buffers a cell does not keep (see [`Keeps`]) are empty.
+pub struct ForwardStep<'a, T> {
+    /// `H`.
+    pub hidden: usize,
+    /// `[R, G*H]`: the input side `x_t W_ih^T + b_ih (+ b_hh)` on entry, the kept gate values
+    /// on exit.
+    pub gates: &'a mut [T],
+    /// `[R, H]` `h_{t-1}`.
+    pub h_prev: &'a [T],
+    /// `[R, H]` `h_t` on exit (without gates: the input side on entry).
+    pub h: &'a mut [T],
+    /// `[R, H]` `c_{t-1}` and `c_t`.
+    pub c_prev: &'a [T],
+    pub c: &'a mut [T],
+    /// `[R, H]` the cell's extra per-step value.
+    pub aux: &'a mut [T],
+    /// `[R, G*H]` scratch.
+    pub scratch: &'a mut [T],
+}
+
+/// One step of a cell for a block of `R` rows, backward. Each row is one gradient travelling
+/// back; its forward values (`gates`, `h_prev`, ..., as [`ForwardStep`] left them) are the
+/// values of the batch element it belongs to.
+pub struct BackwardStep<'a, T> {
+    /// `H`.
+    pub hidden: usize,
+    /// `[R, H]` the gradient reaching `h_t` from outside the recurrence (the layer's output).
+    /// Without kept gates: the pre-activation gradient `da_t` on exit.
+    pub up: &'a mut [T],
+    /// `[R, G*H]` the gate values on entry; the pre-activation gradient `da_t` on exit.
+    pub gates: &'a mut [T],
+    pub h_prev: &'a [T],
+    pub h: &'a [T],
+    pub c_prev: &'a [T],
+    pub c: &'a [T],
+    /// `[R, H]` the extra per-step value on entry; the cell may overwrite it (GRU: with the
+    /// part of the recurrent-side gradient that differs from `da`).
+    pub aux: &'a mut [T],
+    /// `[R, G*H]` scratch.
+    pub scratch: &'a mut [T],
+    /// `[R, H]` the gradient reaching `h_t` from step `t + 1` on entry; `dL/dh_{t-1}` through
+    /// this step on exit.
+    pub dh: &'a mut [T],
+    /// `[R, H]` the same for the cell state (LSTM).
+    pub dc: &'a mut [T],
+    /// When given, `[R, H]` receives the total `dL/dh_t` (and `dL/dc_t`).
+    pub record_dh: Option<&'a mut [T]>,
+    pub record_dc: Option<&'a mut [T]>,
+}
+
+/// The math of one recurrent cell, one time step at a time over a block of batch rows.
+///
+/// The backward step is the vector-Jacobian product of the step: with `up = 0` it maps a row
+/// `g = (dh, dc)` to `g J_t`, where `J_t = d state_t / d state_{t-1}` with the input held
+/// fixed. Training, the batched gradient-flow sweep and the Jacobian analysis all call it.
+pub trait StepMath: Copy + Send + Sync {
+    /// Gate blocks `G`.
+    const GATES: usize;
+    /// The gate blocks' names in weight-row order (`G` of them).
+    const GATE_NAMES: &'static [&'static str];
+    /// What the cell keeps per step.
+    const KEEPS: Keeps;
+    fn new(cell: Cell) -> Self;
+    /// `h_t` (and `c_t`) from `h_{t-1}` and the step's input side; `w_hh` is `W_hh^T`
+    /// (`[H, G*H]`), `b_hh` the recurrent bias.
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, b_hh: &[T]);
+    /// The pre-activation gradient of the step and the gradient to `h_{t-1}` (and `c_{t-1}`);
+    /// `w_hh` is `W_hh` (`[G*H, H]`).
+    fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>);
+    /// `dW_hh += dA_hh^T H_prev`, `db_hh += sum dA_hh` for a chunk of rows, from the
+    /// pre-activation gradients `da [rows, G*H]`, the previous states `h_prev [rows, H]` and the
+    /// `aux [rows, H]` values backward left. By default `dA_hh = dA`.
+    fn recurrent_weight_grads<T: Float>(
+        self,
+        dw_hh: &mut [T],
+        db_hh: &mut [T],
+        da: &[T],
+        aux: &[T],
+        h_prev: &[T],
+        hidden: usize,
+    ) {
+        let _ = aux;
+        let gh = Self::GATES * hidden;
+        let rows = da.len() / gh;
+        matmul(
+            dw_hh,
+            da,
+            Trans::Yes,
+            h_prev,
+            Trans::No,
+            gh,
+            hidden,
+            rows,
+            true,
+        );
+        sum_rows_into(db_hh, da);
     }
 }
 
@@ -193,37 +293,48 @@ impl<'a, T: Float> LayerGrads<'a, T> {
     }
 }
 
+/// Where a [`LayerCache`] stands: its gate values are overwritten by backward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Empty,
+    /// Forward has run: every buffer holds forward values.
+    Forward,
+    /// Backward has run: the gates (and the GRU's `aux`) hold gradients now.
+    Backward,
+}
+
 /// What forward keeps for backward, and backward's scratch, sized once per shape.
 ///
 /// ```text
 /// h      [(T+1), B, H]   h[0] = initial state, h[t+1] = h_t
 /// c      [(T+1), B, H]   LSTM cell states, same indexing
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
-/// hn     [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
+/// aux    [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
 /// ```
 /// Backward keeps no buffer of its own for `dA`, the gradient w.r.t. the pre-activations fed by
-/// `W_ih`: the LSTM and GRU write it over `gates`, the RNN over its upstream gradient `dh_out`,
-/// step by step, as each step's values are read for the last time. The GRU's gradient w.r.t.
-/// the pre-activations fed by `W_hh` differs from `dA` only in its n-block, `dan * r`, which
-/// backward writes over `hn`.
+/// `W_ih`: the LSTM and GRU write it over `gates`, the RNN over its upstream gradient, step by
+/// step, as each step's values are read for the last time. The GRU's gradient w.r.t. the
+/// pre-activations fed by `W_hh` differs from `dA` only in its n-block, `dan * r`, which
+/// backward writes over `aux`. So after backward, only `h` and `c` still hold forward values.
 #[derive(Default, Debug)]
 pub struct LayerCache<T> {
-    pub dims: Option<Dims>,
-    pub h: Vec<T>,
-    pub c: Vec<T>,
-    pub gates: Vec<T>,
-    pub hn: Vec<T>,
-    /// `[B, G*H]` GRU scratch: the recurrent pre-activation of the current step in forward,
-    /// its gradient in backward.
-    gh: Vec<T>,
-    /// `[B, H]` gradient flowing into `h_{t-1}` from step `t`.
+    dims: Option<Dims>,
+    cell: Option<Cell>,
+    phase: Phase,
+    h: Vec<T>,
+    c: Vec<T>,
+    gates: Vec<T>,
+    aux: Vec<T>,
+    /// `[B, G*H]` (see [`Keeps::scratch`]).
+    scratch: Vec<T>,
+    /// `[B, H]` gradient flowing into `h_{t-1}` (and `c_{t-1}`) from step `t`.
     dh_carry: Vec<T>,
+    dc_carry: Vec<T>,
     /// `W_hh^T [H, G*H]` packed by forward, then `W_hh [G*H, H]` packed by backward, once per
     /// long pass (see `PACK_MIN_ROWS`), for the per-step products `h_{t-1} W_hh^T` and
     /// `da_t W_hh` (packing on every step cost 17% of an LSTM step).
     w_packed: PackedRhs<T>,
-    /// `[B, H]` gradient flowing into `c_{t-1}` from step `t` (LSTM).
-    dc_carry: Vec<T>,
     /// `[V, G*H]` for token input ([`Input::Tokens`]): `E W_ih^T + b` in forward, the per-token
     /// sums of `dA` in backward.
     token_rows: Vec<T>,
@@ -232,9 +343,10 @@ pub struct LayerCache<T> {
 }
 
 impl<T: Float> LayerCache<T> {
-    /// Sizes every buffer for `dims`; a no-op when the shape is unchanged (no per-step allocation).
-    pub fn prepare(&mut self, cell: Cell, dims: Dims) {
-        if self.dims == Some(dims) {
+    /// Sizes every buffer for `cell` and `dims`; a no-op when both are unchanged (no per-step
+    /// allocation).
+    fn prepare(&mut self, cell: Cell, dims: Dims) {
+        if self.dims == Some(dims) && self.cell == Some(cell) {
             return;
         }
         let Dims {
@@ -243,51 +355,111 @@ impl<T: Float> LayerCache<T> {
             hidden: h,
             ..
         } = dims;
+        let keeps = cell.kind.keeps();
         let gh = cell.kind.gates() * h;
+        let size = |on: bool, n: usize| if on { n } else { 0 };
         resize(&mut self.h, (t + 1) * b * h);
-        resize(
-            &mut self.c,
-            if cell.kind == CellKind::Lstm {
-                (t + 1) * b * h
-            } else {
-                0
-            },
-        );
-        resize(
-            &mut self.gates,
-            if cell.kind == CellKind::Rnn {
-                0
-            } else {
-                t * b * gh
-            },
-        );
-        let gru = cell.kind == CellKind::Gru;
-        resize(&mut self.hn, if gru { t * b * h } else { 0 });
-        resize(&mut self.gh, if gru { b * gh } else { 0 });
+        resize(&mut self.c, size(keeps.cell_state, (t + 1) * b * h));
+        resize(&mut self.gates, size(keeps.gates, t * b * gh));
+        resize(&mut self.aux, size(keeps.aux, t * b * h));
+        resize(&mut self.scratch, size(keeps.scratch, b * gh));
         resize(&mut self.dh_carry, b * h);
-        resize(&mut self.dc_carry, b * h);
+        resize(&mut self.dc_carry, size(keeps.cell_state, b * h));
         self.dims = Some(dims);
+        self.cell = Some(cell);
+    }
+
+    /// The shape of the last forward pass (`None` before the first).
+    pub fn dims(&self) -> Option<Dims> {
+        self.dims
+    }
+
+    fn forward_dims(&self, what: &str) -> Dims {
+        match (self.phase, self.dims) {
+            (Phase::Empty, _) | (_, None) => panic!("LayerCache::{what}: no forward pass yet"),
+            (_, Some(d)) => d,
+        }
     }
 
     /// Hidden state `h_t` for `t` in `0..=T` (`t = 0` is the initial state), `[B, H]`.
     pub fn h_at(&self, t: usize) -> &[T] {
-        let d = self.dims.expect("forward has run");
+        let d = self.forward_dims("h_at");
         let n = d.batch * d.hidden;
         &self.h[t * n..(t + 1) * n]
     }
 
     /// Outputs `h_1..h_T` as one `[T, B, H]` slice.
     pub fn outputs(&self) -> &[T] {
-        let d = self.dims.expect("forward has run");
+        let d = self.forward_dims("outputs");
         &self.h[d.batch * d.hidden..]
     }
 
-    /// LSTM cell state `c_t` for `t` in `0..=T`, `[B, H]`.
+    /// LSTM cell states `c_1..c_T` as one `[T, B, H]` slice (empty for other cells).
+    pub fn cell_outputs(&self) -> &[T] {
+        let d = self.forward_dims("cell_outputs");
+        if self.c.is_empty() {
+            return &[];
+        }
+        &self.c[d.batch * d.hidden..]
+    }
+
+    /// LSTM cell state `c_t` for `t` in `0..=T`, `[B, H]` (empty for other cells).
     pub fn c_at(&self, t: usize) -> &[T] {
-        let d = self.dims.expect("forward has run");
+        let d = self.forward_dims("c_at");
         let n = d.batch * d.hidden;
+        if self.c.is_empty() {
+            return &[];
+        }
         &self.c[t * n..(t + 1) * n]
     }
+
+    /// The gate values of step `t` (`0..T`), `[B, G*H]` (empty for cells that keep none).
+    /// Only between forward and backward: backward overwrites them with their gradients.
+    pub fn gate_values_at(&self, t: usize) -> &[T] {
+        let d = self.forward_dims("gate_values_at");
+        assert!(
+            self.phase == Phase::Forward,
+            "LayerCache::gate_values_at: backward has overwritten the gates with their gradients; run forward again"
+        );
+        let n = self.gates.len() / d.steps.max(1);
+        &self.gates[t * n..(t + 1) * n]
+    }
+
+    /// The forward values of step `t` for all batch rows, as a backward step reads them.
+    fn step_values(&self, t: usize) -> StepValues<'_, T> {
+        let d = self.forward_dims("step_values");
+        assert!(
+            self.phase == Phase::Forward,
+            "LayerCache: backward has overwritten the gate values; run forward again"
+        );
+        let bh = d.batch * d.hidden;
+        fn at<T>(v: &[T], t: usize, n: usize) -> &[T] {
+            if v.is_empty() {
+                &[]
+            } else {
+                &v[t * n..(t + 1) * n]
+            }
+        }
+        let gn = self.gates.len() / d.steps.max(1);
+        StepValues {
+            gates: at(&self.gates, t, gn),
+            h_prev: at(&self.h, t, bh),
+            h: at(&self.h, t + 1, bh),
+            c_prev: at(&self.c, t, bh),
+            c: at(&self.c, t + 1, bh),
+            aux: at(&self.aux, t, bh),
+        }
+    }
+}
+
+/// One step's forward values for all `B` rows (each `[B, width]`, empty when not kept).
+struct StepValues<'a, T> {
+    gates: &'a [T],
+    h_prev: &'a [T],
+    h: &'a [T],
+    c_prev: &'a [T],
+    c: &'a [T],
+    aux: &'a [T],
 }
 
 /// Where backward writes the per-step gradients `dL/dh_t` (and `dL/dc_t` for the LSTM), each
@@ -297,11 +469,9 @@ pub struct StepGrads<'a, T> {
     pub dc: Option<&'a mut [T]>,
 }
 
-/// Initial state of one layer and, after backward, the gradient with respect to it.
+/// The initial state of one layer: `h [B, H]` and, for the LSTM, `c [B, H]` (empty otherwise).
 pub struct StateIo<'a, T> {
-    /// `[B, H]`
     pub h: &'a [T],
-    /// `[B, H]` (LSTM only; empty otherwise)
     pub c: &'a [T],
 }
 
@@ -317,138 +487,13 @@ pub enum Input<'a, T> {
     Tokens { ids: &'a [u32], embedding: &'a [T] },
 }
 
-/// Runs one layer forward over all `T` steps.
-///
-/// `state` holds `h_0` (and `c_0`). Results land in `cache`.
-pub fn forward<T: Float>(
-    cell: Cell,
-    cache: &mut LayerCache<T>,
-    x: Input<T>,
-    state: StateIo<T>,
-    p: LayerParams<T>,
-    dims: Dims,
-) {
-    cache.prepare(cell, dims);
-    let bh = dims.batch * dims.hidden;
-    cache.h[..bh].copy_from_slice(state.h);
-    if cell.kind == CellKind::Lstm {
-        cache.c[..bh].copy_from_slice(state.c);
-    }
-    let gh = p.b_hh.len();
-    let mut packed = std::mem::take(&mut cache.w_packed);
-    let w_hh = if dims.steps * dims.batch >= PACK_MIN_ROWS {
-        packed.pack(p.w_hh, Trans::Yes, dims.hidden, gh);
-        Recurrent::Packed(&packed)
-    } else {
-        // Short passes (e.g. sampling one token at a time) read W_hh as stored rather than pay
-        // for packing it on every call.
-        Recurrent::Plain {
-            w: p.w_hh,
-            trans: Trans::Yes,
-            k: dims.hidden,
-            n: gh,
-        }
-    };
-    // The RNN builds its pre-activations in h[1..]; the GRU keeps b_hh for its recurrent term.
-    let (projection, with_b_hh) = match cell.kind {
-        CellKind::Rnn => (&mut cache.h[bh..], true),
-        CellKind::Lstm => (&mut cache.gates[..], true),
-        CellKind::Gru => (&mut cache.gates[..], false),
-    };
-    input_projection(projection, &mut cache.token_rows, x, p, with_b_hh, dims);
-    match cell.kind {
-        CellKind::Rnn => rnn::forward(cell.activation, cache, w_hh, dims),
-        CellKind::Lstm => lstm::forward(cache, w_hh, dims),
-        CellKind::Gru => gru::forward(cache, p, w_hh, dims),
-    }
-    cache.w_packed = packed;
-}
-
-/// Runs `f` on blocks of batch rows in parallel, one block per GEMM thread, each for the
-/// whole pass. Batch rows are independent through time, so each thread runs all `T` steps on
-/// its own rows with no synchronisation per step; the arithmetic per row is the same as on one
-/// thread, so results are identical. Small batches (under 16 rows) stay on one thread.
-fn for_each_row_block(batch: usize, f: impl Fn(Range<usize>) + Sync) {
-    let threads = crate::tensor::gemm_threads();
-    let blocks = if threads > 1 && batch >= 16 {
-        threads.min(batch / 8)
-    } else {
-        1
-    };
-    let block = |i: usize| batch * i / blocks..batch * (i + 1) / blocks;
-    if blocks == 1 {
-        return f(block(0));
-    }
-    rayon::scope(|s| {
-        let f = &f;
-        for i in 1..blocks {
-            s.spawn(move |_| f(block(i)));
-        }
-        f(block(0));
-    });
-}
-
-/// A time-major buffer `[steps, batch, width]` written by several threads at once, each only in
-/// its own batch rows (see [`for_each_row_block`]).
-#[derive(Clone, Copy)]
-struct StepRows<'a, T> {
-    ptr: *mut T,
-    len: usize,
-    batch: usize,
-    width: usize,
-    _buf: PhantomData<&'a mut [T]>,
-}
-
-// SAFETY: `StepRows` is a `&mut [T]` whose users promise (at `at`) to touch disjoint elements.
-unsafe impl<T: Send> Send for StepRows<'_, T> {}
-unsafe impl<T: Send> Sync for StepRows<'_, T> {}
-
-impl<'a, T> StepRows<'a, T> {
-    fn new(buf: &'a mut [T], batch: usize, width: usize) -> Self {
-        StepRows {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            batch,
-            width,
-            _buf: PhantomData,
-        }
-    }
-
-    /// Rows `rows` of step `t`, `[rows.len(), width]`.
-    ///
-    /// # Safety
-    /// No two slices alive at the same time, on any thread, may share an element: threads pass
-    /// disjoint `rows`, and one thread never holds two slices of the same step and rows.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn at(&self, t: usize, rows: &Range<usize>) -> &mut [T] {
-        let start = (t * self.batch + rows.start) * self.width;
-        let end = (t * self.batch + rows.end) * self.width;
-        assert!(
-            start <= end && end <= self.len,
-            "StepRows: step {t} out of range"
-        );
-        std::slice::from_raw_parts_mut(self.ptr.add(start), end - start)
-    }
-}
-
-/// Rows `rows` of step `t` of a read-only time-major buffer `[steps, batch, width]`.
-fn step_rows<'a, T>(
-    buf: &'a [T],
-    t: usize,
-    rows: &Range<usize>,
-    batch: usize,
-    width: usize,
-) -> &'a [T] {
-    &buf[(t * batch + rows.start) * width..(t * batch + rows.end) * width]
-}
-
 /// Rows `T * B` from which a pass packs `W_hh` once instead of reading it as stored.
 const PACK_MIN_ROWS: usize = 64;
 
 /// The recurrent weight as a per-step product reads it: forward `h_{t-1} W_hh^T`, backward
 /// `da_t W_hh`, both `[R, k] x [k, n]`.
 #[derive(Clone, Copy)]
-enum Recurrent<'a, T> {
+pub enum Recurrent<'a, T> {
     /// Packed once for this pass.
     Packed(&'a PackedRhs<T>),
     /// `op(w)` read as stored.
@@ -462,7 +507,7 @@ enum Recurrent<'a, T> {
 
 impl<'a, T: Float> Recurrent<'a, T> {
     /// `C (+)= A op(W)` on the calling thread: `A [rows, k]`, `C [rows, n]`.
-    fn matmul(self, c: &mut [T], a: &[T], rows: usize, accumulate: bool) {
+    pub fn matmul(self, c: &mut [T], a: &[T], rows: usize, accumulate: bool) {
         match self {
             Recurrent::Packed(w) => w.matmul(c, a, rows, accumulate),
             Recurrent::Plain { w, trans, k, n } => {
@@ -471,25 +516,119 @@ impl<'a, T: Float> Recurrent<'a, T> {
         }
     }
 
-    /// `W_hh` for backward's `da_t W_hh`, packed into `packed` when the pass is long.
-    fn for_backward(
+    /// `op(w_hh)` for `rows` products per step: packed into `packed` when `rows` is at least
+    /// `PACK_MIN_ROWS` (short passes, e.g. sampling one token at a time, read it as stored).
+    /// Forward uses `W_hh^T [H, G*H]` (`Trans::Yes`), backward `W_hh [G*H, H]`.
+    fn new(
         packed: &'a mut PackedRhs<T>,
         w_hh: &'a [T],
+        trans: Trans,
         gh: usize,
-        dims: Dims,
-    ) -> Recurrent<'a, T> {
-        if dims.steps * dims.batch >= PACK_MIN_ROWS {
-            packed.pack(w_hh, Trans::No, gh, dims.hidden);
+        hidden: usize,
+        rows: usize,
+    ) -> Self {
+        let (k, n) = match trans {
+            Trans::Yes => (hidden, gh),
+            Trans::No => (gh, hidden),
+        };
+        if rows >= PACK_MIN_ROWS {
+            packed.pack(w_hh, trans, k, n);
             Recurrent::Packed(packed)
         } else {
             Recurrent::Plain {
                 w: w_hh,
-                trans: Trans::No,
-                k: gh,
-                n: dims.hidden,
+                trans,
+                k,
+                n,
             }
         }
     }
+}
+
+/// Runs one layer forward over all `T` steps.
+///
+/// `state` holds `h_0` (and `c_0`). Results land in `cache`.
+pub fn forward<T: Float>(
+    cell: Cell,
+    cache: &mut LayerCache<T>,
+    x: Input<T>,
+    state: StateIo<T>,
+    p: LayerParams<T>,
+    dims: Dims,
+) {
+    cache.prepare(cell, dims);
+    let keeps = cell.kind.keeps();
+    let bh = dims.batch * dims.hidden;
+    cache.h[..bh].copy_from_slice(state.h);
+    if keeps.cell_state {
+        cache.c[..bh].copy_from_slice(state.c);
+    }
+    let gh = p.b_hh.len();
+    let projection = if keeps.gates {
+        &mut cache.gates[..]
+    } else {
+        &mut cache.h[bh..]
+    };
+    input_projection(
+        projection,
+        &mut cache.token_rows,
+        x,
+        p,
+        keeps.input_has_b_hh,
+        dims,
+    );
+    let mut packed = std::mem::take(&mut cache.w_packed);
+    let w_hh = Recurrent::new(
+        &mut packed,
+        p.w_hh,
+        Trans::Yes,
+        gh,
+        dims.hidden,
+        dims.steps * dims.batch,
+    );
+    with_cell!(cell, |c| forward_pass(c, cache, w_hh, p.b_hh, dims));
+    cache.w_packed = packed;
+    cache.phase = Phase::Forward;
+}
+
+/// The loop over time, each thread on its own block of batch rows (see
+/// [`for_each_row_block`]).
+fn forward_pass<C: StepMath, T: Float>(
+    cell: C,
+    cache: &mut LayerCache<T>,
+    w_hh: Recurrent<T>,
+    b_hh: &[T],
+    dims: Dims,
+) {
+    let (b, h, gh) = (dims.batch, dims.hidden, C::GATES * dims.hidden);
+    let views = (
+        RowsMut::new(&mut cache.h, b, h),
+        RowsMut::new(&mut cache.c, b, h),
+        RowsMut::new(&mut cache.gates, b, gh),
+        RowsMut::new(&mut cache.aux, b, h),
+        RowsMut::new(&mut cache.scratch, b, gh),
+    );
+    for_each_row_block(
+        b,
+        views,
+        |(mut hs, mut cs, mut gates, mut aux, mut scratch)| {
+            for t in 0..dims.steps {
+                let (h_prev, h_next) = hs.pair(t);
+                let (c_prev, c_next) = cs.pair(t);
+                let s = ForwardStep {
+                    hidden: h,
+                    gates: gates.at(t),
+                    h_prev,
+                    h: h_next,
+                    c_prev,
+                    c: c_next,
+                    aux: aux.at(t),
+                    scratch: scratch.at(0),
+                };
+                cell.forward_step(s, w_hh, b_hh);
+            }
+        },
+    );
 }
 
 /// Gradient outputs of one layer's backward pass.
@@ -519,37 +658,54 @@ pub enum Upstream<'a, T> {
 /// to run at full speed, few enough that the chunk is a small fraction of the activations.
 pub const CHUNK_ROWS: usize = 512;
 
-/// Runs one layer backward over all `T` steps (after [`forward`] on the same cache), from the
-/// last step to the first, one chunk of steps at a time (see [`Upstream`]).
+/// Runs one layer backward over all `T` steps after [`forward`] on the same cache, from the
+/// last step to the first, one chunk of steps at a time (see [`Upstream`]); no gradient
+/// reaches the final state from outside the window. Weight gradients are accumulated into `g`.
 ///
-/// `dh_last`/`dc_last` `[B, H]` are the gradient reaching the final state (or `None`). Weight
-/// gradients are accumulated into `g`.
+/// Backward consumes the cache (it writes gradients over the gate values), so each backward
+/// needs its own forward: called without one, it returns an error and changes nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     cell: Cell,
     out: BackwardOut<T>,
+    g: LayerGrads<T>,
+    cache: &mut LayerCache<T>,
+    upstream: Upstream<T>,
+    x: Input<T>,
+    p: LayerParams<T>,
+    record: Option<StepGrads<T>>,
+) -> Result<()> {
+    if cache.phase != Phase::Forward || cache.cell != Some(cell) {
+        return Err(Error::Usage(
+            "backward needs a forward pass of the same cell on this cache first (each backward consumes its forward)".into(),
+        ));
+    }
+    with_cell!(cell, |c| backward_pass(
+        c, out, g, cache, upstream, x, p, record
+    ));
+    cache.phase = Phase::Backward;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_pass<C: StepMath, T: Float>(
+    cell: C,
+    out: BackwardOut<T>,
     mut g: LayerGrads<T>,
     cache: &mut LayerCache<T>,
     mut upstream: Upstream<T>,
-    dh_last: Option<&[T]>,
-    dc_last: Option<&[T]>,
     x: Input<T>,
     p: LayerParams<T>,
     mut record: Option<StepGrads<T>>,
 ) {
-    let dims = cache.dims.expect("backward needs a forward pass first");
-    let (bh, gh) = (dims.batch * dims.hidden, p.b_hh.len());
-    match dh_last {
-        Some(d) => cache.dh_carry.copy_from_slice(d),
-        None => cache.dh_carry.fill(T::ZERO),
-    }
-    match dc_last {
-        Some(d) => cache.dc_carry.copy_from_slice(d),
-        None => cache.dc_carry.fill(T::ZERO),
-    }
+    let dims = cache.dims.expect("checked by backward");
+    let (b, h) = (dims.batch, dims.hidden);
+    let (bh, gh) = (b * h, C::GATES * h);
+    cache.dh_carry.fill(T::ZERO);
+    cache.dc_carry.fill(T::ZERO);
     let per_chunk = match upstream {
         Upstream::Whole(_) => dims.steps.max(1),
-        Upstream::Chunked(_) => (CHUNK_ROWS / dims.batch.max(1)).clamp(1, dims.steps.max(1)),
+        Upstream::Chunked(_) => (CHUNK_ROWS / b.max(1)).clamp(1, dims.steps.max(1)),
     };
     let mut chunk = std::mem::take(&mut cache.dh_chunk);
     if let Upstream::Chunked(_) = upstream {
@@ -561,7 +717,7 @@ pub fn backward<T: Float>(
         token_rows.fill(T::ZERO);
     }
     let mut packed = std::mem::take(&mut cache.w_packed);
-    let w_hh = Recurrent::for_backward(&mut packed, p.w_hh, gh, dims);
+    let w_hh = Recurrent::new(&mut packed, p.w_hh, Trans::No, gh, h, dims.steps * b);
     let mut dx = out.dx;
     let mut end = dims.steps;
     while end > 0 {
@@ -574,26 +730,69 @@ pub fn backward<T: Float>(
                 dh
             }
         };
-        let rec = record.as_mut().map(|r| StepGrads {
-            dh: &mut *r.dh,
-            dc: r.dc.as_deref_mut(),
+        let rec = record.as_mut().map(|r| {
+            (
+                RowsMut::new(&mut *r.dh, b, h),
+                r.dc.as_deref_mut().map(|d| RowsMut::new(d, b, h)),
+            )
         });
-        let (act, r) = (cell.activation, steps.clone());
-        match cell.kind {
-            CellKind::Rnn => rnn::backward_steps(act, cache, dh_out, w_hh, dims, r, rec),
-            CellKind::Lstm => lstm::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
-            CellKind::Gru => gru::backward_steps(cache, &*dh_out, w_hh, dims, r, rec),
-        }
+        let views = (
+            (
+                RowsMut::new(&mut *dh_out, b, h),
+                RowsMut::new(&mut cache.gates, b, gh),
+                RowsMut::new(&mut cache.aux, b, h),
+                RowsMut::new(&mut cache.scratch, b, gh),
+            ),
+            (Rows::new(&cache.h, b, h), Rows::new(&cache.c, b, h)),
+            (
+                RowsMut::new(&mut cache.dh_carry, b, h),
+                RowsMut::new(&mut cache.dc_carry, b, h),
+            ),
+            rec,
+        );
+        let first = steps.start;
+        for_each_row_block(
+            b,
+            views,
+            |((mut up, mut gates, mut aux, mut scratch), (hs, cs), (mut dh, mut dc), mut rec)| {
+                for t in steps.clone().rev() {
+                    let (record_dh, record_dc) = match rec.as_mut() {
+                        Some((rh, rc)) => (Some(rh.at(t)), rc.as_mut().map(|r| r.at(t))),
+                        None => (None, None),
+                    };
+                    let s = BackwardStep {
+                        hidden: h,
+                        up: up.at(t - first),
+                        gates: gates.at(t),
+                        h_prev: hs.at(t),
+                        h: hs.at(t + 1),
+                        c_prev: cs.at(t),
+                        c: cs.at(t + 1),
+                        aux: aux.at(t),
+                        scratch: scratch.at(0),
+                        dh: dh.at(0),
+                        dc: dc.at(0),
+                        record_dh,
+                        record_dc,
+                    };
+                    cell.backward_step(s, w_hh);
+                }
+            },
+        );
         // This chunk's rows of every [T, B, _] buffer.
-        let rows = steps.start * dims.batch..steps.end * dims.batch;
-        let da = match cell.kind {
-            CellKind::Rnn => &*dh_out,
-            _ => &cache.gates[rows.start * gh..rows.end * gh],
+        let rows = steps.start * b..steps.end * b;
+        let da = if C::KEEPS.gates {
+            &cache.gates[rows.start * gh..rows.end * gh]
+        } else {
+            &*dh_out
         };
-        let hn = match cell.kind {
-            CellKind::Gru => &cache.hn[rows.start * dims.hidden..rows.end * dims.hidden],
-            _ => &[],
+        let aux = if C::KEEPS.aux {
+            &cache.aux[rows.start * h..rows.end * h]
+        } else {
+            &[]
         };
+        let h_prev = &cache.h[rows.start * h..rows.end * h];
+        cell.recurrent_weight_grads(&mut *g.w_hh, &mut *g.b_hh, da, aux, h_prev, h);
         let input = match x {
             Input::Dense(x) => Input::Dense(&x[rows.start * dims.input..rows.end * dims.input]),
             Input::Tokens { ids, embedding } => Input::Tokens {
@@ -607,19 +806,7 @@ pub fn backward<T: Float>(
             }
             _ => None,
         };
-        let h_prev = &cache.h[rows.start * dims.hidden..rows.end * dims.hidden];
-        weight_grads(
-            cell.kind,
-            dx_rows,
-            &mut g,
-            da,
-            h_prev,
-            hn,
-            &mut token_rows,
-            input,
-            p,
-            dims,
-        );
+        input_weight_grads(dx_rows, &mut g, da, &mut token_rows, input, p, dims);
         end = steps.start;
     }
     if let Input::Tokens { embedding, .. } = x {
@@ -636,42 +823,55 @@ pub fn backward<T: Float>(
     cache.token_rows = token_rows;
     cache.dh_chunk = chunk;
     out.dh0.copy_from_slice(&cache.dh_carry);
-    if cell.kind == CellKind::Lstm {
+    if C::KEEPS.cell_state {
         out.dc0.copy_from_slice(&cache.dc_carry);
     }
 }
 
-/// The weight gradients of one chunk of rows (all steps at once for [`Upstream::Whole`]), from
-/// the pre-activation gradients `da [rows, G*H]`, the previous states `h_prev [rows, H]` and,
-/// for the GRU, `hn [rows, H]` holding `dan * r`:
+/// The input-side gradients of one chunk of rows from the pre-activation gradients
+/// `da [rows, G*H]`:
 /// ```text
-/// dW_ih += dA^T X        dW_hh += dA_hh^T H_prev     db_ih += sum dA    db_hh += sum dA_hh
-/// dX = dA W_ih           (dA_hh = dA except for the GRU's n-block, dan * r)
+/// dW_ih += dA^T X        db_ih += sum dA        dX = dA W_ih
 /// ```
 /// For token input, `X = S E` with `S` the one-hot rows of the ids: this only adds the chunk's
 /// per-token sums of `dA` into `token_rows [V, G*H]` (`D = S^T dA`), and [`token_grads`] takes
 /// the rest once.
-#[allow(clippy::too_many_arguments)]
-fn weight_grads<T: Float>(
-    kind: CellKind,
+fn input_weight_grads<T: Float>(
     dx: Option<&mut [T]>,
     g: &mut LayerGrads<T>,
     da: &[T],
-    h_prev: &[T],
-    hn: &[T],
     token_rows: &mut [T],
     x: Input<T>,
     p: LayerParams<T>,
     dims: Dims,
 ) {
-    let (input, hidden) = (dims.input, dims.hidden);
-    let gh = kind.gates() * hidden;
+    let gh = p.b_ih.len();
     let rows = da.len() / gh;
     match x {
         Input::Dense(x) => {
-            matmul(g.w_ih, da, Trans::Yes, x, Trans::No, gh, input, rows, true);
+            matmul(
+                g.w_ih,
+                da,
+                Trans::Yes,
+                x,
+                Trans::No,
+                gh,
+                dims.input,
+                rows,
+                true,
+            );
             if let Some(dx) = dx {
-                matmul(dx, da, Trans::No, p.w_ih, Trans::No, rows, input, gh, false);
+                matmul(
+                    dx,
+                    da,
+                    Trans::No,
+                    p.w_ih,
+                    Trans::No,
+                    rows,
+                    dims.input,
+                    gh,
+                    false,
+                );
             }
         }
         Input::Tokens { ids, .. } => {
@@ -681,52 +881,6 @@ fn weight_grads<T: Float>(
         }
     }
     sum_rows_into(g.b_ih, da);
-    if kind == CellKind::Gru {
-        // da_hh = [dar, daz | dan * r]: the first two blocks are those of `da`, the third was
-        // written over `hn`.
-        let (w_rz, w_n) = g.w_hh.split_at_mut(2 * hidden * hidden);
-        matmul_strided(
-            w_rz,
-            da,
-            gh,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            2 * hidden,
-            hidden,
-            rows,
-            true,
-        );
-        matmul(
-            w_n,
-            hn,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            hidden,
-            hidden,
-            rows,
-            true,
-        );
-        let (b_rz, b_n) = g.b_hh.split_at_mut(2 * hidden);
-        for row in da.chunks_exact(gh) {
-            add_assign(b_rz, &row[..2 * hidden]);
-        }
-        sum_rows_into(b_n, hn);
-    } else {
-        matmul(
-            g.w_hh,
-            da,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            gh,
-            hidden,
-            rows,
-            true,
-        );
-        sum_rows_into(g.b_hh, da);
-    }
 }
 
 /// The input-side gradients of token input from the per-token sums `D [V, G*H]`:
@@ -769,7 +923,6 @@ fn token_grads<T: Float>(
 }
 
 /// `out = x W_ih^T + b_ih (+ b_hh)` for all steps at once: `x [T*B, in]`, `out [T*B, G*H]`.
-/// The RNN and LSTM add both biases here; the GRU keeps `b_hh` for the recurrent term.
 /// Token input computes the `V` distinct rows once, in `token_rows [V, G*H]`, and copies them.
 fn input_projection<T: Float>(
     out: &mut [T],
@@ -806,6 +959,182 @@ fn input_projection<T: Float>(
             for (row, &id) in out.chunks_exact_mut(gh).zip(ids) {
                 row.copy_from_slice(&token_rows[id as usize * gh..][..gh]);
             }
+        }
+    }
+}
+
+/// Whose forward values each row of a [`StepVjp`] block reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOwners {
+    /// `blocks` consecutive blocks of `B` rows: row `r` belongs to batch element `r % B` (the
+    /// batched sweep: one block per target).
+    Blocks(usize),
+    /// `rows` rows, all of batch element `b` (one-step Jacobians: one row per basis vector).
+    Element { b: usize, rows: usize },
+}
+
+impl RowOwners {
+    fn rows(self, batch: usize) -> usize {
+        match self {
+            RowOwners::Blocks(n) => n * batch,
+            RowOwners::Element { rows, .. } => rows,
+        }
+    }
+}
+
+/// Vector-Jacobian products through one cached step, for many gradient rows at once: the
+/// analysis's view of a cell's backward step. It copies the step's forward values for each row
+/// (they are overwritten by the step), then runs the cell's own [`StepMath::backward_step`].
+#[derive(Default)]
+pub struct StepVjp<T> {
+    gates: Vec<T>,
+    h_prev: Vec<T>,
+    h: Vec<T>,
+    c_prev: Vec<T>,
+    c: Vec<T>,
+    aux: Vec<T>,
+    scratch: Vec<T>,
+    packed: PackedRhs<T>,
+    /// `W_hh` the packed copy was made from (address and length).
+    packed_from: Option<(usize, usize)>,
+}
+
+/// The gradient rows of a [`StepVjp::run`], each `[R, H]`.
+pub struct VjpRows<'a, T> {
+    /// The gradient reaching `h_t` from outside the recurrence; the cells without kept gates
+    /// leave the pre-activation gradient in it.
+    pub up: &'a mut [T],
+    /// The gradient reaching `h_t` (and `c_t`) from step `t + 1` on entry, `dL/dh_{t-1}` (and
+    /// `dL/dc_{t-1}`) on exit.
+    pub dh: &'a mut [T],
+    pub dc: &'a mut [T],
+    /// Receive the total `dL/dh_t` (and `dL/dc_t`).
+    pub record_dh: &'a mut [T],
+    pub record_dc: &'a mut [T],
+}
+
+impl<T: Float> StepVjp<T> {
+    /// Runs step `t` of `cache` (after its forward, before its backward) backward for the rows
+    /// `rows` (`owners` says whose forward values each reads). Returns the pre-activation
+    /// gradients `da [R, G*H]`.
+    pub fn run<'s>(
+        &'s mut self,
+        cell: Cell,
+        cache: &LayerCache<T>,
+        w_hh: &[T],
+        t: usize,
+        owners: RowOwners,
+        rows: VjpRows<'s, T>,
+    ) -> &'s [T] {
+        let d = cache.forward_dims("StepVjp");
+        let (b, h) = (d.batch, d.hidden);
+        let keeps = cell.kind.keeps();
+        let gh = cell.kind.gates() * h;
+        let n = owners.rows(b);
+        let v = cache.step_values(t);
+        let fill = |dst: &mut Vec<T>, src: &[T], width: usize, on: bool| {
+            resize(dst, if on { n * width } else { 0 });
+            if !on {
+                return;
+            }
+            match owners {
+                RowOwners::Blocks(_) => {
+                    for block in dst.chunks_exact_mut(src.len()) {
+                        block.copy_from_slice(src);
+                    }
+                }
+                RowOwners::Element { b, .. } => {
+                    let row = &src[b * width..(b + 1) * width];
+                    for r in dst.chunks_exact_mut(width) {
+                        r.copy_from_slice(row);
+                    }
+                }
+            }
+        };
+        fill(&mut self.gates, v.gates, gh, keeps.gates);
+        fill(&mut self.h_prev, v.h_prev, h, true);
+        fill(&mut self.h, v.h, h, true);
+        fill(&mut self.c_prev, v.c_prev, h, keeps.cell_state);
+        fill(&mut self.c, v.c, h, keeps.cell_state);
+        fill(&mut self.aux, v.aux, h, keeps.aux);
+        resize(&mut self.scratch, if keeps.scratch { n * gh } else { 0 });
+        let key = (w_hh.as_ptr() as usize, w_hh.len());
+        let w = if n >= PACK_MIN_ROWS {
+            if self.packed_from != Some(key) {
+                self.packed.pack(w_hh, Trans::No, gh, h);
+                self.packed_from = Some(key);
+            }
+            Recurrent::Packed(&self.packed)
+        } else {
+            Recurrent::Plain {
+                w: w_hh,
+                trans: Trans::No,
+                k: gh,
+                n: h,
+            }
+        };
+        let VjpRows {
+            up,
+            dh,
+            dc,
+            record_dh,
+            record_dc,
+        } = rows;
+        let rec_dc = keeps
+            .cell_state
+            .then(|| RowsMut::new(&mut *record_dc, n, h));
+        let views = (
+            (
+                RowsMut::new(&mut *up, n, h),
+                RowsMut::new(&mut self.gates, n, gh),
+                RowsMut::new(&mut self.aux, n, h),
+                RowsMut::new(&mut self.scratch, n, gh),
+            ),
+            (
+                Rows::new(&self.h_prev, n, h),
+                Rows::new(&self.h, n, h),
+                Rows::new(&self.c_prev, n, h),
+                Rows::new(&self.c, n, h),
+            ),
+            (
+                RowsMut::new(&mut *dh, n, h),
+                RowsMut::new(if keeps.cell_state { &mut *dc } else { &mut [] }, n, h),
+            ),
+            (RowsMut::new(&mut *record_dh, n, h), rec_dc),
+        );
+        with_cell!(cell, |c| for_each_row_block(
+            n,
+            views,
+            |(
+                (mut up, mut gates, mut aux, mut scratch),
+                (hp, hs, cp, cs),
+                (mut dh, mut dc),
+                (mut rh, mut rc),
+            )| {
+                c.backward_step(
+                    BackwardStep {
+                        hidden: h,
+                        up: up.at(0),
+                        gates: gates.at(0),
+                        h_prev: hp.at(0),
+                        h: hs.at(0),
+                        c_prev: cp.at(0),
+                        c: cs.at(0),
+                        aux: aux.at(0),
+                        scratch: scratch.at(0),
+                        dh: dh.at(0),
+                        dc: dc.at(0),
+                        record_dh: Some(rh.at(0)),
+                        record_dc: rc.as_mut().map(|r| r.at(0)),
+                    },
+                    w,
+                )
+            }
+        ));
+        if keeps.gates {
+            &self.gates
+        } else {
+            up
         }
     }
 }

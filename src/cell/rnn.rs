@@ -1,73 +1,124 @@
-//! Vanilla RNN (Elman): `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`, `h_t = s(a_t)`.
+//! Vanilla RNN (Elman), as `torch.nn.RNN` (which offers tanh and relu; sigmoid and identity are
+//! added for the analysis):
+//! ```text
+//! a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh        h_t = s(a_t)
+//! backward:  dh_t = (from outside) + (from step t+1)   da_t = dh_t * s'(a_t)
+//!            dh_{t-1} = W_hh^T da_t
+//! one-step Jacobian:  dh_t/dh_{t-1} = diag(s'(a_t)) W_hh
+//! ```
+//! The pre-activations are built in place in `h_1..h_T` and activated there, so backward
+//! recovers `s'(a_t)` from `h_t` alone and the cell keeps nothing else.
 
-use super::{
-    for_each_row_block, step_rows, Activation, Dims, LayerCache, Recurrent, StepGrads, StepRows,
-};
+use super::{BackwardStep, Cell, ForwardStep, Keeps, Recurrent, StepMath};
 use crate::tensor::{multiversion, Float};
-use std::ops::Range;
+use serde::{Deserialize, Serialize};
 
-/// Forward over all steps; `cache.h[0]` already holds `h_0` and `h[1..]` the input projections
-/// `x_t W_ih^T + b_ih + b_hh`.
-///
-/// The pre-activations are completed in place in `h[1..]` and activated there, so backward
-/// recovers `s'(a_t)` from `h_t` alone.
-pub(super) fn forward<T: Float>(
-    act: Activation,
-    cache: &mut LayerCache<T>,
-    w_hh: Recurrent<T>,
-    dims: Dims,
-) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let hs = StepRows::new(&mut cache.h, b, h);
-    for_each_row_block(b, |rows| {
-        for t in 0..dims.steps {
-            // SAFETY: each thread has its own `rows`; steps t and t + 1 are disjoint.
-            let (prev, step) = unsafe { (hs.at(t, &rows), hs.at(t + 1, &rows)) };
-            // a_t += h_{t-1} W_hh^T   ([R, H] x [H, H]^T)
-            w_hh.matmul(step, prev, rows.len(), true);
-            activate(act, step);
-        }
-    });
+/// The vanilla RNN's activation `s` in `h_t = s(a_t)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Tanh,
+    Relu,
+    Sigmoid,
+    Identity,
 }
 
-/// Walks the steps `steps` backwards, writing `da_t = dh_t * s'(a_t)` over `dh_out[t]` (read for
-/// the last time there; `dh_out` holds the rows of `steps` only) and carrying `dL/dh_{t-1}` in
-/// `cache.dh_carry`:
-/// ```text
-/// dh_t = dh_out[t] + W_hh^T da_{t+1}       da_t = dh_t * s'(a_t)
-/// ```
-pub(super) fn backward_steps<T: Float>(
-    act: Activation,
-    cache: &mut LayerCache<T>,
-    dh_out: &mut [T],
-    w_hh: Recurrent<T>,
-    dims: Dims,
-    steps: Range<usize>,
-    record: Option<StepGrads<T>>,
-) {
-    let (b, h) = (dims.batch, dims.hidden);
-    let das = StepRows::new(dh_out, b, h);
-    let dh_carry = StepRows::new(&mut cache.dh_carry, b, h);
-    let rec_dh = record.map(|r| StepRows::new(r.dh, b, h));
-    let hs = &cache.h[..];
-    for_each_row_block(b, |rows| {
-        // SAFETY: each thread has its own `rows` and takes each slice once per step.
-        let carry = unsafe { dh_carry.at(0, &rows) };
-        for t in steps.clone().rev() {
-            let h_t = step_rows(hs, t + 1, &rows, b, h);
-            // dh_out[t] on entry, da_t on exit.
-            let da_t = unsafe { das.at(t - steps.start, &rows) };
-            if let Some(rec) = rec_dh.as_ref() {
-                let rec = unsafe { rec.at(t, &rows) };
-                for ((r, &c), &u) in rec.iter_mut().zip(&*carry).zip(&*da_t) {
-                    *r = c + u;
+impl Activation {
+    #[inline(always)]
+    pub fn apply<T: Float>(self, a: T) -> T {
+        match self {
+            Activation::Tanh => a.tanh(),
+            Activation::Relu => a.max(T::ZERO),
+            Activation::Sigmoid => crate::tensor::sigmoid(a),
+            Activation::Identity => a,
+        }
+    }
+
+    /// `s'(a)` expressed through the output `h = s(a)`, so backward needs only the stored `h`:
+    /// ```text
+    /// tanh: 1 - h^2    sigmoid: h (1 - h)    relu: [h > 0]    identity: 1
+    /// ```
+    #[inline(always)]
+    pub fn derivative_from_output<T: Float>(self, h: T) -> T {
+        match self {
+            Activation::Tanh => T::ONE - h * h,
+            Activation::Relu => {
+                if h > T::ZERO {
+                    T::ONE
+                } else {
+                    T::ZERO
                 }
             }
-            pre_activation_grads(act, da_t, carry, h_t);
-            // dh_{t-1} (from step t) = da_t W_hh   ([R, H] x [H, H])
-            w_hh.matmul(carry, da_t, rows.len(), false);
+            Activation::Sigmoid => h * (T::ONE - h),
+            Activation::Identity => T::ONE,
         }
-    });
+    }
+
+    /// `gamma = max |s'|`: 1 for tanh, relu and identity, 1/4 for sigmoid (Pascanu et al. 2013).
+    pub fn gamma(self) -> f64 {
+        match self {
+            Activation::Sigmoid => 0.25,
+            _ => 1.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Identity => "identity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tanh" => Some(Activation::Tanh),
+            "relu" => Some(Activation::Relu),
+            "sigmoid" => Some(Activation::Sigmoid),
+            "identity" | "linear" => Some(Activation::Identity),
+            _ => None,
+        }
+    }
+}
+
+/// The vanilla RNN with its activation.
+#[derive(Clone, Copy)]
+pub struct Rnn(Activation);
+
+impl StepMath for Rnn {
+    const GATES: usize = 1;
+    const GATE_NAMES: &'static [&'static str] = &["hh"];
+    const KEEPS: Keeps = Keeps {
+        cell_state: false,
+        gates: false,
+        aux: false,
+        scratch: false,
+        input_has_b_hh: true,
+    };
+
+    fn new(cell: Cell) -> Self {
+        Rnn(cell.activation)
+    }
+
+    /// `h` holds `x_t W_ih^T + b_ih + b_hh` on entry: `a_t = h + h_{t-1} W_hh^T`, `h_t = s(a_t)`.
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, _b_hh: &[T]) {
+        // a_t += h_{t-1} W_hh^T   ([R, H] x [H, H])
+        w_hh.matmul(s.h, s.h_prev, s.h_prev.len() / s.hidden, true);
+        activate(self.0, s.h);
+    }
+
+    /// `da_t = (dh + up) * s'(a_t)` written over `up`; `dh_{t-1} = da_t W_hh`.
+    fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>) {
+        if let Some(rec) = s.record_dh {
+            for ((r, &c), &u) in rec.iter_mut().zip(&*s.dh).zip(&*s.up) {
+                *r = c + u;
+            }
+        }
+        pre_activation_grads(self.0, &mut *s.up, &*s.dh, s.h);
+        // dh_{t-1} = da_t W_hh   ([R, H] x [H, H])
+        w_hh.matmul(s.dh, s.up, s.h.len() / s.hidden, false);
+    }
 }
 
 /// Runs `$body` with `$a` bound to `$act` as a constant, one match arm per activation, so that

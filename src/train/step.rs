@@ -121,7 +121,7 @@ impl<T: Float> Trainer<T> {
         };
         self.grads.fill(T::ZERO);
         let lw = weights.map_or(LossWeights::Mean, LossWeights::PerToken);
-        m.backward(ws, &mut self.grads, lw, None, None);
+        m.backward(ws, &mut self.grads, lw, None, None)?;
         let grad_norm = match clip {
             Clip::Norm(x) => clip_grad_norm(&mut self.grads, x),
             _ => crate::tensor::norm(&self.grads),
