@@ -111,3 +111,51 @@ fn a_workspace_follows_the_model_it_serves() {
         assert_eq!(got, want, "dropout {}", c.dropout);
     }
 }
+
+/// Backward consumes its forward pass (it writes gradients over the gate values), so backward
+/// without a forward and a loss, or a second backward on the same forward, is an error that
+/// leaves the gradients untouched, never a result computed from stale values.
+#[test]
+fn backward_without_its_forward_is_an_error() {
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let c = config(cell, Activation::Tanh, 2, false);
+        let m = model(c.clone(), 4);
+        let (steps, batch) = (5, 2);
+        let inp = tokens(steps * batch, c.vocab, 1);
+        let tgt = tokens(steps * batch, c.vocab, 2);
+        let state = State::zeros(&c, batch);
+        let mut grads = vec![0.0; m.layout.total()];
+        let usage = |r: rnnscope::Result<()>| matches!(r, Err(rnnscope::Error::Usage(ref msg)) if msg.contains("forward pass"));
+        let mut ws = Workspace::default();
+        assert!(usage(m.backward(
+            &mut ws,
+            &mut grads,
+            LossWeights::Mean,
+            None,
+            None
+        )));
+        m.forward(&mut ws, &inp, &state, steps, batch, None);
+        // forward without loss
+        assert!(usage(m.backward(
+            &mut ws,
+            &mut grads,
+            LossWeights::Mean,
+            None,
+            None
+        )));
+        assert!(grads.iter().all(|&g| g == 0.0));
+        m.loss(&mut ws, &tgt);
+        m.backward(&mut ws, &mut grads, LossWeights::Mean, None, None)
+            .unwrap();
+        let once = grads.clone();
+        assert!(once.iter().any(|&g| g != 0.0));
+        assert!(usage(m.backward(
+            &mut ws,
+            &mut grads,
+            LossWeights::Mean,
+            None,
+            None
+        )));
+        assert_eq!(grads, once, "a refused backward adds nothing");
+    }
+}

@@ -5,6 +5,7 @@
 mod matmul;
 mod packed;
 mod rows;
+mod sys;
 
 /// Defines `fn name<T: Float>(args)` twice: as written (the compiler's SSE2 baseline) and
 /// compiled for AVX2 and FMA, and dispatches to the second at run time where the CPU has them.
@@ -61,6 +62,7 @@ pub fn has_avx2_fma() -> bool {
 pub use matmul::{gemm_threads, matmul, matmul_on, matmul_strided, set_gemm_threads, Trans};
 pub use packed::PackedRhs;
 pub use rows::{for_each_row_block, Rows, RowsMut, SplitRows};
+pub use sys::default_sigpipe;
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
