@@ -4,7 +4,8 @@
 //! [`GradflowSnapshot`]; the pieces are in [`profile`] (the batched sweep, the influence
 //! matrix and the profile), [`jacobian`] (one-step Jacobians and their products),
 //! [`theory`] (spectra, the Pascanu regime, exact checks) and [`spectrum`].
-//! Everything runs in f64 on a converted copy of the model, without dropout.
+//! Everything runs on a converted copy of the model, without dropout: spectra, Jacobians and
+//! theory checks in f64, the batched sweep in f64 by default or in f32 ([`Precision`]).
 
 pub mod jacobian;
 pub mod profile;

@@ -1,4 +1,7 @@
-//! Scalar trait, matrix multiply dispatch and element-wise activation kernels.
+//! The numeric floor of the crate: the [`Float`] trait (f32 for training, f64 for checks), the
+//! GEMM dispatch, the packed per-step recurrent product, the per-thread views of time-major
+//! buffers that the recurrent passes run on, and f32 `exp`/`tanh`. All of the crate's `unsafe`
+//! lives in this directory.
 //!
 //! All matrices are row-major slices; shapes are documented at each call site.
 
