@@ -22,6 +22,7 @@
 
 mod gru;
 mod lstm;
+pub mod orthogonal;
 mod rnn;
 
 pub use rnn::Activation;
