@@ -133,7 +133,10 @@ impl ModelConfig {
             let a = l.push(format!("rnn.weight_ih_l{k}"), &[gh, self.layer_input(k)]);
             l.push(format!("rnn.weight_hh_l{k}"), &[gh, self.hidden]);
             l.push(format!("rnn.bias_ih_l{k}"), &[gh]);
-            let d = l.push(format!("rnn.bias_hh_l{k}"), &[gh]);
+            let mut d = l.push(format!("rnn.bias_hh_l{k}"), &[gh]);
+            if let Some(extra) = self.cell().extra_param() {
+                d = l.push(format!("rnn.{extra}_l{k}"), &[self.hidden]);
+            }
             layers.push(a.start..d.end);
         }
         let decoder_w = if self.tie {
@@ -174,7 +177,7 @@ impl ModelConfig {
 #[derive(Clone, Debug)]
 struct Offsets {
     embedding: Range<usize>,
-    /// One contiguous block `[w_ih | w_hh | b_ih | b_hh]` per layer.
+    /// One contiguous block `[w_ih | w_hh | b_ih | b_hh | extra]` per layer.
     layers: Vec<Range<usize>>,
     /// Equal to `embedding` when tied.
     decoder_w: Range<usize>,

@@ -16,7 +16,9 @@
 //! J = diag(z) + diag((h_{t-1} - n) z(1-z)) W_z + diag((1-z)(1-n^2)) (diag(r) W_n + diag(hn r(1-r)) W_r)
 //! ```
 
-use super::{BackwardStep, Cell, ForwardStep, Keeps, Recurrent, StepMath};
+use super::{
+    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent, StepMath,
+};
 use crate::tensor::{
     add_assign, add_row_bias, matmul, matmul_strided, multiversion, sigmoid, sum_rows_into, Float,
     Trans,
@@ -41,9 +43,9 @@ impl StepMath for Gru {
     }
 
     /// `scratch = h_{t-1} W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the gates and the new state.
-    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, b_hh: &[T]) {
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, p: &LayerParams<'_, T>) {
         w_hh.matmul(s.scratch, s.h_prev, s.h_prev.len() / s.hidden, false);
-        add_row_bias(s.scratch, b_hh);
+        add_row_bias(s.scratch, p.b_hh);
         forward_gates(s.gates, s.scratch, s.aux, s.h_prev, s.h, s.hidden);
     }
 
@@ -71,46 +73,18 @@ impl StepMath for Gru {
 
     /// `da_hh = [dar, daz | dan * r]`: the first two blocks are those of `da`, the third was
     /// written over `aux`.
-    fn recurrent_weight_grads<T: Float>(
-        self,
-        dw_hh: &mut [T],
-        db_hh: &mut [T],
-        da: &[T],
-        aux: &[T],
-        h_prev: &[T],
-        hidden: usize,
-    ) {
+    fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
+        let hidden = v.hidden;
         let gh = 3 * hidden;
-        let rows = da.len() / gh;
-        let (w_rz, w_n) = dw_hh.split_at_mut(2 * hidden * hidden);
-        matmul_strided(
-            w_rz,
-            da,
-            gh,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            2 * hidden,
-            hidden,
-            rows,
-            true,
-        );
-        matmul(
-            w_n,
-            aux,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            hidden,
-            hidden,
-            rows,
-            true,
-        );
-        let (b_rz, b_n) = db_hh.split_at_mut(2 * hidden);
-        for row in da.chunks_exact(gh) {
+        let rows = v.da.len() / gh;
+        let (w_rz, w_n) = g.w_hh.split_at_mut(2 * hidden * hidden);
+        matmul_strided(w_rz, v.da, gh, Trans::Yes, v.h_prev, Trans::No, 2 * hidden, hidden, rows, true);
+        matmul(w_n, v.aux, Trans::Yes, v.h_prev, Trans::No, hidden, hidden, rows, true);
+        let (b_rz, b_n) = g.b_hh.split_at_mut(2 * hidden);
+        for row in v.da.chunks_exact(gh) {
             add_assign(b_rz, &row[..2 * hidden]);
         }
-        sum_rows_into(b_n, aux);
+        sum_rows_into(b_n, v.aux);
     }
 }
 

@@ -17,7 +17,7 @@
 //! dh_t/dc_{t-1} = diag(o (1 - tanh^2 c_t) f)
 //! ```
 
-use super::{BackwardStep, Cell, ForwardStep, Keeps, Recurrent, StepMath};
+use super::{BackwardStep, Cell, ForwardStep, Keeps, LayerParams, Recurrent, StepMath};
 use crate::tensor::{multiversion, sigmoid, Float};
 
 #[derive(Clone, Copy)]
@@ -39,7 +39,12 @@ impl StepMath for Lstm {
     }
 
     /// `gates += h_{t-1} W_hh^T`, then the gate nonlinearities and the cell update, fused.
-    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, _b_hh: &[T]) {
+    fn forward_step<T: Float>(
+        self,
+        s: ForwardStep<'_, T>,
+        w_hh: Recurrent<'_, T>,
+        _p: &LayerParams<'_, T>,
+    ) {
         // [R, H] x [H, 4H]
         w_hh.matmul(s.gates, s.h_prev, s.h_prev.len() / s.hidden, true);
         forward_gates(s.gates, s.c_prev, s.h, s.c, s.hidden);

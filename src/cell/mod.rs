@@ -193,39 +193,37 @@ pub trait StepMath: Copy + Send + Sync {
     const KEEPS: Keeps;
     fn new(cell: Cell) -> Self;
     /// `h_t` (and `c_t`) from `h_{t-1}` and the step's input side; `w_hh` is `W_hh^T`
-    /// (`[H, G*H]`), `b_hh` the recurrent bias.
-    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, b_hh: &[T]);
+    /// (`[H, G*H]`); `p` gives the biases and the cell's extra parameters.
+    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, p: &LayerParams<'_, T>);
     /// The pre-activation gradient of the step and the gradient to `h_{t-1}` (and `c_{t-1}`);
     /// `w_hh` is `W_hh` (`[G*H, H]`).
     fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>);
-    /// `dW_hh += dA_hh^T H_prev`, `db_hh += sum dA_hh` for a chunk of rows, from the
-    /// pre-activation gradients `da [rows, G*H]`, the previous states `h_prev [rows, H]` and the
-    /// `aux [rows, H]` values backward left. By default `dA_hh = dA`.
-    fn recurrent_weight_grads<T: Float>(
-        self,
-        dw_hh: &mut [T],
-        db_hh: &mut [T],
-        da: &[T],
-        aux: &[T],
-        h_prev: &[T],
-        hidden: usize,
-    ) {
-        let _ = aux;
-        let gh = Self::GATES * hidden;
-        let rows = da.len() / gh;
-        matmul(
-            dw_hh,
-            da,
-            Trans::Yes,
-            h_prev,
-            Trans::No,
-            gh,
-            hidden,
-            rows,
-            true,
-        );
-        sum_rows_into(db_hh, da);
+    /// The name of a per-unit `[H]` parameter the cell has besides the four of `torch.nn`
+    /// (stored per layer as `rnn.NAME_l{k}`), if any.
+    fn extra_param(self) -> Option<&'static str> {
+        None
     }
+    /// The recurrent-side parameter gradients of a chunk of rows after backward walked it: by
+    /// default `dW_hh += dA^T H_prev`, `db_hh += sum dA`.
+    fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
+        let gh = Self::GATES * v.hidden;
+        let rows = v.da.len() / gh;
+        matmul(&mut *g.w_hh, v.da, Trans::Yes, v.h_prev, Trans::No, gh, v.hidden, rows, true);
+        sum_rows_into(&mut *g.b_hh, v.da);
+    }
+}
+
+/// What backward leaves for the parameter gradients of a chunk of `rows` rows (time-major
+/// `[steps, B]` rows of one chunk).
+pub struct ChunkValues<'a, T> {
+    /// `[rows, G*H]` the input-side pre-activation gradients.
+    pub da: &'a [T],
+    /// `[rows, H]` the cell's `aux` values as backward left them (empty if it keeps none).
+    pub aux: &'a [T],
+    /// `[rows, H]` `h_{t-1}` and `h_t` of every row.
+    pub h_prev: &'a [T],
+    pub h: &'a [T],
+    pub hidden: usize,
 }
 
 /// A cell type with its activation (the activation matters only for the vanilla RNN).
@@ -233,6 +231,14 @@ pub trait StepMath: Copy + Send + Sync {
 pub struct Cell {
     pub kind: CellKind,
     pub activation: Activation,
+}
+
+impl Cell {
+    /// The name of the cell's per-unit extra parameter, if it has one (see
+    /// [`StepMath::extra_param`]).
+    pub fn extra_param(self) -> Option<&'static str> {
+        with_cell!(self, |c| c.extra_param())
+    }
 }
 
 /// Sizes of one layer's pass: `steps` = T, `batch` = B, `input` = in, `hidden` = H.
@@ -255,19 +261,23 @@ pub struct LayerParams<'a, T> {
     pub b_ih: &'a [T],
     /// `[G*H]`
     pub b_hh: &'a [T],
+    /// `[H]` the cell's extra parameter ([`StepMath::extra_param`]), else empty.
+    pub extra: &'a [T],
 }
 
 impl<'a, T: Float> LayerParams<'a, T> {
-    /// Splits one layer's contiguous block `[w_ih | w_hh | b_ih | b_hh]`.
+    /// Splits one layer's contiguous block `[w_ih | w_hh | b_ih | b_hh | extra]`.
     pub fn split(block: &'a [T], gh: usize, input: usize, hidden: usize) -> Self {
         let (w_ih, rest) = block.split_at(gh * input);
         let (w_hh, rest) = rest.split_at(gh * hidden);
-        let (b_ih, b_hh) = rest.split_at(gh);
+        let (b_ih, rest) = rest.split_at(gh);
+        let (b_hh, extra) = rest.split_at(gh);
         LayerParams {
             w_ih,
             w_hh,
             b_ih,
             b_hh,
+            extra,
         }
     }
 }
@@ -278,18 +288,21 @@ pub struct LayerGrads<'a, T> {
     pub w_hh: &'a mut [T],
     pub b_ih: &'a mut [T],
     pub b_hh: &'a mut [T],
+    pub extra: &'a mut [T],
 }
 
 impl<'a, T: Float> LayerGrads<'a, T> {
     pub fn split(block: &'a mut [T], gh: usize, input: usize, hidden: usize) -> Self {
         let (w_ih, rest) = block.split_at_mut(gh * input);
         let (w_hh, rest) = rest.split_at_mut(gh * hidden);
-        let (b_ih, b_hh) = rest.split_at_mut(gh);
+        let (b_ih, rest) = rest.split_at_mut(gh);
+        let (b_hh, extra) = rest.split_at_mut(gh);
         LayerGrads {
             w_ih,
             w_hh,
             b_ih,
             b_hh,
+            extra,
         }
     }
 }
@@ -587,7 +600,7 @@ pub fn forward<T: Float>(
         dims.hidden,
         dims.steps * dims.batch,
     );
-    with_cell!(cell, |c| forward_pass(c, cache, w_hh, p.b_hh, dims));
+    with_cell!(cell, |c| forward_pass(c, cache, w_hh, &p, dims));
     cache.w_packed = packed;
     cache.phase = Phase::Forward;
 }
@@ -598,7 +611,7 @@ fn forward_pass<C: StepMath, T: Float>(
     cell: C,
     cache: &mut LayerCache<T>,
     w_hh: Recurrent<T>,
-    b_hh: &[T],
+    p: &LayerParams<T>,
     dims: Dims,
 ) {
     let (b, h, gh) = (dims.batch, dims.hidden, C::GATES * dims.hidden);
@@ -626,7 +639,7 @@ fn forward_pass<C: StepMath, T: Float>(
                     aux: aux.at(t),
                     scratch: scratch.at(0),
                 };
-                cell.forward_step(s, w_hh, b_hh);
+                cell.forward_step(s, w_hh, p);
             }
         },
     );
@@ -792,8 +805,16 @@ fn backward_pass<C: StepMath, T: Float>(
         } else {
             &[]
         };
-        let h_prev = &cache.h[rows.start * h..rows.end * h];
-        cell.recurrent_weight_grads(&mut *g.w_hh, &mut *g.b_hh, da, aux, h_prev, h);
+        cell.recurrent_grads(
+            &mut g,
+            ChunkValues {
+                da,
+                aux,
+                h_prev: &cache.h[rows.start * h..rows.end * h],
+                h: &cache.h[(rows.start + b) * h..(rows.end + b) * h],
+                hidden: h,
+            },
+        );
         let input = match x {
             Input::Dense(x) => Input::Dense(&x[rows.start * dims.input..rows.end * dims.input]),
             Input::Tokens { ids, embedding } => Input::Tokens {
