@@ -12,6 +12,7 @@ pub mod train;
 
 use crate::error::{Error, Result, RunDirProblem};
 use clap::{Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +78,22 @@ pub fn set_threads(threads: usize) -> usize {
         .build_global();
     crate::tensor::set_gemm_threads(n);
     n
+}
+
+/// Raised by Ctrl-C (see [`install_ctrlc`]); training loops stop at it.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C raises the stop flag (the loop finishes the step and saves); a second one quits.
+pub fn install_ctrlc() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)"
+        );
+    });
 }
 
 /// Says which flag to use in the library errors that name a configuration field or ask for a

@@ -103,12 +103,12 @@ fn run_args(a: Args) -> Result<()> {
         stop_when_solved: a.stop_when_solved,
         max_bad_steps: 0,
     };
-    super::train::install_ctrlc();
+    super::install_ctrlc();
     let (reason, r, _) = run_task_until(
         &cfg,
         Some(&a.out),
         &mut LogLines(&mut |line| eprintln!("{line}")),
-        &super::train::STOP,
+        &super::STOP,
     )?;
     if matches!(reason, StopReason::Interrupted | StopReason::TimeLimit) {
         println!(

@@ -15,7 +15,6 @@ use crate::{Activation, CellKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug, Default)]
@@ -333,22 +332,6 @@ impl Monitor for ProgressMonitor {
     }
 }
 
-/// Raised by Ctrl-C (see [`install_ctrlc`]).
-pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C raises the stop flag (the loop finishes the step and saves); a second one quits.
-pub(crate) fn install_ctrlc() {
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)"
-        );
-    });
-}
-
 fn fingerprint_hex(f: u64) -> String {
     format!("{f:016x}")
 }
@@ -566,7 +549,7 @@ fn run_loop(
     dir: &mut RunDir,
     monitor: &mut ProgressMonitor,
 ) -> Result<()> {
-    install_ctrlc();
+    super::install_ctrlc();
     let mut data = StreamData::new(
         &p.corpus.train.ids,
         &p.corpus.valid.ids,
@@ -575,7 +558,7 @@ fn run_loop(
         p.cfg.batch,
         p.cfg.bptt,
     )?;
-    let (reason, summary) = train(session, &mut data, Some(dir), monitor, &STOP)?;
+    let (reason, summary) = train(session, &mut data, Some(dir), monitor, &super::STOP)?;
     let d = dir.path.display();
     let best = summary
         .best_valid_loss
