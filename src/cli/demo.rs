@@ -9,15 +9,14 @@
 
 use crate::analysis;
 use crate::cell::{Activation, CellKind};
-use crate::checkpoint::write_atomic;
 use crate::data::tasks::{Task, TaskKind, NOUNS};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 use crate::train::experiment::run_parallel;
-use crate::train::task::{run_task, TaskResult, TaskRunConfig};
+use crate::train::records::{write_csv, write_json, DemoRow, TaskSummary};
+use crate::train::task::{run_task, TaskRunConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -37,21 +36,6 @@ pub struct Args {
     threads: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-/// One row of the demo table.
-#[derive(Clone, Debug, Serialize)]
-pub struct DemoRow {
-    pub cell: String,
-    pub distance: usize,
-    pub accuracy: f64,
-    pub chance: f64,
-    /// `R(l)` of the trained model at `l = distance`, on held-out sentences.
-    pub gradient_ratio: Option<f64>,
-    /// Measured per-step decay of `R` (geometric mean).
-    pub decay_per_step: Option<f64>,
-    pub updates: usize,
-    pub seconds: f64,
 }
 
 fn run_config(cell: CellKind, distance: usize, steps: usize, seed: u64) -> TaskRunConfig {
@@ -160,7 +144,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn demo_row(r: &TaskResult, cell: CellKind, ratio: Option<f64>, decay: Option<f64>) -> DemoRow {
+fn demo_row(r: &TaskSummary, cell: CellKind, ratio: Option<f64>, decay: Option<f64>) -> DemoRow {
     DemoRow {
         cell: if cell == CellKind::Rnn {
             "rnn".into()
@@ -202,24 +186,6 @@ fn print_table(rows: &[DemoRow], distances: &[usize]) {
 }
 
 fn write_results(dir: &Path, rows: &[DemoRow]) -> Result<()> {
-    let json = serde_json::to_string_pretty(rows).expect("serialisable");
-    write_atomic(&dir.join("results.json"), json.as_bytes())?;
-    let mut csv = String::from(
-        "cell,distance,accuracy,chance,gradient_ratio,decay_per_step,updates,seconds\n",
-    );
-    for r in rows {
-        let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            r.cell,
-            r.distance,
-            r.accuracy,
-            r.chance,
-            opt(r.gradient_ratio),
-            opt(r.decay_per_step),
-            r.updates,
-            r.seconds
-        ));
-    }
-    write_atomic(&dir.join("results.csv"), csv.as_bytes())
+    write_json(&dir.join("results.json"), rows)?;
+    write_csv(&dir.join("results.csv"), rows)
 }

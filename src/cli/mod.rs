@@ -10,8 +10,9 @@ pub mod sample;
 pub mod task;
 pub mod train;
 
-use crate::error::Result;
+use crate::error::{Error, Result, RunDirProblem};
 use clap::{Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,4 +78,57 @@ pub fn set_threads(threads: usize) -> usize {
         .build_global();
     crate::tensor::set_gemm_threads(n);
     n
+}
+
+/// Raised by Ctrl-C (see [`install_ctrlc`]); training loops stop at it.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C raises the stop flag (the loop finishes the step and saves); a second one quits.
+pub fn install_ctrlc() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)"
+        );
+    });
+}
+
+/// Says which flag to use in the library errors that name a configuration field or ask for a
+/// decision about the run directory. `resume` is whether the command has `--resume`.
+pub fn with_flags(e: Error, resume: bool) -> Error {
+    match &e {
+        Error::RunDir { path, problem } => {
+            let p = path.display();
+            let hint = match problem {
+                RunDirProblem::NotADirectory => "choose another --out".to_string(),
+                RunDirProblem::HoldsRun { .. } if resume => {
+                    format!("continue it with --resume {p} or choose another --out")
+                }
+                RunDirProblem::HoldsRun { .. } => "choose another --out".to_string(),
+                RunDirProblem::NotFound | RunDirProblem::NothingToResume => {
+                    format!("start a run with --out {p}")
+                }
+                RunDirProblem::OtherConfig { .. } => {
+                    "give the same options as that run to continue it, or choose another --out"
+                        .to_string()
+                }
+            };
+            Error::Data(format!("{e}: {hint}"))
+        }
+        Error::Diverged {
+            bad_steps,
+            step,
+            checkpoint,
+        } => Error::Numeric(format!(
+            "{bad_steps} non-finite steps in a row (last at update {step}): training stopped{}: lower --lr, set --clip or change --init",
+            checkpoint.as_ref().map_or(String::new(), |d| format!(
+                "; the last good checkpoint is in {}",
+                d.display()
+            ))
+        )),
+        _ => e,
+    }
 }

@@ -1,10 +1,14 @@
 //! `rnnscope task NAME --length L`: train one model on one synthetic task.
+//!
+//! Run again with the same options, the command continues the run in `--out` from its last
+//! checkpoint (after Ctrl-C or a kill), or only reports it when it is done.
 
 use crate::cell::{Activation, CellKind};
 use crate::data::tasks::TaskKind;
 use crate::error::{Error, Result};
 use crate::train::optim::OptimizerKind;
-use crate::train::task::{run_task, TaskRunConfig};
+use crate::train::run::{LogLines, StopReason};
+use crate::train::task::{run_task_until, TaskRunConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -56,12 +60,16 @@ pub struct Args {
     stop_when_solved: bool,
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Run directory.
+    /// Run directory (the same options again continue the run there).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    run_args(a).map_err(|e| super::with_flags(e, false))
+}
+
+fn run_args(a: Args) -> Result<()> {
     super::set_threads(a.threads);
     let cell = CellKind::parse(&a.cell).ok_or_else(|| {
         Error::Config(format!("unknown --cell `{}`: use rnn, lstm or gru", a.cell))
@@ -93,8 +101,24 @@ pub fn run(a: Args) -> Result<()> {
         test_size: a.test_size,
         seed: a.seed,
         stop_when_solved: a.stop_when_solved,
+        max_bad_steps: 0,
     };
-    let (r, _) = run_task(&cfg, Some(&a.out), &mut |line| eprintln!("{line}"))?;
+    super::install_ctrlc();
+    let (reason, r, _) = run_task_until(
+        &cfg,
+        Some(&a.out),
+        &mut LogLines(&mut |line| eprintln!("{line}")),
+        &super::STOP,
+    )?;
+    if matches!(reason, StopReason::Interrupted | StopReason::TimeLimit) {
+        println!(
+            "interrupted at update {} of {}; saved {}: the same command continues it",
+            r.step,
+            r.steps,
+            a.out.display()
+        );
+        return Ok(());
+    }
     println!(
         "{} {} length {}: {} {:.4} (baseline {:.4}) -> {} after {} updates, {:.1} s",
         r.label,

@@ -7,13 +7,14 @@ use crate::data::{corpus, Batches, TokenizerKind, Vocab, VOCAB_KEY};
 use crate::error::{Error, Result};
 use crate::init::initialize;
 use crate::model::LanguageModel;
-use crate::train::run::{MetricsRow, Monitor, Progress, RunDir, SavedState, Session, StopReason};
-use crate::train::{train, Clip, TrainConfig, TrainData, TrainSettings};
+use crate::train::{
+    train, Clip, MetricsRow, Monitor, Progress, RunDir, RunKind, SavedState, Session, StopReason,
+    StreamData, TrainConfig, TrainSettings,
+};
 use crate::{Activation, CellKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug, Default)]
@@ -298,13 +299,14 @@ impl Monitor for ProgressMonitor {
         }
     }
 
-    fn step(&mut self, row: &MetricsRow, _progress: &Progress) {
+    fn step(&mut self, progress: &Progress, row: Option<&MetricsRow>) {
+        self.pb.set_position(progress.step);
+        let Some(row) = row else { return };
         self.loss = ema(self.loss, row.train_loss, 0.9);
         self.tokens_per_s = ema(self.tokens_per_s, row.tokens_per_s, 0.9);
         if let Some(v) = row.valid_loss {
             self.valid = Some(v);
         }
-        self.pb.set_position(row.step);
         self.pb.set_message(format!(
             "loss {} | valid ppl {} | {} tok/s",
             self.loss.map_or("-".into(), |l| format!("{l:.3}")),
@@ -328,21 +330,6 @@ impl Monitor for ProgressMonitor {
     fn finish(&mut self) {
         self.pb.finish_and_clear();
     }
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Ctrl-C raises the stop flag (the loop finishes the step and saves); a second one quits.
-fn install_ctrlc() {
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing the current step and saving (Ctrl-C again quits at once)"
-        );
-    });
 }
 
 fn fingerprint_hex(f: u64) -> String {
@@ -370,7 +357,6 @@ fn prepare(mut cfg: TrainConfig) -> Result<Prepared> {
     let steps = cfg.total_steps(windows);
     let settings = TrainSettings {
         batch: cfg.batch,
-        bptt: cfg.bptt,
         steps,
         optimizer: cfg.optimizer_config(),
         lr: cfg.lr,
@@ -381,6 +367,7 @@ fn prepare(mut cfg: TrainConfig) -> Result<Prepared> {
         max_time: cfg.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         max_bad_steps: cfg.max_bad_steps,
         track_gradflow: cfg.track_gradflow,
+        stop_when_solved: false,
     };
     // Resolved paths, so that `--resume` works from any directory.
     for p in [&mut cfg.corpus, &mut cfg.valid_file, &mut cfg.test_file]
@@ -439,7 +426,7 @@ fn describe(p: &Prepared, model: &LanguageModel<f32>) -> String {
         "\nplan: {} updates of {} x {} tokens ({:.2} epochs), {} lr {:e} schedule {}, {}",
         st.steps,
         st.batch,
-        st.bptt,
+        p.cfg.bptt,
         st.steps as f64 / p.windows as f64,
         format!("{:?}", st.optimizer.kind).to_lowercase(),
         st.lr,
@@ -462,6 +449,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => resume(args, &dir),
         None => start(args),
     }
+    .map_err(|e| super::with_flags(e, true))
 }
 
 fn start(args: Args) -> Result<()> {
@@ -484,9 +472,10 @@ fn start(args: Args) -> Result<()> {
     monitor.log(&describe(&p, &session.trainer.model));
     let mut dir = RunDir::create(
         &out,
+        RunKind::LanguageModel,
         &p.cfg.to_toml(),
         metadata(&p.corpus.vocab),
-        fingerprint_hex(p.corpus.fingerprint),
+        Some(fingerprint_hex(p.corpus.fingerprint)),
     )?;
     run_loop(&mut session, &p, &mut dir, &mut monitor)
 }
@@ -545,10 +534,11 @@ fn resume(args: Args, dir: &Path) -> Result<()> {
     monitor.log(&describe(&p, &session.trainer.model));
     let mut rd = RunDir::reopen(
         dir,
+        RunKind::LanguageModel,
         saved.progress.step,
         &p.cfg.to_toml(),
         metadata(&p.corpus.vocab),
-        fingerprint_hex(p.corpus.fingerprint),
+        Some(fingerprint_hex(p.corpus.fingerprint)),
     )?;
     run_loop(&mut session, &p, &mut rd, &mut monitor)
 }
@@ -559,14 +549,16 @@ fn run_loop(
     dir: &mut RunDir,
     monitor: &mut ProgressMonitor,
 ) -> Result<()> {
-    install_ctrlc();
-    let data = TrainData {
-        train: &p.corpus.train.ids,
-        valid: &p.corpus.valid.ids,
-        test: &p.corpus.test.ids,
-        name: &p.corpus.train.source,
-    };
-    let (reason, summary) = train(session, &data, Some(dir), monitor, &STOP)?;
+    super::install_ctrlc();
+    let mut data = StreamData::new(
+        &p.corpus.train.ids,
+        &p.corpus.valid.ids,
+        &p.corpus.test.ids,
+        &p.corpus.train.source,
+        p.cfg.batch,
+        p.cfg.bptt,
+    )?;
+    let (reason, summary) = train(session, &mut data, Some(dir), monitor, &super::STOP)?;
     let d = dir.path.display();
     let best = summary
         .best_valid_loss
@@ -584,7 +576,7 @@ fn run_loop(
             )
         });
     match reason {
-        StopReason::Finished => println!(
+        StopReason::Finished | StopReason::Solved => println!(
             "done: {} updates in {:.0} s; {best}; files in {d}",
             summary.step, summary.seconds
         ),

@@ -49,11 +49,6 @@ impl<'a> Batches<'a> {
         })
     }
 
-    /// Tokens trained on per window (`batch * bptt`).
-    pub fn tokens_per_window(&self) -> usize {
-        self.batch * self.bptt
-    }
-
     /// Fills `inputs` and `targets` (`[bptt, batch]`, time-major) with window `k` of an epoch.
     pub fn window(&self, k: usize, inputs: &mut [u32], targets: &mut [u32]) {
         assert!(k < self.windows, "window {k} of {}", self.windows);

@@ -15,7 +15,8 @@
 //! cell = "lstm"
 //! ```
 
-use super::task::{run_task, TaskResult, TaskRunConfig};
+use super::records::{write_csv, write_json, ExperimentRow, RunOutcome, RunRow};
+use super::task::{run_task, TaskRunConfig};
 use crate::analysis::profile;
 use crate::checkpoint::write_atomic;
 use crate::data::tasks::{Task, TaskKind};
@@ -23,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::{LanguageModel, State, Workspace};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -50,17 +51,6 @@ fn default_seeds() -> Vec<u64> {
 pub struct PlannedRun {
     pub model: String,
     pub config: TaskRunConfig,
-}
-
-/// The outcome of one run.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunOutcome {
-    pub model: String,
-    pub length: usize,
-    pub seed: u64,
-    pub result: TaskResult,
-    /// Geometric-mean per-step decay of `R(l)` on held-out sequences after training.
-    pub decay_per_step: Option<f64>,
 }
 
 impl SweepFile {
@@ -156,6 +146,8 @@ pub fn measured_decay(model: &LanguageModel<f32>, task: &Task, seed: u64) -> Opt
 
 /// Runs the whole grid with `workers` runs at a time (each on one thread), writing every run
 /// into `out/<model>_T<length>_s<seed>/` and the tables into `out/`. `log` gets a line per run.
+/// A run already in its directory continues from its last checkpoint, or is taken as it is
+/// when done (see [`run_task`]).
 pub fn run_sweep(
     sweep: &SweepFile,
     runs: Vec<PlannedRun>,
@@ -240,51 +232,33 @@ pub fn run_parallel<J: Send, R: Send>(
     Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
-/// `runs.csv` (one row per run), `results.csv` and `results.md` (success rate per model and
-/// length, mean metric, mean decay per step).
+/// `runs.csv` and `runs.json` (one row per run), `results.csv` and `results.md` (success rate
+/// per model and length, mean metric, mean decay per step).
 fn write_tables(sweep: &SweepFile, outcomes: &[RunOutcome], out: &Path) -> Result<()> {
-    let mut runs = String::from(
-        "model,length,seed,metric_name,metric,baseline,solved,updates,seconds,decay_per_step\n",
-    );
-    for o in outcomes {
-        let r = &o.result;
-        runs.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
-            o.model,
-            o.length,
-            o.seed,
-            r.metric_name,
-            r.metric,
-            r.baseline,
-            r.solved,
-            r.updates,
-            r.seconds,
-            o.decay_per_step.map_or(String::new(), |d| d.to_string())
-        ));
-    }
-    write_atomic(&out.join("runs.csv"), runs.as_bytes())?;
-    let json = serde_json::to_string_pretty(outcomes).expect("serialisable");
-    write_atomic(&out.join("runs.json"), json.as_bytes())?;
+    let runs: Vec<RunRow> = outcomes.iter().map(RunOutcome::row).collect();
+    write_csv(&out.join("runs.csv"), &runs)?;
+    write_json(&out.join("runs.json"), outcomes)?;
     write_atomic(
         &out.join("results.md"),
         summary_markdown(sweep, outcomes).as_bytes(),
     )?;
-    let mut csv = String::from(
-        "model,length,runs,solved,success_rate,mean_metric,mean_decay_per_step,mean_seconds\n",
-    );
-    for (model, length, group) in groups(sweep, outcomes) {
-        let s = stats(&group);
-        csv.push_str(&format!(
-            "{model},{length},{},{},{},{},{},{}\n",
-            s.n,
-            s.solved,
-            s.rate,
-            s.metric,
-            s.decay.map_or(String::new(), |d| d.to_string()),
-            s.seconds
-        ));
-    }
-    write_atomic(&out.join("results.csv"), csv.as_bytes())
+    let results: Vec<ExperimentRow> = groups(sweep, outcomes)
+        .into_iter()
+        .map(|(model, length, group)| {
+            let s = stats(&group);
+            ExperimentRow {
+                model,
+                length,
+                runs: s.n,
+                solved: s.solved,
+                success_rate: s.rate,
+                mean_metric: s.metric,
+                mean_decay_per_step: s.decay,
+                mean_seconds: s.seconds,
+            }
+        })
+        .collect();
+    write_csv(&out.join("results.csv"), &results)
 }
 
 struct Stats {

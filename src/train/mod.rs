@@ -1,21 +1,26 @@
-//! Training: optimizers, gradient clipping, learning-rate schedules, the training loop with its
-//! run directory, evaluation and sampling.
+//! Training: optimizers, gradient clipping, learning-rate schedules, the one training loop
+//! ([`run`]) with its two kinds of data ([`stream`]: a language model on a token stream,
+//! [`task`]: synthetic tasks), the run directory ([`rundir`]) and the typed records of its
+//! files ([`records`]), evaluation, sampling and experiment grids.
 
 pub mod config;
 pub mod eval;
+pub mod experiment;
 pub mod optim;
+pub mod records;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod step;
+pub mod stream;
+pub mod task;
 
 pub use config::TrainConfig;
 pub use eval::{evaluate, sample, EvalResult, SampleOptions};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
-pub use run::{
-    train, Monitor, Progress, RunDir, SavedState, Session, StopReason, Summary, TrainData,
-    TrainSettings,
-};
+pub use records::{MetricsRow, TaskSummary, TrainSummary};
+pub use run::{train, Evaluation, Monitor, Progress, RunData, Session, StopReason, TrainSettings};
+pub use rundir::{RunDir, RunKind, SavedState};
 pub use schedule::{Schedule, ScheduleState};
 pub use step::{Batch, Clip, StepStats, Trainer};
-pub mod experiment;
-pub mod task;
+pub use stream::StreamData;

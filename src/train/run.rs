@@ -1,60 +1,52 @@
-//! The training loop: truncated BPTT over a token stream, periodic validation, metrics,
-//! checkpoints and exact resumption.
+//! The training loop, one for every kind of run: a language model on a token stream
+//! (`rnnscope train`) and the synthetic tasks (`task`, `experiment`, `demo`).
 //!
-//! The loop takes token streams and an initialised model, not files, so any subcommand can
-//! train on its own data ([`Session`], [`TrainData`], [`train`]); [`RunDir`] adds the files of a
-//! run directory:
+//! [`train`] runs a [`Session`] (model, optimizer, progress) on a [`RunData`], which says what
+//! differs between the kinds: where the batch of each update comes from and whether the
+//! recurrent state carries over from the previous one, what an evaluation returns (a loss, and
+//! a task's metric), which evaluation is better, and what `summary.json` holds. Two types
+//! implement it: [`super::stream::StreamData`] (truncated BPTT over a stream, state carried,
+//! validation and test on streams) and [`super::task::TaskData`] (a fresh batch every update
+//! from a zero state, a fixed held-out test set scored with the task's metric). It is a trait
+//! rather than an enum so that each kind keeps its own typed summary and its code in its own
+//! file, and the loop knows nothing of corpora or tasks. The loop owns everything else:
 //!
-//! ```text
-//! config.toml               the resolved configuration (written by the caller)
-//! metrics.csv               step,train_loss,valid_loss,lr,grad_norm,tokens_per_s (one row per update)
-//! last.safetensors          the model at the last evaluation / at the end
-//! best.safetensors          the model with the lowest validation loss so far
-//! train_state.safetensors   parameters, optimizer moments, carried hidden state, progress
-//! summary.json              where the run stands (rewritten at every checkpoint)
-//! ```
-//! Update `s` (0-based) trains on window `s mod W` of the stream (W windows per epoch; the
-//! carried state is reset at each epoch start) and draws its dropout masks from an RNG seeded
-//! with `seed ^ (s * 0x9E3779B97F4A7C15)`, so no RNG needs saving: a resumed run repeats an
-//! uninterrupted one exactly. Only the evaluations on the `eval_every` cadence feed the
-//! learning-rate schedule (an extra evaluation at a stop does not), for the same reason.
+//! - the update count and the learning-rate schedule (only the evaluations on the `eval_every`
+//!   cadence feed it; an extra evaluation at a stop does not, so a continued run repeats an
+//!   uninterrupted one);
+//! - clipping ([`Clip`]) and the non-finite guard: a non-finite loss or gradient skips the
+//!   update (parameters, optimizer and state untouched), is reported and counted, and
+//!   `max_bad_steps` of them in a row stop the run with [`Error::Diverged`], leaving the last
+//!   good checkpoint in place;
+//! - evaluation every `eval_every` updates and at a stop, best tracking (lower loss, or the
+//!   task metric's direction), `metrics.csv` rows ([`MetricsRow`]), the [`Monitor`] callbacks;
+//! - stopping: all `steps` done, the stop flag (Ctrl-C), `max_time`, or a solved task
+//!   (`stop_when_solved`);
+//! - checkpoints at every evaluation through [`RunDir`] (optional: without one nothing is
+//!   written).
 //!
-//! A non-finite loss or gradient skips the update (the trainer leaves parameters, optimizer and
-//! state untouched), is reported and counted; `max_bad_steps` of them in a row stop the run with
-//! an error, leaving the last good checkpoint in place.
+//! Update `s` (0-based) draws its dropout masks from an RNG seeded with
+//! `seed ^ (s * 0x9E3779B97F4A7C15)` and its batch from `RunData::batch(s)`, so no RNG needs
+//! saving: a run continued from its checkpoint repeats an uninterrupted one bit for bit.
 
-use super::eval::{evaluate, EvalResult};
 use super::optim::OptimizerConfig;
+use super::records::MetricsRow;
+use super::rundir::RunDir;
 use super::schedule::{exact_f64, Schedule, ScheduleState, IMPROVEMENT};
-use super::step::{Clip, Trainer};
-use crate::analysis;
-use crate::checkpoint::{self, write_atomic, write_tensors, NamedTensors, TensorFile};
-use crate::data::Batches;
+use super::step::{Batch, Clip, Trainer};
 use crate::error::{Error, Result};
-use crate::model::{LanguageModel, ModelConfig, Workspace};
+use crate::model::LanguageModel;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Header of `metrics.csv`.
-pub const METRICS_HEADER: &str = "step,train_loss,valid_loss,lr,grad_norm,tokens_per_s";
-/// Metadata key of the training progress in `train_state.safetensors`.
-pub const PROGRESS_KEY: &str = "rnnscope.progress";
-/// Metadata key of the corpus fingerprint in `train_state.safetensors`.
-pub const FINGERPRINT_KEY: &str = "rnnscope.corpus_fingerprint";
-/// Metadata key of the update count in checkpoints.
-pub const STEP_KEY: &str = "rnnscope.step";
 
 /// How to train (everything but the model and the data).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainSettings {
+    /// Sequences per update (the data must deliver batches of this size).
     pub batch: usize,
-    pub bptt: usize,
     /// Total updates of the run.
     pub steps: u64,
     pub optimizer: OptimizerConfig,
@@ -62,39 +54,51 @@ pub struct TrainSettings {
     pub lr: f64,
     pub schedule: Schedule,
     pub clip: Clip,
-    /// Seeds the dropout masks (the caller seeds the initialisation).
+    /// Seeds the dropout masks (the caller seeds the initialisation and the data).
     pub seed: u64,
-    /// Validate and checkpoint every this many updates (0 = only at the end).
+    /// Evaluate and checkpoint every this many updates (0 = only at the end).
     pub eval_every: u64,
     /// Stop cleanly after this much wall time of this invocation.
     pub max_time: Option<Duration>,
-    /// Stop with an error after this many non-finite steps in a row.
+    /// Stop with an error after this many non-finite steps in a row (0 = never).
     pub max_bad_steps: u32,
-    /// Record a gradient-flow snapshot every this many updates (0 = off).
+    /// Record a gradient-flow snapshot every this many updates (0 = off; token batches only).
     pub track_gradflow: u64,
+    /// Stop at the first evaluation that the data calls solved.
+    pub stop_when_solved: bool,
 }
 
 /// Where training stands: with the parameters, optimizer state and carried hidden state,
 /// everything needed to continue exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Updates attempted so far (windows consumed), including skipped non-finite ones.
+    /// Updates attempted so far (batches consumed), including skipped non-finite ones.
     pub step: u64,
     pub schedule: ScheduleState,
-    /// Lowest validation loss so far (infinity before the first evaluation).
+    /// Loss of the best evaluation so far (the lowest, for a language model; infinity
+    /// before the first evaluation).
     #[serde(with = "exact_f64")]
     pub best_valid: f64,
     pub best_step: u64,
-    /// Validation loss of the last evaluation (NaN before the first).
+    /// Loss of the last evaluation (NaN before the first).
     #[serde(with = "exact_f64")]
     pub last_valid: f64,
+    /// Task metric of the best and of the last evaluation (NaN when none).
+    #[serde(with = "exact_f64", default = "nan")]
+    pub best_metric: f64,
+    #[serde(with = "exact_f64", default = "nan")]
+    pub last_metric: f64,
     /// Non-finite steps in a row, and in total.
     pub bad_steps: u32,
     pub skipped_steps: u64,
-    /// Training tokens consumed.
+    /// Training tokens (time steps x sequences) consumed.
     pub tokens: u64,
     /// Wall time spent in the loop, all invocations together.
     pub seconds: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 impl Default for Progress {
@@ -105,6 +109,8 @@ impl Default for Progress {
             best_valid: f64::INFINITY,
             best_step: 0,
             last_valid: f64::NAN,
+            best_metric: f64::NAN,
+            last_metric: f64::NAN,
             bad_steps: 0,
             skipped_steps: 0,
             tokens: 0,
@@ -113,42 +119,71 @@ impl Default for Progress {
     }
 }
 
-/// The data a run trains and validates on.
-pub struct TrainData<'a> {
-    pub train: &'a [u32],
-    /// Validation stream (empty: no validation, no `best.safetensors`).
-    pub valid: &'a [u32],
-    /// Test stream, evaluated once at the end with the best parameters (may be empty).
-    pub test: &'a [u32],
-    /// Name of the training data for error messages (a file name).
-    pub name: &'a str,
-}
-
-/// One row of `metrics.csv`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricsRow {
-    /// 1-based update number.
-    pub step: u64,
-    /// Mean loss of the window (NaN for a skipped non-finite step).
-    pub train_loss: f64,
-    pub valid_loss: Option<f64>,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-}
-
-impl MetricsRow {
-    pub fn csv(&self) -> String {
-        format!(
-            "{},{:.6},{},{},{:.6},{:.0}",
-            self.step,
-            self.train_loss,
-            self.valid_loss.map_or(String::new(), |v| format!("{v:.6}")),
-            self.lr,
-            self.grad_norm,
-            self.tokens_per_s
-        )
+impl Progress {
+    /// The best evaluation so far.
+    pub fn best(&self) -> Evaluation {
+        Evaluation {
+            loss: self.best_valid,
+            metric: (!self.best_metric.is_nan()).then_some(self.best_metric),
+        }
     }
+
+    /// Updates applied (attempted minus skipped).
+    pub fn updates(&self) -> u64 {
+        self.step - self.skipped_steps
+    }
+}
+
+/// What an evaluation on held-out data returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Loss of the held-out data (the model's training loss).
+    pub loss: f64,
+    /// The task's own metric (accuracy, test MSE); `None` for a language model.
+    pub metric: Option<f64>,
+}
+
+/// The batch of one update, as [`RunData::batch`] hands it to the loop.
+pub struct Feed<'a> {
+    pub batch: Batch<'a, f32>,
+    /// Per-position loss weights `[T * B]` (`None`: the mean over all positions).
+    pub weights: Option<&'a [f32]>,
+    /// Whether the recurrent state carries over from the previous update (else zeros).
+    pub carry: bool,
+    /// Tokens (time steps x sequences) of the batch.
+    pub tokens: u64,
+}
+
+/// What differs between the kinds of run (see the module docs).
+pub trait RunData {
+    /// What `summary.json` holds for this kind of run.
+    type Summary: Serialize;
+    /// A `metrics.csv` row after every update (else one per evaluation, averaging the updates
+    /// since the previous row).
+    const ROW_PER_UPDATE: bool;
+    /// The batch of update `step` (0-based), a function of `step` alone.
+    fn batch(&mut self, step: u64) -> Feed<'_>;
+    /// Scores `model` on the held-out data (`None` when there is none).
+    fn evaluate(&mut self, model: &LanguageModel<f32>) -> Result<Option<Evaluation>>;
+    /// Whether evaluation `a` is better than `than` (which may be [`Progress::best`] before
+    /// any evaluation).
+    fn better(&self, a: &Evaluation, than: &Evaluation) -> bool;
+    /// Whether an evaluation meets the success criterion (`stop_when_solved`).
+    fn solved(&self, _e: &Evaluation) -> bool {
+        false
+    }
+    /// The evaluation in a log line after update `step`, e.g. `valid 1.2345 (ppl 3.437)`.
+    fn describe(&self, step: u64, e: &Evaluation) -> String;
+    /// The final test after the last update (reported to `monitor`), if this kind has one.
+    fn test(
+        &mut self,
+        _session: &Session,
+        _monitor: &mut dyn Monitor,
+    ) -> Result<Option<Evaluation>> {
+        Ok(None)
+    }
+    /// `summary.json` with `status` (`running`, or [`StopReason::status`]).
+    fn summary(&self, session: &Session, status: &str, test: Option<&Evaluation>) -> Self::Summary;
 }
 
 /// Why the loop stopped.
@@ -161,38 +196,28 @@ pub enum StopReason {
     Interrupted,
     /// `max_time` reached.
     TimeLimit,
+    /// An evaluation met the task's success criterion (`stop_when_solved`).
+    Solved,
 }
 
-/// `summary.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    /// `running`, `finished`, `interrupted` or `time_limit`.
-    pub status: String,
-    pub step: u64,
-    pub steps: u64,
-    pub epochs: f64,
-    pub tokens: u64,
-    pub seconds: f64,
-    pub tokens_per_s: f64,
-    pub best_valid_loss: Option<f64>,
-    pub best_valid_perplexity: Option<f64>,
-    pub best_valid_bits_per_token: Option<f64>,
-    pub best_step: Option<u64>,
-    pub last_valid_loss: Option<f64>,
-    pub test_loss: Option<f64>,
-    pub test_perplexity: Option<f64>,
-    pub test_bits_per_token: Option<f64>,
-    pub skipped_steps: u64,
-    pub params: usize,
-    pub model: ModelConfig,
+impl StopReason {
+    /// The `status` of `summary.json`.
+    pub fn status(self) -> &'static str {
+        match self {
+            StopReason::Finished => "finished",
+            StopReason::Interrupted => "interrupted",
+            StopReason::TimeLimit => "time_limit",
+            StopReason::Solved => "solved",
+        }
+    }
 }
 
 /// What the loop reports to a user interface.
 pub trait Monitor {
     /// Before the first update: where the run starts and how many updates it has in all.
     fn start(&mut self, _progress: &Progress, _total: u64) {}
-    /// After every update (with the validation loss when one was computed).
-    fn step(&mut self, _row: &MetricsRow, _progress: &Progress) {}
+    /// After every update, with the `metrics.csv` row when one was written.
+    fn step(&mut self, _progress: &Progress, _row: Option<&MetricsRow>) {}
     /// A message for the user (evaluations, skipped steps, schedule decays).
     fn log(&mut self, _msg: &str) {}
     /// After the last update.
@@ -203,14 +228,21 @@ pub trait Monitor {
 pub struct Silent;
 impl Monitor for Silent {}
 
+/// A monitor that passes the log lines to a function.
+pub struct LogLines<'a>(pub &'a mut dyn FnMut(&str));
+impl Monitor for LogLines<'_> {
+    fn log(&mut self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+
 /// A trainer plus the loop's bookkeeping.
 pub struct Session {
     pub trainer: Trainer<f32>,
     pub settings: TrainSettings,
     pub progress: Progress,
-    /// Parameters with the best validation loss so far.
+    /// Parameters of the best evaluation so far.
     pub best_params: Option<Vec<f32>>,
-    eval_ws: Workspace<f32>,
 }
 
 /// The dropout RNG of update `step` (0-based).
@@ -221,17 +253,14 @@ pub fn dropout_rng(seed: u64, step: u64) -> StdRng {
 impl Session {
     /// A fresh run from an initialised model.
     pub fn new(model: LanguageModel<f32>, settings: TrainSettings) -> Result<Self> {
-        if settings.batch == 0 || settings.bptt == 0 {
-            return Err(Error::Config(
-                "`batch` and `bptt` must be at least 1".into(),
-            ));
+        if settings.batch == 0 {
+            return Err(Error::Config("`batch` must be at least 1".into()));
         }
         Ok(Session {
             trainer: Trainer::new(model, settings.optimizer.clone(), settings.batch),
             settings,
             progress: Progress::default(),
             best_params: None,
-            eval_ws: Workspace::default(),
         })
     }
 
@@ -242,523 +271,189 @@ impl Session {
             .lr(s.lr, self.progress.step, s.steps, &self.progress.schedule)
     }
 
-    /// Evaluates the current parameters on `stream` (batch and bptt of the run, no dropout).
-    pub fn evaluate(&mut self, stream: &[u32]) -> Result<EvalResult> {
-        evaluate(
-            &self.trainer.model,
-            &mut self.eval_ws,
-            stream,
-            self.settings.batch,
-            self.settings.bptt,
-        )
-    }
-
-    fn summary(&self, status: &str, windows: usize, test: Option<EvalResult>) -> Summary {
-        let p = &self.progress;
-        let best = p.best_valid.is_finite().then_some(p.best_valid);
-        Summary {
-            status: status.into(),
-            step: p.step,
-            steps: self.settings.steps,
-            epochs: p.step as f64 / windows.max(1) as f64,
-            tokens: p.tokens,
-            seconds: p.seconds,
-            tokens_per_s: if p.seconds > 0.0 {
-                p.tokens as f64 / p.seconds
-            } else {
-                0.0
-            },
-            best_valid_loss: best,
-            best_valid_perplexity: best.map(f64::exp),
-            best_valid_bits_per_token: best.map(|b| b / std::f64::consts::LN_2),
-            best_step: best.map(|_| p.best_step),
-            last_valid_loss: p.last_valid.is_finite().then_some(p.last_valid),
-            test_loss: test.map(|t| t.loss),
-            test_perplexity: test.map(|t| t.perplexity()),
-            test_bits_per_token: test.map(|t| t.bits_per_token()),
-            skipped_steps: p.skipped_steps,
-            params: self.trainer.model.layout.total(),
-            model: self.trainer.model.config.clone(),
+    /// The model with the best parameters so far (the current ones before any evaluation).
+    pub fn best_model(&self) -> LanguageModel<f32> {
+        let mut model = self.trainer.model.clone();
+        if let Some(best) = &self.best_params {
+            model.params.clone_from(best);
         }
+        model
     }
 }
 
-/// The files of a run directory.
-pub struct RunDir {
-    pub path: PathBuf,
-    metrics: Option<std::fs::File>,
-    /// Extra metadata written into every checkpoint (e.g. the vocabulary).
-    pub metadata: HashMap<String, String>,
-    /// Fingerprint of the data, checked by `--resume`.
-    pub fingerprint: String,
+/// Sums over the updates since the last `metrics.csv` row.
+#[derive(Default)]
+struct RowSums {
+    loss: f64,
+    grad_norm: f64,
+    /// Updates with a finite loss and gradient among them.
+    finite: u32,
+    tokens: u64,
+    /// Time spent in the updates themselves.
+    seconds: f64,
 }
 
-const RUN_FILES: [&str; 5] = [
-    "config.toml",
-    "metrics.csv",
-    "last.safetensors",
-    "train_state.safetensors",
-    "summary.json",
-];
-
-impl RunDir {
-    /// Checks that `path` can hold a new run (absent, or a directory without run files);
-    /// creates nothing.
-    pub fn check_new(path: &Path) -> Result<()> {
-        if path.exists() && !path.is_dir() {
-            return Err(Error::Data(format!(
-                "{}: exists and is not a directory: choose another --out",
-                path.display()
-            )));
-        }
-        if let Some(f) = RUN_FILES.iter().find(|f| path.join(f).exists()) {
-            return Err(Error::Data(format!(
-                "{}: already holds a run ({f} exists): continue it with --resume {} or choose another --out",
-                path.display(),
-                path.display()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Creates the directory of a new run with its `config.toml` and the metrics header.
-    pub fn create(
-        path: &Path,
-        config_toml: &str,
-        metadata: HashMap<String, String>,
-        fingerprint: String,
-    ) -> Result<Self> {
-        Self::check_new(path)?;
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        write_atomic(&path.join("config.toml"), config_toml.as_bytes())?;
-        write_atomic(
-            &path.join("metrics.csv"),
-            format!("{METRICS_HEADER}\n").as_bytes(),
-        )?;
-        Ok(RunDir {
-            path: path.to_path_buf(),
-            metrics: None,
-            metadata,
-            fingerprint,
-        })
-    }
-
-    /// Reopens a run directory to continue at update `step`: rows of `metrics.csv` beyond it
-    /// (written after the last checkpoint) are dropped; `config_toml` replaces `config.toml`.
-    pub fn reopen(
-        path: &Path,
-        step: u64,
-        config_toml: &str,
-        metadata: HashMap<String, String>,
-        fingerprint: String,
-    ) -> Result<Self> {
-        let mpath = path.join("metrics.csv");
-        let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
-        let mut lines = text.lines();
-        if lines.next() != Some(METRICS_HEADER) {
-            return Err(Error::Data(format!(
-                "{}: the header is not `{METRICS_HEADER}`: this is not a metrics file of rnnscope train",
-                mpath.display()
-            )));
-        }
-        let mut kept = format!("{METRICS_HEADER}\n");
-        for line in lines {
-            let s: u64 = line
-                .split(',')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    Error::Data(format!("{}: malformed row `{line}`", mpath.display()))
-                })?;
-            if s <= step {
-                kept.push_str(line);
-                kept.push('\n');
-            }
-        }
-        write_atomic(&mpath, kept.as_bytes())?;
-        write_atomic(&path.join("config.toml"), config_toml.as_bytes())?;
-        Ok(RunDir {
-            path: path.to_path_buf(),
-            metrics: None,
-            metadata,
-            fingerprint,
-        })
-    }
-
-    fn write_row(&mut self, row: &MetricsRow) -> Result<()> {
-        let mpath = self.path.join("metrics.csv");
-        if self.metrics.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&mpath)
-                .map_err(|e| Error::io(&mpath, e))?;
-            self.metrics = Some(f);
-        }
-        let f = self.metrics.as_mut().expect("opened above");
-        writeln!(f, "{}", row.csv()).map_err(|e| Error::io(&mpath, e))
-    }
-
-    fn checkpoint_metadata(&self, session: &Session) -> HashMap<String, String> {
-        let mut m = self.metadata.clone();
-        m.insert(STEP_KEY.into(), session.progress.step.to_string());
-        m
-    }
-
-    /// Writes `last.safetensors` and `train_state.safetensors` (and `best.safetensors` when
-    /// `best`), refusing to save parameters that are not finite.
-    fn save(&mut self, session: &Session, best: bool) -> Result<()> {
-        if let Some(f) = self.metrics.as_mut() {
-            f.flush()
-                .map_err(|e| Error::io(self.path.join("metrics.csv"), e))?;
-        }
-        let model = &session.trainer.model;
-        if model.params.iter().any(|p| !p.is_finite()) {
-            return Err(Error::Numeric(format!(
-                "the parameters are no longer finite at update {}; the last good checkpoint in {} is kept: lower --lr or set --clip",
-                session.progress.step,
-                self.path.display()
-            )));
-        }
-        let meta = self.checkpoint_metadata(session);
-        checkpoint::save(model, &self.path.join("last.safetensors"), &meta)?;
-        if best {
-            checkpoint::save(model, &self.path.join("best.safetensors"), &meta)?;
-        }
-        self.save_state(session, &meta)
-    }
-
-    fn save_state(&self, session: &Session, meta: &HashMap<String, String>) -> Result<()> {
-        let t = &session.trainer;
-        let flat = |name: &str, v: &[f32]| (name.to_string(), vec![v.len()], v.to_vec());
-        let mut tensors: NamedTensors = vec![
-            flat("params", &t.model.params),
-            flat("optimizer.m", &t.optimizer.m),
-            flat("optimizer.v", &t.optimizer.v),
-            flat("state.h", &t.state.h),
-        ];
-        if !t.state.c.is_empty() {
-            tensors.push(flat("state.c", &t.state.c));
-        }
-        let mut meta = meta.clone();
-        meta.insert(
-            checkpoint::CONFIG_KEY.into(),
-            serde_json::to_string(&t.model.config).expect("config serialises"),
-        );
-        meta.insert(
-            PROGRESS_KEY.into(),
-            serde_json::to_string(&session.progress).expect("progress serialises"),
-        );
-        meta.insert(
-            "rnnscope.optimizer_steps".into(),
-            t.optimizer.steps.to_string(),
-        );
-        meta.insert(FINGERPRINT_KEY.into(), self.fingerprint.clone());
-        write_tensors(&self.path.join("train_state.safetensors"), &tensors, &meta)
-    }
-
-    /// Measures gradient flow on the window just trained (from a zero state, no dropout) and
-    /// records it: one row per layer in `gradflow_track.csv`
-    /// (`step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm`) and the full
-    /// snapshot in `gradflow/step_NNNNNNNN.json`.
-    fn track_gradflow(
-        &self,
-        session: &Session,
-        inputs: &[u32],
-        targets: &[u32],
-        grad_norm: f64,
-    ) -> Result<()> {
-        let opts = analysis::SnapshotOptions {
-            jacobian: None,
-            theory_targets: 0,
-            ..Default::default()
-        };
-        let model = &session.trainer.model;
-        let snap = analysis::snapshot(model, inputs, targets, None, session.settings.batch, &opts)?;
-        let step = session.progress.step;
-        let csv = self.path.join("gradflow_track.csv");
-        let new = !csv.exists();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&csv)
-            .map_err(|e| Error::io(&csv, e))?;
-        let mut text = String::new();
-        if new {
-            text.push_str("step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm\n");
-        }
-        for l in &snap.summary.per_layer {
-            let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
-            text.push_str(&format!(
-                "{step},{},{},{},{},{},{grad_norm}\n",
-                l.layer,
-                l.rho,
-                l.sigma_1,
-                opt(l.decay_per_step),
-                l.distance_below_1e3
-                    .map_or(String::new(), |d| d.to_string()),
-            ));
-        }
-        f.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&csv, e))?;
-        let dir = self.path.join("gradflow");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let json = serde_json::to_string(&snap).expect("snapshot serialises");
-        write_atomic(&dir.join(format!("step_{step:08}.json")), json.as_bytes())
-    }
-
-    /// Writes `summary.json`.
-    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
-        let json = serde_json::to_string_pretty(summary).expect("summary serialises");
-        write_atomic(
-            &self.path.join("summary.json"),
-            format!("{json}\n").as_bytes(),
-        )
-    }
-}
-
-/// What `train_state.safetensors` holds besides the tensors, for checks before resuming.
-pub struct SavedState {
-    file: TensorFile,
-    pub model: ModelConfig,
-    pub progress: Progress,
-    pub fingerprint: Option<String>,
-}
-
-impl SavedState {
-    /// Reads `RUN_DIR/train_state.safetensors`; an empty or foreign directory is an error.
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("train_state.safetensors");
-        if !dir.is_dir() {
-            return Err(Error::Data(format!(
-                "{}: no such run directory: start a run with --out {}",
-                dir.display(),
-                dir.display()
-            )));
-        }
-        if !path.exists() || !dir.join("config.toml").exists() {
-            return Err(Error::Data(format!(
-                "{}: nothing to resume (no train_state.safetensors and config.toml; a run writes them at its first evaluation): start a run with --out {}",
-                dir.display(),
-                dir.display()
-            )));
-        }
-        let file = TensorFile::open(&path)?;
-        let model = file.model_config()?;
-        let json = file.metadata.get(PROGRESS_KEY).ok_or_else(|| {
-            Error::checkpoint(
-                &path,
-                format!("metadata `{PROGRESS_KEY}` is missing: not a training state"),
-            )
-        })?;
-        let progress: Progress = serde_json::from_str(json).map_err(|e| {
-            Error::checkpoint(
-                &path,
-                format!("metadata `{PROGRESS_KEY}` is unreadable: {e}"),
-            )
-        })?;
-        let fingerprint = file.metadata.get(FINGERPRINT_KEY).cloned();
-        Ok(SavedState {
-            file,
-            model,
-            progress,
-            fingerprint,
-        })
-    }
-
-    pub fn metadata(&self) -> &HashMap<String, String> {
-        &self.file.metadata
-    }
-
-    /// Puts the saved parameters, optimizer state, hidden state and progress into `session`.
-    /// Also reloads `best.safetensors` (if any) as the best parameters.
-    pub fn restore(&self, session: &mut Session, dir: &Path) -> Result<()> {
-        let path = &self.file.path;
-        let t = &mut session.trainer;
-        if self.model != t.model.config {
-            return Err(Error::checkpoint(
-                path,
-                "the saved model differs from the run's config.toml: the directory's files do not belong together",
-            ));
-        }
-        let load = |name: &str, dst: &mut Vec<f32>| -> Result<()> {
-            let src = self.file.get_shaped(name, &[dst.len()])?;
-            for (d, &s) in dst.iter_mut().zip(&src.data) {
-                *d = s as f32;
-            }
-            Ok(())
-        };
-        load("params", &mut t.model.params)?;
-        load("optimizer.m", &mut t.optimizer.m)?;
-        load("optimizer.v", &mut t.optimizer.v)?;
-        load("state.h", &mut t.state.h)?;
-        if !t.state.c.is_empty() {
-            load("state.c", &mut t.state.c)?;
-        }
-        t.optimizer.steps = self
-            .file
-            .metadata
-            .get("rnnscope.optimizer_steps")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                Error::checkpoint(path, "metadata `rnnscope.optimizer_steps` is missing")
-            })?;
-        session.progress = self.progress.clone();
-        let best = dir.join("best.safetensors");
-        session.best_params = if best.exists() {
-            let ck = checkpoint::load::<f32>(&best)?;
-            if ck.model.config != session.trainer.model.config {
-                return Err(Error::checkpoint(
-                    &best,
-                    "not a checkpoint of this run's model",
-                ));
-            }
-            Some(ck.model.params)
+impl RowSums {
+    fn train_loss(&self) -> f64 {
+        if self.finite == 0 {
+            f64::NAN
         } else {
-            None
+            self.loss / f64::from(self.finite)
+        }
+    }
+
+    /// The row of update `step` covering the sums so far, which start again from zero.
+    fn take(&mut self, step: u64, lr: f64, eval: Option<&Evaluation>) -> MetricsRow {
+        let row = MetricsRow {
+            step,
+            train_loss: self.train_loss(),
+            valid_loss: eval.map(|e| e.loss),
+            lr,
+            grad_norm: if self.finite == 0 {
+                f64::NAN
+            } else {
+                self.grad_norm / f64::from(self.finite)
+            },
+            tokens_per_s: self.tokens as f64 / self.seconds.max(1e-9),
+            metric: eval.and_then(|e| e.metric),
         };
-        Ok(())
+        *self = RowSums::default();
+        row
     }
 }
 
-/// Trains `session` on `data` until its `steps` are done, the `stop` flag is raised or the time
-/// limit is reached; validates and checkpoints on the way (see the module docs).
-pub fn train(
+/// Trains `session` on `data` until its `steps` are done or it stops early (stop flag, time
+/// limit, solved task); evaluates, writes rows and checkpoints into `dir` on the way (see the
+/// module docs). Returns why it stopped and the final summary.
+pub fn train<D: RunData>(
     session: &mut Session,
-    data: &TrainData,
+    data: &mut D,
     mut dir: Option<&mut RunDir>,
     monitor: &mut dyn Monitor,
     stop: &AtomicBool,
-) -> Result<(StopReason, Summary)> {
-    let (batch, bptt) = (session.settings.batch, session.settings.bptt);
-    let batches = Batches::new(data.train, batch, bptt, data.name)?;
-    let windows = batches.windows as u64;
-    let total = session.settings.steps;
-    let clip = session.settings.clip;
-    let seed = session.settings.seed;
-    let eval_every = session.settings.eval_every;
-    let has_valid = data.valid.len() >= 2;
-    let mut inputs = vec![0u32; batch * bptt];
-    let mut targets = vec![0u32; batch * bptt];
+) -> Result<(StopReason, D::Summary)> {
+    let s = session.settings.clone();
+    let total = s.steps;
     let start = Instant::now();
     let seconds_before = session.progress.seconds;
     monitor.start(&session.progress, total);
     let mut reason = StopReason::Finished;
+    let mut sums = RowSums::default();
     while session.progress.step < total {
         let step = session.progress.step;
-        let w = (step % windows) as usize;
-        if w == 0 {
+        let lr = session.lr();
+        let feed = data.batch(step);
+        if !feed.carry {
             session.trainer.reset_state();
         }
-        batches.window(w, &mut inputs, &mut targets);
-        let lr = session.lr();
-        let mut rng = dropout_rng(seed, step);
+        let mut rng = dropout_rng(s.seed, step);
         let t0 = Instant::now();
-        let optimizer_steps = session.trainer.optimizer.steps;
-        let result = session
-            .trainer
-            .step(&inputs, &targets, lr, clip, Some(&mut rng));
-        let dt = t0.elapsed().as_secs_f64();
+        let result =
+            session
+                .trainer
+                .step_batch(feed.batch, feed.weights, lr, s.clip, Some(&mut rng));
+        sums.seconds += t0.elapsed().as_secs_f64();
+        sums.tokens += feed.tokens;
         let p = &mut session.progress;
         p.step += 1;
-        p.tokens += (batch * bptt) as u64;
-        let mut row = MetricsRow {
-            step: p.step,
-            train_loss: f64::NAN,
-            valid_loss: None,
-            lr,
-            grad_norm: f64::NAN,
-            tokens_per_s: (batch * bptt) as f64 / dt.max(1e-9),
-        };
+        p.tokens += feed.tokens;
         match result {
             Ok(stats) => {
                 p.bad_steps = 0;
-                row.train_loss = stats.loss;
-                row.grad_norm = stats.grad_norm;
+                sums.loss += stats.loss;
+                sums.grad_norm += stats.grad_norm;
+                sums.finite += 1;
+                let track = s.track_gradflow;
+                if track > 0 && p.step % track == 0 {
+                    if let (Some(d), Batch::Tokens { inputs, targets }) =
+                        (dir.as_deref(), feed.batch)
+                    {
+                        if let Err(e) = d.track_gradflow(session, inputs, targets, stats.grad_norm)
+                        {
+                            monitor.log(&format!("warning: gradient-flow tracking failed: {e}"));
+                        }
+                    }
+                }
+            }
+            Err(e @ Error::NonFiniteStep { .. }) => {
+                p.bad_steps += 1;
+                p.skipped_steps += 1;
+                monitor.log(&format!("warning: update {}: {e}", p.step));
             }
             Err(Error::Numeric(msg)) => {
                 p.bad_steps += 1;
                 p.skipped_steps += 1;
-                // The trainer counts optimizer updates; the loop counts windows.
-                let msg = msg.replace(&format!(" at update {}", optimizer_steps + 1), "");
                 monitor.log(&format!("warning: update {}: {msg}", p.step));
             }
             Err(e) => return Err(e),
         }
+        let p = &session.progress;
         if stop.load(Ordering::SeqCst) {
             reason = StopReason::Interrupted;
-        } else if session
-            .settings
-            .max_time
-            .is_some_and(|m| start.elapsed() >= m)
-        {
+        } else if s.max_time.is_some_and(|m| start.elapsed() >= m) {
             reason = StopReason::TimeLimit;
         }
-        let stopping = p.step >= total || reason != StopReason::Finished;
-        let failed = p.bad_steps >= session.settings.max_bad_steps;
-        let on_cadence = eval_every > 0 && p.step % eval_every == 0;
+        let mut stopping = p.step >= total || reason != StopReason::Finished;
+        let failed = s.max_bad_steps > 0 && p.bad_steps >= s.max_bad_steps;
+        let on_cadence = s.eval_every > 0 && p.step % s.eval_every == 0;
         let mut improved = false;
-        if has_valid && (on_cadence || stopping) && !failed {
-            let r = session.evaluate(data.valid)?;
-            let p = &mut session.progress;
-            row.valid_loss = Some(r.loss);
-            p.last_valid = r.loss;
-            improved = r.loss.is_finite() && r.loss < p.best_valid;
-            if improved {
-                p.best_valid = r.loss;
-                p.best_step = p.step;
-            }
-            let mut msg = format!(
-                "step {}/{} (epoch {:.2}): train {:.4}  valid {:.4} (ppl {:.3}){}  lr {:.3e}",
-                p.step,
-                total,
-                p.step as f64 / windows as f64,
-                row.train_loss,
-                r.loss,
-                r.perplexity(),
-                if improved { "  best" } else { "" },
-                lr
-            );
-            if on_cadence {
-                let sched = session.settings.schedule;
-                if let Some(scale) = sched.observe(&mut p.schedule, r.loss) {
-                    msg.push_str(&format!(
-                        "; no improvement by {IMPROVEMENT} nats: lr now {:.3e}",
-                        session.settings.lr * scale
-                    ));
+        let mut eval = None;
+        if (on_cadence || stopping) && !failed {
+            if let Some(e) = data.evaluate(&session.trainer.model)? {
+                let p = &mut session.progress;
+                p.last_valid = e.loss;
+                p.last_metric = e.metric.unwrap_or(f64::NAN);
+                improved = data.better(&e, &p.best());
+                if improved {
+                    p.best_valid = e.loss;
+                    p.best_metric = e.metric.unwrap_or(f64::NAN);
+                    p.best_step = p.step;
                 }
-            }
-            monitor.log(&msg);
-            if improved {
-                session.best_params = Some(session.trainer.model.params.clone());
+                let mut msg = format!(
+                    "step {}/{total}: train {:.4}  {}{}  lr {lr:.3e}",
+                    p.step,
+                    sums.train_loss(),
+                    data.describe(p.step, &e),
+                    if improved { "  best" } else { "" },
+                );
+                if on_cadence {
+                    if let Some(scale) = s.schedule.observe(&mut p.schedule, e.loss) {
+                        msg.push_str(&format!(
+                            "; no improvement by {IMPROVEMENT}: lr now {:.3e}",
+                            s.lr * scale
+                        ));
+                    }
+                }
+                monitor.log(&msg);
+                if improved {
+                    session.best_params = Some(session.trainer.model.params.clone());
+                }
+                if s.stop_when_solved && data.solved(&e) && reason == StopReason::Finished {
+                    reason = StopReason::Solved;
+                    stopping = true;
+                }
+                eval = Some(e);
             }
         }
         session.progress.seconds = seconds_before + start.elapsed().as_secs_f64();
-        if let Some(d) = dir.as_deref_mut() {
-            d.write_row(&row)?;
+        let row = (D::ROW_PER_UPDATE || eval.is_some() || failed)
+            .then(|| sums.take(session.progress.step, lr, eval.as_ref()));
+        if let (Some(d), Some(row)) = (dir.as_deref_mut(), &row) {
+            d.write_row(row)?;
         }
-        monitor.step(&row, &session.progress);
-        let track = session.settings.track_gradflow;
-        if track > 0 && session.progress.step % track == 0 && row.grad_norm.is_finite() {
-            if let Some(d) = dir.as_deref() {
-                if let Err(e) = d.track_gradflow(session, &inputs, &targets, row.grad_norm) {
-                    monitor.log(&format!("warning: gradient-flow tracking failed: {e}"));
-                }
-            }
-        }
+        monitor.step(&session.progress, row.as_ref());
         if failed {
             monitor.finish();
-            let where_ = dir.as_deref().map_or(String::new(), |d| {
-                format!("; the last good checkpoint is in {}", d.path.display())
+            return Err(Error::Diverged {
+                bad_steps: session.progress.bad_steps,
+                step: session.progress.step,
+                checkpoint: dir.as_deref().map(|d| d.path.clone()),
             });
-            return Err(Error::Numeric(format!(
-                "{} non-finite steps in a row (last at update {}): training stopped{where_}: lower --lr, set --clip or change --init",
-                session.progress.bad_steps, session.progress.step
-            )));
         }
         if on_cadence || stopping {
             if let Some(d) = dir.as_deref_mut() {
                 d.save(session, improved)?;
-                d.write_summary(&session.summary("running", windows as usize, None))?;
+                d.write_summary(&data.summary(session, "running", None))?;
             }
         }
         if stopping {
@@ -766,28 +461,8 @@ pub fn train(
         }
     }
     monitor.finish();
-    let test = if data.test.len() >= 2 {
-        let mut model = session.trainer.model.clone();
-        if let Some(best) = &session.best_params {
-            model.params.clone_from(best);
-        }
-        let r = evaluate(&model, &mut session.eval_ws, data.test, batch, bptt)?;
-        monitor.log(&format!(
-            "test (best parameters): loss {:.4}  ppl {:.3}  {:.4} bits/token",
-            r.loss,
-            r.perplexity(),
-            r.bits_per_token()
-        ));
-        Some(r)
-    } else {
-        None
-    };
-    let status = match reason {
-        StopReason::Finished => "finished",
-        StopReason::Interrupted => "interrupted",
-        StopReason::TimeLimit => "time_limit",
-    };
-    let summary = session.summary(status, windows as usize, test);
+    let test = data.test(session, monitor)?;
+    let summary = data.summary(session, reason.status(), test.as_ref());
     if let Some(d) = dir.as_deref() {
         d.write_summary(&summary)?;
     }
@@ -796,11 +471,17 @@ pub fn train(
 
 #[cfg(test)]
 mod tests {
+    use super::super::rundir::{RunKind, SavedState};
+    use super::super::stream::StreamData;
     use super::*;
     use crate::cell::{Activation, CellKind};
+    use crate::checkpoint;
     use crate::init::{initialize, InitConfig};
+    use crate::model::ModelConfig;
     use crate::train::OptimizerKind;
     use rand::Rng;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
 
     fn setup(steps: u64, dropout: f64) -> (Session, Vec<u32>) {
         let c = ModelConfig {
@@ -819,7 +500,6 @@ mod tests {
         initialize(&mut m, &InitConfig::default()).unwrap();
         let settings = TrainSettings {
             batch: 3,
-            bptt: 5,
             steps,
             optimizer: OptimizerConfig::new(OptimizerKind::Adam),
             lr: 1e-2,
@@ -830,6 +510,7 @@ mod tests {
             max_time: None,
             max_bad_steps: 3,
             track_gradflow: 0,
+            stop_when_solved: false,
         };
         let mut rng = StdRng::seed_from_u64(1);
         let stream = (0..200).map(|_| rng.gen_range(0..6)).collect();
@@ -842,13 +523,19 @@ mod tests {
         p
     }
 
-    fn data(s: &[u32]) -> TrainData<'_> {
-        TrainData {
-            train: &s[..160],
-            valid: &s[160..],
-            test: &[],
-            name: "stream",
-        }
+    fn data(s: &[u32]) -> StreamData<'_> {
+        StreamData::new(&s[..160], &s[160..], &[], "stream", 3, 5).unwrap()
+    }
+
+    fn create(d: &std::path::Path) -> RunDir {
+        RunDir::create(
+            d,
+            RunKind::LanguageModel,
+            "",
+            HashMap::new(),
+            Some("x".into()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -856,21 +543,43 @@ mod tests {
         let stop = AtomicBool::new(false);
         let (mut full, stream) = setup(24, 0.3);
         let d = tmpdir("full");
-        let mut rd = RunDir::create(&d, "", HashMap::new(), "x".into()).unwrap();
-        train(&mut full, &data(&stream), Some(&mut rd), &mut Silent, &stop).unwrap();
+        let mut rd = create(&d);
+        train(
+            &mut full,
+            &mut data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap();
 
         let (mut half, _) = setup(12, 0.3);
         let h = tmpdir("half");
-        let mut rd = RunDir::create(&h, "", HashMap::new(), "x".into()).unwrap();
-        train(&mut half, &data(&stream), Some(&mut rd), &mut Silent, &stop).unwrap();
+        let mut rd = create(&h);
+        train(
+            &mut half,
+            &mut data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap();
         let (mut resumed, _) = setup(24, 0.3);
         let saved = SavedState::read(&h).unwrap();
         saved.restore(&mut resumed, &h).unwrap();
         assert_eq!(resumed.progress.step, 12);
-        let mut rd = RunDir::reopen(&h, 12, "", HashMap::new(), "x".into()).unwrap();
+        let mut rd = RunDir::reopen(
+            &h,
+            RunKind::LanguageModel,
+            12,
+            "",
+            HashMap::new(),
+            Some("x".into()),
+        )
+        .unwrap();
         train(
             &mut resumed,
-            &data(&stream),
+            &mut data(&stream),
             Some(&mut rd),
             &mut Silent,
             &stop,
@@ -899,16 +608,29 @@ mod tests {
         let stop = AtomicBool::new(false);
         let (mut s, stream) = setup(8, 0.0);
         let d = tmpdir("nan");
-        let mut rd = RunDir::create(&d, "", HashMap::new(), "x".into()).unwrap();
-        train(&mut s, &data(&stream), Some(&mut rd), &mut Silent, &stop).unwrap();
+        let mut rd = create(&d);
+        train(
+            &mut s,
+            &mut data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap();
         let good = checkpoint::load::<f32>(&d.join("last.safetensors")).unwrap();
         assert_eq!(good.model.params, s.trainer.model.params);
         // Poison one decoder bias: every later step has a non-finite loss and is skipped.
         *s.trainer.model.params.last_mut().unwrap() = f32::NAN;
         s.settings.steps = 20;
-        let err = train(&mut s, &data(&stream), Some(&mut rd), &mut Silent, &stop)
-            .unwrap_err()
-            .to_string();
+        let err = train(
+            &mut s,
+            &mut data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("3 non-finite steps in a row (last at update 11)"),
             "{err}"
@@ -929,9 +651,15 @@ mod tests {
         let stop = AtomicBool::new(true);
         let (mut s, stream) = setup(100, 0.0);
         let d = tmpdir("stop");
-        let mut rd = RunDir::create(&d, "", HashMap::new(), "x".into()).unwrap();
-        let (reason, summary) =
-            train(&mut s, &data(&stream), Some(&mut rd), &mut Silent, &stop).unwrap();
+        let mut rd = create(&d);
+        let (reason, summary) = train(
+            &mut s,
+            &mut data(&stream),
+            Some(&mut rd),
+            &mut Silent,
+            &stop,
+        )
+        .unwrap();
         assert_eq!(reason, StopReason::Interrupted);
         assert_eq!((summary.step, summary.status.as_str()), (1, "interrupted"));
         assert!(d.join("last.safetensors").exists() && d.join("best.safetensors").exists());

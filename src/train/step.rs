@@ -19,7 +19,8 @@ pub enum Clip {
 /// What one step measured.
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
-    /// Mean cross-entropy over the window (nats per token).
+    /// Loss of the batch: the mean of the per-position losses, or `sum_r w_r J_r` with
+    /// weights; each `J_r` a cross-entropy in nats (softmax head) or a squared error (mse head).
     pub loss: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
@@ -33,8 +34,6 @@ pub enum Batch<'a, T> {
         inputs: &'a [u32],
         targets: &'a [u32],
     },
-    /// Dense inputs `[T, B, input_size]` and class targets `[T, B]`.
-    DenseClasses { inputs: &'a [T], targets: &'a [u32] },
     /// Dense inputs `[T, B, input_size]` and real targets `[T, B, vocab]` (mse head).
     DenseReal { inputs: &'a [T], targets: &'a [T] },
 }
@@ -85,7 +84,8 @@ impl<T: Float> Trainer<T> {
 
     /// Trains on one batch. `weights` `[T * B]` weights the per-step losses (`None` = mean over
     /// all steps); the reported loss is `sum_r w_r J_r`. A non-finite loss or gradient leaves
-    /// parameters, optimizer and state untouched and returns `Error::Numeric`.
+    /// parameters, optimizer and state untouched and returns [`Error::NonFiniteStep`] (or
+    /// the optimizer's `Error::Numeric` when the update itself would not be finite).
     pub fn step_batch(
         &mut self,
         batch: Batch<T>,
@@ -98,10 +98,6 @@ impl<T: Float> Trainer<T> {
         let mean = match batch {
             Batch::Tokens { inputs, targets } => {
                 m.forward(ws, inputs, &self.state, inputs.len() / b, b, dropout_rng);
-                m.loss(ws, targets)
-            }
-            Batch::DenseClasses { inputs, targets } => {
-                m.forward_dense(ws, inputs, &self.state, targets.len() / b, b, dropout_rng);
                 m.loss(ws, targets)
             }
             Batch::DenseReal { inputs, targets } => {
@@ -127,10 +123,7 @@ impl<T: Float> Trainer<T> {
             _ => crate::tensor::norm(&self.grads),
         };
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(Error::Numeric(format!(
-                "non-finite loss ({loss}) or gradient norm ({grad_norm}) at update {}; the step was skipped (lower --lr or set --clip)",
-                self.optimizer.steps + 1
-            )));
+            return Err(Error::NonFiniteStep { loss, grad_norm });
         }
         if let Clip::Value(x) = clip {
             clip_grad_value(&mut self.grads, x);

@@ -1,21 +1,40 @@
-//! Training on a synthetic task: fresh sequences every update, each from a zero state, and a
-//! fixed held-out test set scored with the task's own metric against its baseline.
+//! Training on a synthetic task, the [`RunData`] of `rnnscope task`, `experiment` and `demo`:
+//! a fresh batch every update, each from a zero state, and a fixed held-out test set scored
+//! with the task's own metric against its baseline.
+//!
+//! ```text
+//! batch of update s (0-based) = the (s + 1)-th batch of a generator seeded from `seed`
+//! test set                    = `test_size` sequences of a second generator seeded from `seed`
+//! ```
+//! A run continued at update `s` replays the generator through its first `s` batches
+//! (generation is cheap next to training), so it sees exactly the batches an uninterrupted run
+//! sees and ends bit-identical to it; and the data sequence is the one of every earlier
+//! version, so earlier results repeat. (Deriving each batch from `(seed, s)` instead would
+//! need no replay but would change every run's data.)
+//!
+//! The best evaluation is the one with the best metric (highest accuracy, lowest MSE); its
+//! parameters go to `best.safetensors`. [`run_task`] starts a run in a directory, or continues
+//! the run already there when its configuration is the same but for `steps`.
 
 use super::optim::{OptimizerConfig, OptimizerKind};
-use super::step::{Batch, Clip, Trainer};
+use super::records::TaskSummary;
+use super::run::{
+    train, Evaluation, Feed, LogLines, Monitor, RunData, Session, StopReason, TrainSettings,
+};
+use super::rundir::{RunDir, RunKind, SavedState};
+use super::schedule::Schedule;
+use super::step::{Batch, Clip};
 use crate::cell::{Activation, CellKind};
-use crate::checkpoint;
 use crate::data::tasks::{Task, TaskBatch, TaskKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RunDirProblem};
 use crate::init::{initialize, InitConfig, InitScheme};
 use crate::model::{LanguageModel, ModelConfig, Output, State, Workspace};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 /// Everything that defines one task run (written to `config.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +66,10 @@ pub struct TaskRunConfig {
     pub seed: u64,
     /// Stop at the first evaluation that meets the task's success criterion.
     pub stop_when_solved: bool,
+    /// Stop with an error after this many non-finite steps in a row (0 = never: a diverging
+    /// run keeps its last finite parameters and is scored with them).
+    #[serde(default)]
+    pub max_bad_steps: u32,
 }
 
 impl TaskRunConfig {
@@ -73,6 +96,7 @@ impl TaskRunConfig {
             test_size: 1000,
             seed: 0,
             stop_when_solved: false,
+            max_bad_steps: 0,
         }
     }
 
@@ -114,6 +138,46 @@ impl TaskRunConfig {
         }
     }
 
+    /// The loop's settings: constant learning rate, SGD with momentum 0.9.
+    pub fn settings(&self) -> TrainSettings {
+        let mut optimizer = OptimizerConfig::new(self.optimizer);
+        if self.optimizer == OptimizerKind::Sgd {
+            optimizer.momentum = 0.9;
+        }
+        TrainSettings {
+            batch: self.batch,
+            steps: self.steps as u64,
+            optimizer,
+            lr: self.lr,
+            schedule: Schedule::Constant,
+            clip: self.clip(),
+            seed: self.seed,
+            eval_every: self.eval_every as u64,
+            max_time: None,
+            max_bad_steps: self.max_bad_steps,
+            track_gradflow: 0,
+            stop_when_solved: self.stop_when_solved,
+        }
+    }
+
+    /// A fresh session: the model initialised from `seed`.
+    fn session(&self) -> Result<Session> {
+        if self.batch == 0 || self.eval_every == 0 || self.test_size == 0 {
+            return Err(Error::Config(
+                "`batch`, `eval_every` and `test_size` must be at least 1".into(),
+            ));
+        }
+        let mut model = LanguageModel::<f32>::zeros(self.model_config()?)?;
+        let init = InitConfig {
+            scheme: InitScheme::parse(&self.init)?,
+            spectral_radius: self.spectral_radius,
+            forget_bias: self.forget_bias,
+            seed: self.seed,
+        };
+        initialize(&mut model, &init)?;
+        Session::new(model, self.settings())
+    }
+
     /// Short label such as `lstm`, `rnn-tanh`, `rnn-relu identity`.
     pub fn label(&self) -> String {
         let mut s = match self.cell {
@@ -131,25 +195,66 @@ impl TaskRunConfig {
         }
         s
     }
+
+    /// The first field (other than `steps`) in which `other` differs, as `` `f` is A there, B here ``.
+    fn difference(&self, there: &TaskRunConfig) -> Option<String> {
+        let table = |c: &TaskRunConfig| toml::Table::try_from(c).unwrap_or_default();
+        let (here, there) = (table(self), table(there));
+        let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+        here.keys()
+            .chain(there.keys())
+            .filter(|k| k.as_str() != "steps")
+            .find(|k| here.get(*k) != there.get(*k))
+            .map(|k| {
+                format!(
+                    "`{k}` is {} there, {} here",
+                    show(there.get(k)),
+                    show(here.get(k))
+                )
+            })
+    }
 }
 
-/// Outcome of a task run (written to `summary.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskResult {
-    pub task: TaskKind,
-    pub length: usize,
-    pub label: String,
-    /// Accuracy on the dependent positions, or test MSE (adding).
-    pub metric_name: String,
-    pub metric: f64,
-    /// Best metric over all evaluations.
-    pub best_metric: f64,
-    pub baseline: f64,
-    pub solved: bool,
-    pub test_loss: f64,
-    pub updates: usize,
-    pub sequences_seen: usize,
-    pub seconds: f64,
+/// The batches and test set of a task run.
+pub struct TaskData {
+    cfg: TaskRunConfig,
+    task: Task,
+    /// The training-batch generator and how many batches it has drawn.
+    data_rng: StdRng,
+    drawn: u64,
+    test: Vec<TaskBatch>,
+    /// The current batch and its f32 copies.
+    current: TaskBatch,
+    weights: Vec<f32>,
+    dense: Vec<f32>,
+    real: Vec<f32>,
+    ws: Workspace<f32>,
+}
+
+fn data_rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1)
+}
+
+impl TaskData {
+    pub fn new(cfg: &TaskRunConfig) -> Result<Self> {
+        let task = cfg.task()?;
+        let mut test_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 2);
+        let test = (0..cfg.test_size.div_ceil(cfg.batch.max(1)))
+            .map(|_| task.generate(cfg.batch, &mut test_rng))
+            .collect();
+        Ok(TaskData {
+            cfg: cfg.clone(),
+            task,
+            data_rng: data_rng(cfg.seed),
+            drawn: 0,
+            test,
+            current: TaskBatch::default(),
+            weights: Vec::new(),
+            dense: Vec::new(),
+            real: Vec::new(),
+            ws: Workspace::default(),
+        })
+    }
 }
 
 /// Held-out evaluation: `(weighted test loss, metric)`.
@@ -162,7 +267,15 @@ pub fn evaluate(
     let (mut loss, mut hits, mut sq, mut count) = (0.0, 0.0, 0.0, 0usize);
     for b in test {
         let state = State::zeros(&model.config, b.batch);
-        run_forward(model, ws, b, &state, None);
+        if b.dense.is_empty() {
+            model.forward(ws, &b.tokens, &state, b.steps, b.batch, None);
+            model.loss(ws, &b.targets);
+        } else {
+            let x: Vec<f32> = b.dense.iter().map(|&v| v as f32).collect();
+            let y: Vec<f32> = b.real_targets.iter().map(|&v| v as f32).collect();
+            model.forward_dense(ws, &x, &state, b.steps, b.batch, None);
+            model.loss_mse(ws, &y);
+        }
         for (l, w) in ws.step_loss.iter().zip(&b.weights) {
             loss += l * w;
         }
@@ -186,169 +299,351 @@ pub fn evaluate(
     (loss / test.len().max(1) as f64, metric)
 }
 
-/// Forward and loss of one task batch (probabilities or residuals left in `ws`).
-fn run_forward(
-    model: &LanguageModel<f32>,
-    ws: &mut Workspace<f32>,
-    b: &TaskBatch,
-    state: &State<f32>,
-    rng: Option<&mut StdRng>,
-) {
-    if b.dense.is_empty() {
-        model.forward(ws, &b.tokens, state, b.steps, b.batch, rng);
-        model.loss(ws, &b.targets);
-    } else {
-        let x: Vec<f32> = b.dense.iter().map(|&v| v as f32).collect();
-        let y: Vec<f32> = b.real_targets.iter().map(|&v| v as f32).collect();
-        model.forward_dense(ws, &x, state, b.steps, b.batch, rng);
-        model.loss_mse(ws, &y);
-    }
-}
+impl RunData for TaskData {
+    type Summary = TaskSummary;
+    const ROW_PER_UPDATE: bool = false;
 
-/// Trains `cfg`; writes `config.toml`, `metrics.csv`, `last.safetensors`, `best.safetensors`
-/// and `summary.json` into `out` when given. `log` receives one line per evaluation.
-pub fn run_task(
-    cfg: &TaskRunConfig,
-    out: Option<&Path>,
-    log: &mut dyn FnMut(&str),
-) -> Result<(TaskResult, LanguageModel<f32>)> {
-    let task = cfg.task()?;
-    let mc = cfg.model_config()?;
-    if cfg.batch == 0 || cfg.eval_every == 0 || cfg.test_size == 0 {
-        return Err(Error::Config(
-            "`batch`, `eval_every` and `test_size` must be at least 1".into(),
-        ));
-    }
-    let mut model = LanguageModel::<f32>::zeros(mc)?;
-    let init = InitConfig {
-        scheme: InitScheme::parse(&cfg.init)?,
-        spectral_radius: cfg.spectral_radius,
-        forget_bias: cfg.forget_bias,
-        seed: cfg.seed,
-    };
-    initialize(&mut model, &init)?;
-    let mut ocfg = OptimizerConfig::new(cfg.optimizer);
-    if cfg.optimizer == OptimizerKind::Sgd {
-        ocfg.momentum = 0.9;
-    }
-    let mut trainer = Trainer::new(model, ocfg, cfg.batch);
-    let mut data_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1);
-    let mut test_rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 2);
-    let test: Vec<TaskBatch> = (0..cfg.test_size.div_ceil(cfg.batch))
-        .map(|_| task.generate(cfg.batch, &mut test_rng))
-        .collect();
-    let mut metrics = match out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            let toml = toml::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?;
-            checkpoint::write_atomic(&dir.join("config.toml"), toml.as_bytes())?;
-            let path = dir.join("metrics.csv");
-            let mut f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-            writeln!(
-                f,
-                "step,train_loss,valid_loss,lr,grad_norm,tokens_per_s,metric"
-            )
-            .map_err(|e| Error::io(&path, e))?;
-            Some((f, path))
+    fn batch(&mut self, step: u64) -> Feed<'_> {
+        if step < self.drawn {
+            self.data_rng = data_rng(self.cfg.seed);
+            self.drawn = 0;
         }
-        None => None,
-    };
-    let meta = HashMap::from([(
-        "rnnscope.task".to_string(),
-        serde_json::to_string(cfg).expect("serialisable"),
-    )]);
-    let better = |a: f64, b: f64| {
-        if task.kind == TaskKind::Adding {
-            a < b
-        } else {
-            a > b
+        // Replay up to `step` (a continued run), then draw its batch.
+        while self.drawn < step {
+            self.task.generate(self.cfg.batch, &mut self.data_rng);
+            self.drawn += 1;
         }
-    };
-    let mut eval_ws = Workspace::default();
-    let start = Instant::now();
-    let (mut best, mut last_metric, mut last_loss) = (f64::NAN, f64::NAN, f64::NAN);
-    let (mut loss_sum, mut norm_sum, mut n_sum, mut updates) = (0.0, 0.0, 0usize, 0usize);
-    let mut window_start = Instant::now();
-    let tokens_per_update = task.steps() * cfg.batch;
-    for step in 1..=cfg.steps {
-        let b = task.generate(cfg.batch, &mut data_rng);
-        trainer.reset_state();
-        let weights: Vec<f32> = b.weights.iter().map(|&w| w as f32).collect();
-        let dense: Vec<f32> = b.dense.iter().map(|&v| v as f32).collect();
-        let real: Vec<f32> = b.real_targets.iter().map(|&v| v as f32).collect();
-        let batch = if dense.is_empty() {
+        self.current = self.task.generate(self.cfg.batch, &mut self.data_rng);
+        self.drawn += 1;
+        let b = &self.current;
+        let f32s = |dst: &mut Vec<f32>, src: &[f64]| {
+            dst.clear();
+            dst.extend(src.iter().map(|&v| v as f32));
+        };
+        f32s(&mut self.weights, &b.weights);
+        f32s(&mut self.dense, &b.dense);
+        f32s(&mut self.real, &b.real_targets);
+        let batch = if self.dense.is_empty() {
             Batch::Tokens {
                 inputs: &b.tokens,
                 targets: &b.targets,
             }
         } else {
             Batch::DenseReal {
-                inputs: &dense,
-                targets: &real,
+                inputs: &self.dense,
+                targets: &self.real,
             }
         };
-        match trainer.step_batch(batch, Some(&weights), cfg.lr, cfg.clip(), None) {
-            Ok(s) => {
-                loss_sum += s.loss;
-                norm_sum += s.grad_norm;
-                n_sum += 1;
-                updates += 1;
-            }
-            Err(Error::Numeric(msg)) => log(&format!("step {step}: {msg}")),
-            Err(e) => return Err(e),
-        }
-        if step % cfg.eval_every == 0 || step == cfg.steps {
-            let (test_loss, metric) = evaluate(&trainer.model, &mut eval_ws, &task, &test);
-            let tps = (n_sum * tokens_per_update) as f64 / window_start.elapsed().as_secs_f64();
-            let train_loss = loss_sum / n_sum.max(1) as f64;
-            let grad_norm = norm_sum / n_sum.max(1) as f64;
-            log(&format!(
-                "step {step:>6}  train {train_loss:.4}  test {test_loss:.4}  {} {metric:.4} (baseline {:.4})",
-                task.metric_name(),
-                task.baseline()
-            ));
-            if let Some((f, path)) = metrics.as_mut() {
-                writeln!(
-                    f,
-                    "{step},{train_loss},{test_loss},{},{grad_norm},{tps},{metric}",
-                    cfg.lr
-                )
-                .map_err(|e| Error::io(&*path, e))?;
-            }
-            if let Some(dir) = out {
-                checkpoint::save(&trainer.model, &dir.join("last.safetensors"), &meta)?;
-                if best.is_nan() || better(metric, best) {
-                    checkpoint::save(&trainer.model, &dir.join("best.safetensors"), &meta)?;
-                }
-            }
-            if best.is_nan() || better(metric, best) {
-                best = metric;
-            }
-            (last_metric, last_loss) = (metric, test_loss);
-            (loss_sum, norm_sum, n_sum) = (0.0, 0.0, 0);
-            window_start = Instant::now();
-            if cfg.stop_when_solved && task.solved(metric) {
-                break;
-            }
+        Feed {
+            batch,
+            weights: Some(&self.weights),
+            carry: false,
+            tokens: (b.steps * b.batch) as u64,
         }
     }
-    let result = TaskResult {
-        task: cfg.task,
-        length: cfg.length,
-        label: cfg.label(),
-        metric_name: task.metric_name().into(),
-        metric: last_metric,
-        best_metric: best,
-        baseline: task.baseline(),
-        solved: task.solved(last_metric),
-        test_loss: last_loss,
-        updates,
-        sequences_seen: updates * cfg.batch,
-        seconds: start.elapsed().as_secs_f64(),
+
+    fn evaluate(&mut self, model: &LanguageModel<f32>) -> Result<Option<Evaluation>> {
+        let (loss, metric) = evaluate(model, &mut self.ws, &self.task, &self.test);
+        Ok(Some(Evaluation {
+            loss,
+            metric: Some(metric),
+        }))
+    }
+
+    fn better(&self, a: &Evaluation, than: &Evaluation) -> bool {
+        let Some(a) = a.metric.filter(|m| m.is_finite()) else {
+            return false;
+        };
+        match than.metric {
+            None => true,
+            Some(b) if self.task.kind == TaskKind::Adding => a < b,
+            Some(b) => a > b,
+        }
+    }
+
+    fn solved(&self, e: &Evaluation) -> bool {
+        e.metric.is_some_and(|m| self.task.solved(m))
+    }
+
+    fn describe(&self, _step: u64, e: &Evaluation) -> String {
+        format!(
+            "test {:.4}  {} {:.4} (baseline {:.4})",
+            e.loss,
+            self.task.metric_name(),
+            e.metric.unwrap_or(f64::NAN),
+            self.task.baseline()
+        )
+    }
+
+    fn summary(&self, session: &Session, status: &str, _test: Option<&Evaluation>) -> TaskSummary {
+        let p = &session.progress;
+        let updates = p.updates();
+        TaskSummary {
+            task: self.cfg.task,
+            length: self.cfg.length,
+            label: self.cfg.label(),
+            metric_name: self.task.metric_name().into(),
+            metric: p.last_metric,
+            best_metric: p.best_metric,
+            baseline: self.task.baseline(),
+            solved: self.task.solved(p.last_metric),
+            test_loss: p.last_valid,
+            updates,
+            sequences_seen: updates * self.cfg.batch as u64,
+            seconds: p.seconds,
+            status: status.into(),
+            step: p.step,
+            steps: session.settings.steps,
+            best_step: (!p.best_metric.is_nan()).then_some(p.best_step),
+            skipped_steps: p.skipped_steps,
+        }
+    }
+}
+
+/// Trains `cfg` (see [`run_task_until`]) with no stop flag; `log` receives one line per
+/// evaluation.
+pub fn run_task(
+    cfg: &TaskRunConfig,
+    out: Option<&Path>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(TaskSummary, LanguageModel<f32>)> {
+    let (_, summary, model) =
+        run_task_until(cfg, out, &mut LogLines(log), &AtomicBool::new(false))?;
+    Ok((summary, model))
+}
+
+/// Trains `cfg` until its `steps` are done or it stops early; returns why it stopped, the
+/// summary and the model of the last update.
+///
+/// With `out`, the run's files go there ([`RunDir`]): a directory without a run gets a new
+/// one; a directory holding a run of the same configuration (but for `steps`) continues it
+/// from its last checkpoint (nothing to do when it is already done: its summary and model
+/// are returned), or starts it over when it never reached a checkpoint; any other run there
+/// is an error.
+pub fn run_task_until(
+    cfg: &TaskRunConfig,
+    out: Option<&Path>,
+    monitor: &mut dyn Monitor,
+    stop: &AtomicBool,
+) -> Result<(StopReason, TaskSummary, LanguageModel<f32>)> {
+    let mut session = cfg.session()?;
+    let mut data = TaskData::new(cfg)?;
+    let Some(out) = out else {
+        let (reason, summary) = train(&mut session, &mut data, None, monitor, stop)?;
+        return Ok((reason, summary, session.trainer.model));
     };
-    if let Some(dir) = out {
-        let json = serde_json::to_string_pretty(&result).expect("serialisable");
-        checkpoint::write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+    let toml = toml::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    let meta = HashMap::from([("rnnscope.task".to_string(), json)]);
+    let mut dir = match saved_run(out, cfg)? {
+        None => RunDir::create(out, RunKind::Task, &toml, meta, None)?,
+        Some(saved) => {
+            saved.restore(&mut session, out)?;
+            let p = &session.progress;
+            let solved = cfg.stop_when_solved && data.task.solved(p.last_metric);
+            if p.step >= session.settings.steps || solved {
+                monitor.log(&format!(
+                    "{}: already at update {} of {}: nothing to do",
+                    out.display(),
+                    p.step,
+                    session.settings.steps
+                ));
+                let reason = if solved {
+                    StopReason::Solved
+                } else {
+                    StopReason::Finished
+                };
+                let summary = data.summary(&session, reason.status(), None);
+                super::records::write_json(&out.join("summary.json"), &summary)?;
+                return Ok((reason, summary, session.trainer.model));
+            }
+            monitor.log(&format!(
+                "continuing {} at update {} of {}",
+                out.display(),
+                p.step,
+                session.settings.steps
+            ));
+            RunDir::reopen(out, RunKind::Task, p.step, &toml, meta, None)?
+        }
+    };
+    let (reason, summary) = train(&mut session, &mut data, Some(&mut dir), monitor, stop)?;
+    Ok((reason, summary, session.trainer.model))
+}
+
+/// The saved state of the run of `cfg` in `dir`, if there is one to continue. A directory
+/// without a run, or with a run of `cfg` that never reached its first checkpoint (whose files
+/// are removed), gives `None`; a run of anything else is an error.
+fn saved_run(dir: &Path, cfg: &TaskRunConfig) -> Result<Option<SavedState>> {
+    let config = dir.join("config.toml");
+    if !config.exists() {
+        RunDir::check_new(dir)?;
+        return Ok(None);
     }
-    Ok((result, trainer.model))
+    let holds = || {
+        Error::run_dir(
+            dir,
+            RunDirProblem::HoldsRun {
+                file: "config.toml".into(),
+            },
+        )
+    };
+    let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+    let there: TaskRunConfig = toml::from_str(&text).map_err(|_| holds())?;
+    if let Some(detail) = cfg.difference(&there) {
+        return Err(Error::run_dir(dir, RunDirProblem::OtherConfig { detail }));
+    }
+    if !dir.join("train_state.safetensors").exists() {
+        RunDir::clear_unstarted(dir)?;
+        return Ok(None);
+    }
+    SavedState::read(dir).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint;
+    use crate::train::run::Progress;
+    use crate::train::MetricsRow;
+    use std::path::PathBuf;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("rnnscope-task-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn config(kind: TaskKind, length: usize, steps: usize) -> TaskRunConfig {
+        let mut c = TaskRunConfig::new(kind, length);
+        c.hidden = 8;
+        c.embedding = 4;
+        c.batch = 4;
+        c.steps = steps;
+        c.eval_every = 10;
+        c.test_size = 8;
+        c.seed = 3;
+        c.lr = 1e-2;
+        c
+    }
+
+    /// The metrics rows without the throughput.
+    fn rows(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut c: Vec<&str> = l.split(',').collect();
+                c.remove(5);
+                c.join(",")
+            })
+            .collect()
+    }
+
+    /// Raises the stop flag when update `at` is reported: the loop stops after the next one.
+    struct StopAt<'a>(u64, &'a AtomicBool);
+    impl Monitor for StopAt<'_> {
+        fn step(&mut self, p: &Progress, _row: Option<&MetricsRow>) {
+            if p.step == self.0 {
+                self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn a_continued_task_run_ends_bit_identical_to_an_uninterrupted_one() {
+        for (kind, length) in [(TaskKind::Dependency, 6), (TaskKind::Adding, 5)] {
+            let full_dir = tmpdir(&format!("{}-full", kind.name()));
+            let (full, full_model) =
+                run_task(&config(kind, length, 40), Some(&full_dir), &mut |_| {}).unwrap();
+            assert_eq!((full.step, full.status.as_str()), (40, "finished"));
+
+            // Stopped at a checkpoint on the cadence (a shorter run), then continued.
+            let half_dir = tmpdir(&format!("{}-half", kind.name()));
+            let (half, _) =
+                run_task(&config(kind, length, 20), Some(&half_dir), &mut |_| {}).unwrap();
+            assert_eq!(half.step, 20);
+            let (cont, cont_model) =
+                run_task(&config(kind, length, 40), Some(&half_dir), &mut |_| {}).unwrap();
+            assert_eq!(cont_model.params, full_model.params, "{kind:?}");
+            assert_eq!(rows(&half_dir), rows(&full_dir), "{kind:?}");
+            assert_eq!(
+                (
+                    cont.metric,
+                    cont.best_metric,
+                    cont.test_loss,
+                    cont.updates,
+                    cont.best_step
+                ),
+                (
+                    full.metric,
+                    full.best_metric,
+                    full.test_loss,
+                    full.updates,
+                    full.best_step
+                )
+            );
+            for f in ["last.safetensors", "best.safetensors"] {
+                let a = checkpoint::load::<f32>(&full_dir.join(f)).unwrap();
+                let b = checkpoint::load::<f32>(&half_dir.join(f)).unwrap();
+                assert_eq!(a.model.params, b.model.params, "{f}");
+            }
+
+            // Interrupted off the cadence (update 15), then continued.
+            let stop_dir = tmpdir(&format!("{}-stop", kind.name()));
+            let stop = AtomicBool::new(false);
+            let (reason, stopped, _) = run_task_until(
+                &config(kind, length, 40),
+                Some(&stop_dir),
+                &mut StopAt(14, &stop),
+                &stop,
+            )
+            .unwrap();
+            assert_eq!((reason, stopped.step), (StopReason::Interrupted, 15));
+            assert_eq!(stopped.status, "interrupted");
+            let (cont, cont_model) =
+                run_task(&config(kind, length, 40), Some(&stop_dir), &mut |_| {}).unwrap();
+            assert_eq!(cont_model.params, full_model.params, "{kind:?}");
+            assert_eq!((cont.metric, cont.test_loss), (full.metric, full.test_loss));
+
+            // Done already: nothing trains, the same summary and model come back.
+            let mut lines = Vec::new();
+            let (again, again_model) =
+                run_task(&config(kind, length, 40), Some(&full_dir), &mut |l| {
+                    lines.push(l.to_string())
+                })
+                .unwrap();
+            assert!(lines[0].ends_with("already at update 40 of 40: nothing to do"));
+            assert_eq!(again_model.params, full_model.params);
+            assert_eq!((again.metric, again.updates), (full.metric, full.updates));
+            for d in [full_dir, half_dir, stop_dir] {
+                std::fs::remove_dir_all(d).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_holding_another_run_is_refused() {
+        let dir = tmpdir("other");
+        run_task(&config(TaskKind::Order, 10, 10), Some(&dir), &mut |_| {}).unwrap();
+        let mut other = config(TaskKind::Order, 10, 10);
+        other.hidden = 16;
+        let e = run_task(&other, Some(&dir), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: holds a run of another configuration (`hidden` is 8 there, 16 here)",
+                dir.display()
+            )
+        );
+        std::fs::write(dir.join("config.toml"), "cell = \"lstm\"\n").unwrap();
+        let e = run_task(&other, Some(&dir), &mut |_| {}).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::RunDir {
+                problem: RunDirProblem::HoldsRun { .. },
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
