@@ -25,7 +25,7 @@ use theory::{BoundCheck, Capture, IdentityCheck, LayerSpectrum};
 /// A copy of `model` with its parameters converted to `U`.
 pub fn convert<T: Float, U: Float>(model: &LanguageModel<T>) -> Result<LanguageModel<U>> {
     let mut m = LanguageModel::<U>::zeros(model.config.clone())?;
-    for (d, s) in m.params.iter_mut().zip(&model.params) {
+    for (d, s) in m.params_mut().iter_mut().zip(model.params()) {
         *d = U::from_f64(s.to_f64());
     }
     Ok(m)

@@ -127,6 +127,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         tie: false,
         input_size: 0,
         output: Default::default(),
+        recurrence: Default::default(),
+        residual: false,
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {
