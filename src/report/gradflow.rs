@@ -2,12 +2,14 @@
 //! its theory line, influence matrices, spectra of W_hh and Jacobian products.
 
 use super::common::{fig, num, sci, Part, Prefix};
-use super::data::{self, Csv};
 use super::plot::{
     Axis, CircleGuide, ComplexPlane, Figure, Guide, HLine, HeatMap, LineChart, Marker, PointGroup,
     Series, GUIDE,
 };
 use super::{Block, Section};
+use crate::analysis::output;
+use crate::analysis::profile::ProfileRow;
+use crate::cell::{Activation, CellKind};
 use crate::error::Result;
 use std::path::Path;
 
@@ -25,9 +27,11 @@ pub(super) fn gate_title(gate: &str) -> String {
     }
 }
 
-/// `(l, R(l))` of a profile CSV.
-pub(super) fn ratio_profile(path: &Path) -> Result<Option<Vec<(f64, f64)>>> {
-    Ok(Csv::read(path)?.map(|c| c.pairs("distance", "ratio")))
+/// `(l, R(l))` where `R(l)` is finite.
+pub(super) fn ratio_points(rows: &[ProfileRow]) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r.distance as f64, r.ratio.filter(|x| x.is_finite())?)))
+        .collect()
 }
 
 /// Plain-language reading of a measured profile `R(l)`.
@@ -66,23 +70,16 @@ pub(super) fn profile_reading(
 }
 
 pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
-    let Some(snap) = data::read_snapshot(&g.join("gradflow.json"))? else {
+    let Some(snap) = output::read_snapshot(&g.join(output::SNAPSHOT_FILE))? else {
         return Ok(());
     };
     let sm = &snap.summary;
-    let cell = serde_json::to_value(sm.cell)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let act = serde_json::to_value(sm.activation)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let is_rnn = cell == "rnn";
+    let is_rnn = sm.cell == CellKind::Rnn;
+    let identity = is_rnn && sm.activation == Activation::Identity;
     let model = if is_rnn {
-        format!("rnn ({act})")
+        format!("rnn ({})", sm.activation.name())
     } else {
-        cell.clone()
+        sm.cell.name().to_string()
     };
     if part.kind == "gradflow" {
         part.title = format!(
@@ -141,7 +138,6 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     }
 
     // R(l) per layer (and through the LSTM cell state), with the theory line.
-    let layers = data::layers_of(g, "profile");
     let mut c = LineChart::new(
         "Gradient profile R(l) against distance",
         Axis::linear("distance l = i - j (time steps)"),
@@ -149,19 +145,20 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     );
     let top = sm.layers.saturating_sub(1);
     let mut top_ratio = Vec::new();
-    for &k in &layers {
-        if let Some(r) = ratio_profile(&g.join(format!("profile_l{k}.csv")))? {
-            if k == top {
-                top_ratio = r.clone();
-            }
-            let name = if sm.layers > 1 {
-                format!("layer {k}, dJ/dh")
-            } else {
-                "measured, dJ/dh".into()
-            };
-            c.series.push(Series::line(name, r));
+    for pr in &snap.profiles {
+        let k = pr.layer;
+        let r = ratio_points(&pr.hidden);
+        if k == top {
+            top_ratio = r.clone();
         }
-        if let Some(r) = ratio_profile(&g.join(format!("profile_cell_l{k}.csv")))? {
+        let name = if sm.layers > 1 {
+            format!("layer {k}, dJ/dh")
+        } else {
+            "measured, dJ/dh".into()
+        };
+        c.series.push(Series::line(name, r));
+        if let Some(cell) = &pr.cell {
+            let r = ratio_points(cell);
             let name = if sm.layers > 1 {
                 format!("layer {k}, dJ/dc (cell state)")
             } else {
@@ -171,7 +168,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         }
     }
     let ls: Vec<f64> = (0..sm.bptt).map(|l| l as f64).collect();
-    let theory = if is_rnn && act == "identity" {
+    let theory = if identity {
         Some((format!("rho^l (theory), rho = {}", num(sm.rho)), sm.rho))
     } else {
         sm.bound_per_step
@@ -186,7 +183,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     }
     if !c.series.is_empty() {
         let caption = match &theory {
-            Some(_) if is_rnn && act == "identity" => "Measured R(l) (log scale) and the theory line rho^l: with the identity activation the gradient is g W_hh^l exactly, so it decays (or grows) like the largest eigenvalue's modulus to the power l.",
+            Some(_) if identity => "Measured R(l) (log scale) and the theory line rho^l: with the identity activation the gradient is g W_hh^l exactly, so it decays (or grows) like the largest eigenvalue's modulus to the power l.",
             Some(_) => "Measured R(l) (log scale) and the bound (gamma*sigma_1)^l: every one-step Jacobian diag(s'(a)) W_hh has norm at most gamma*sigma_1, so the product over l steps cannot exceed its l-th power (Pascanu et al. 2013). The dashed line is clipped to the plotted range.",
             None => "Measured R(l) (log scale). For gated cells the gradient through the cell state is shown as well: its decay is set by the forget gate, not by W_hh alone.",
         };
@@ -218,13 +215,13 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     }
 
     // Influence matrices.
-    for k in data::layers_of(g, "influence") {
-        for (stem, what, sym) in [
-            ("influence", "hidden state", "h"),
-            ("influence_cell", "cell state", "c"),
+    for k in 0..sm.layers {
+        for (cell_state, stem, what, sym) in [
+            (false, "influence", "hidden state", "h"),
+            (true, "influence_cell", "cell state", "c"),
         ] {
-            let path = g.join(format!("{stem}_l{k}.csv"));
-            if let Some((n, values)) = data::read_matrix(&path)? {
+            let path = g.join(output::influence_file(k, cell_state));
+            if let Some((n, values)) = output::read_influence(&path)? {
                 let title = if sm.layers > 1 {
                     format!("Influence |dJ^(i)/d{sym}^(j)|, layer {k}")
                 } else {
@@ -254,26 +251,23 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     }
 
     // Spectra.
-    for k in data::layers_of(g, "eigenvalues") {
-        let Some(e) = Csv::read(&g.join(format!("eigenvalues_l{k}.csv")))? else {
-            continue;
-        };
-        let gates = e.text("gate");
-        let re = e.num("re");
-        let im = e.num("im");
-        let mut groups: Vec<PointGroup> = Vec::new();
-        for ((gate, r), i) in gates.iter().zip(&re).zip(&im) {
-            let (Some(r), Some(i)) = (r, i) else { continue };
-            let title = gate_title(gate);
-            match groups.iter_mut().find(|g| g.name == title) {
-                Some(gp) => gp.points.push((*r, *i)),
-                None => groups.push(PointGroup {
-                    name: title,
-                    points: vec![(*r, *i)],
-                }),
-            }
-        }
-        let gamma = snap.spectrum.get(k).and_then(|s| s.gamma).or(sm.gamma);
+    for sp in &snap.spectrum {
+        let k = sp.layer;
+        let groups: Vec<PointGroup> = sp
+            .gates
+            .iter()
+            .map(|g| PointGroup {
+                name: gate_title(&g.gate),
+                points: g
+                    .eigenvalues
+                    .iter()
+                    .map(|z| (z.re, z.im))
+                    .filter(|(r, i)| r.is_finite() && i.is_finite())
+                    .collect(),
+            })
+            .filter(|g| !g.points.is_empty())
+            .collect();
+        let gamma = sp.gamma.or(sm.gamma);
         let mut circles = Vec::new();
         match gamma {
             Some(gm) if (1.0 / gm - 1.0).abs() < 1e-9 => circles.push(CircleGuide {
@@ -301,7 +295,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
                 dashed: false,
             }),
         }
-        let rho = snap.spectrum.get(k).map_or(sm.rho, |s| s.rho);
+        let rho = sp.rho;
         let layer = if sm.layers > 1 {
             format!(", layer {k}")
         } else {
@@ -323,12 +317,8 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
             },
         ));
     }
-    for k in data::layers_of(g, "singular_values") {
-        let Some(v) = Csv::read(&g.join(format!("singular_values_l{k}.csv")))? else {
-            continue;
-        };
-        let gates = v.text("gate");
-        let vals = v.num("value");
+    for sp in &snap.spectrum {
+        let k = sp.layer;
         let mut c = LineChart::new(
             if sm.layers > 1 {
                 format!("Singular values of W_hh, layer {k}")
@@ -338,24 +328,24 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
             Axis::linear("index (largest first)"),
             Axis::linear("singular value"),
         );
-        for (gate, x) in gates.iter().zip(&vals) {
-            let Some(x) = x else { continue };
-            let title = gate_title(gate);
-            match c.series.iter_mut().find(|s| s.name == title) {
-                Some(s) => {
-                    let n = s.points.len() as f64;
-                    s.points.push((n + 1.0, *x));
-                }
-                None => c.series.push(Series::line(title, vec![(1.0, *x)])),
+        for g in &sp.gates {
+            let values: Vec<(f64, f64)> = g
+                .singular_values
+                .iter()
+                .filter(|x| x.is_finite())
+                .enumerate()
+                .map(|(n, &x)| ((n + 1) as f64, x))
+                .collect();
+            if values.is_empty() {
+                continue;
             }
-        }
-        for s in &mut c.series {
-            if s.points.len() <= 40 {
-                s.marker = Some(Marker::Circle);
+            let mut series = Series::line(gate_title(&g.gate), values);
+            if series.points.len() <= 40 {
+                series.marker = Some(Marker::Circle);
             }
+            c.series.push(series);
         }
-        let gamma = snap.spectrum.get(k).and_then(|s| s.gamma);
-        match gamma {
+        match sp.gamma {
             Some(gm) if gm > 0.0 => c.hlines.push(HLine {
                 name: format!("1/gamma = {}", num(1.0 / gm)),
                 y: 1.0 / gm,

@@ -3,10 +3,10 @@
 
 use super::common::{baseline_name, capitalise, fig, jnum, jstr, metric_axis, Prefix};
 use super::data::{self, Csv};
-use super::gradflow::ratio_profile;
 use super::plot::{Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
 use super::run::run_part;
 use super::{Block, Section};
+use crate::analysis::output;
 use crate::error::Result;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -137,11 +137,11 @@ pub(super) fn overlays(runs: &[SubRun], p: &Prefix, s: &mut Section) -> Result<(
         Axis::log("R(l) = P(l) / P(0)  (relative gradient norm)"),
     );
     for (r, (col, m)) in shown.iter().zip(&styles) {
-        let g = r.dir.join("gradflow");
-        let Some(&k) = data::layers_of(&g, "profile").last() else {
-            continue;
-        };
-        if let Some(pts) = ratio_profile(&g.join(format!("profile_l{k}.csv")))? {
+        if let Some(rows) = output::read_top_profile(&r.dir.join("gradflow"))? {
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter_map(|p| Some((p.distance as f64, p.ratio?)))
+                .collect();
             let mut sr = Series::line_points(&r.label, pts, *m).color(*col);
             if sr.points.len() > 60 {
                 sr.marker = None;

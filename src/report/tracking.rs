@@ -2,10 +2,10 @@
 //! and gradient norm against step, and R(l) at several steps.
 
 use super::common::{fig, num, reach, Part, Prefix};
-use super::data::{self, Csv};
+use super::gradflow::ratio_points;
 use super::plot::{viridis, Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
 use super::Section;
-use crate::analysis::GradflowSnapshot;
+use crate::analysis::output::{self, TrackRow};
 use crate::error::Result;
 use std::path::Path;
 
@@ -13,20 +13,8 @@ use std::path::Path;
 pub(super) const MAX_SNAPSHOTS: usize = 6;
 
 pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
-    let track = Csv::read(&dir.join("gradflow_track.csv"))?;
-    let snaps_dir = dir.join("gradflow");
-    let mut snap_files: Vec<_> = match std::fs::read_dir(&snaps_dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step_") && n.ends_with(".json"))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    snap_files.sort();
+    let track = output::read_track(&dir.join(output::TRACK_FILE))?;
+    let snap_files = output::step_snapshots(dir);
     if track.is_none() && snap_files.is_empty() {
         return Ok(());
     }
@@ -37,22 +25,16 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
     let steps_axis = || Axis::linear("training step (updates)");
     if let Some(t) = &track {
         let layers: Vec<usize> = {
-            let mut v: Vec<usize> = t
-                .num("layer")
-                .into_iter()
-                .flatten()
-                .map(|x| x as usize)
-                .collect();
+            let mut v: Vec<usize> = t.iter().map(|r| r.layer).collect();
             v.sort_unstable();
             v.dedup();
             v
         };
-        let rows = |k: usize, col: &str| -> Vec<(f64, f64)> {
-            t.num("step")
-                .into_iter()
-                .zip(t.num("layer"))
-                .zip(t.num(col))
-                .filter_map(|((s, l), v)| (l? as usize == k).then_some((s?, v?)))
+        // `(step, value)` of layer `k` where the value is finite.
+        let rows = |k: usize, value: fn(&TrackRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            t.iter()
+                .filter(|r| r.layer == k)
+                .filter_map(|r| Some((r.step as f64, value(r).filter(|v| v.is_finite())?)))
                 .collect()
         };
         let suffix = |k: usize| {
@@ -71,13 +53,17 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
             let col = PALETTE[(2 * i) % PALETTE.len()];
             let col2 = PALETTE[(2 * i + 1) % PALETTE.len()];
             c.series.push(
-                Series::line_points(format!("rho{}", suffix(k)), rows(k, "rho"), Marker::Circle)
-                    .color(col),
+                Series::line_points(
+                    format!("rho{}", suffix(k)),
+                    rows(k, |r| Some(r.rho)),
+                    Marker::Circle,
+                )
+                .color(col),
             );
             c.series.push(
                 Series::line_points(
                     format!("sigma_1{}", suffix(k)),
-                    rows(k, "sigma_1"),
+                    rows(k, |r| Some(r.sigma_1)),
                     Marker::Triangle,
                 )
                 .color(col2),
@@ -97,13 +83,10 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
             steps_axis(),
             Axis::log("gradient norm (L2)"),
         );
-        let norm: Vec<(f64, f64)> = t
-            .num("step")
-            .into_iter()
-            .zip(t.num("layer"))
-            .zip(t.num("grad_norm"))
-            .filter_map(|((s, l), v)| (l? as usize == layers[0]).then_some((s?, v?)))
-            .collect();
+        // The gradient norm is the same on every layer's row.
+        let norm = layers
+            .first()
+            .map_or_else(Vec::new, |&k| rows(k, |r| Some(r.grad_norm)));
         c.series
             .push(Series::line_points("gradient norm", norm, Marker::Circle).color(PALETTE[2]));
         s.blocks.push(fig(
@@ -119,7 +102,7 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         for &k in &layers {
             c.series.push(Series::line_points(
                 format!("decay per step{}", suffix(k)),
-                rows(k, "decay_per_step"),
+                rows(k, |r| r.decay_per_step),
                 Marker::Circle,
             ));
         }
@@ -135,9 +118,9 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
             ));
         }
         if let Some(&k) = layers.last() {
-            let r = rows(k, "rho");
-            let sg = rows(k, "sigma_1");
-            let d = rows(k, "decay_per_step");
+            let r = rows(k, |r| Some(r.rho));
+            let sg = rows(k, |r| Some(r.sigma_1));
+            let d = rows(k, |r| r.decay_per_step);
             if let (Some(a), Some(b)) = (r.first(), r.last()) {
                 let mut text = format!(
                     "During training the spectral radius of the top layer's W_hh went from {} (step {:.0}) to {} (step {:.0})",
@@ -181,22 +164,12 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
             Axis::log("R(l) = P(l) / P(0)"),
         );
         for (i, &k) in pick.iter().enumerate() {
-            let path = &snap_files[k];
-            let Some(snap): Option<GradflowSnapshot> = data::read_snapshot(path)? else {
+            let (step, path) = &snap_files[k];
+            let Some(snap) = output::read_snapshot(path)? else {
                 continue;
             };
-            let step = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.strip_prefix("step_"))
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
             if let Some(pr) = snap.profiles.last() {
-                let pts: Vec<(f64, f64)> = pr
-                    .hidden
-                    .iter()
-                    .filter_map(|r| Some((r.distance as f64, r.ratio?)))
-                    .collect();
+                let pts = ratio_points(&pr.hidden);
                 // Ordered in time: a sequential colour scale (dark = early, light = late).
                 let t = if pick.len() > 1 {
                     0.85 * i as f64 / (pick.len() - 1) as f64
