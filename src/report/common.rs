@@ -19,7 +19,7 @@ pub(super) struct Part {
 }
 
 /// Prefix of figure names and section ids (empty for the top-level run).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct Prefix(pub(super) String);
 
 impl Prefix {
@@ -92,6 +92,44 @@ pub(super) fn fig(name: String, figure: Figure, caption: impl Into<String>) -> B
     })
 }
 
+/// The x axis of every plot against training step.
+pub(super) fn steps_axis() -> Axis {
+    Axis::linear("training step (updates)")
+}
+
+/// What a task's length is: the dependency task's distance, every other task's length.
+pub(super) fn length_word(task: &str) -> &'static str {
+    if task == "dependency" {
+        "distance"
+    } else {
+        "length"
+    }
+}
+
+/// `f(v)`, or `n/a` without a value.
+pub(super) fn or_na(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or("n/a".into(), f)
+}
+
+/// The distinct values of `v` in the order they first appear.
+pub(super) fn first_appearance(v: &[String]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    for x in v {
+        if !order.contains(x) {
+            order.push(x.clone());
+        }
+    }
+    order
+}
+
+/// The distinct values of `v`, increasing.
+pub(super) fn distinct_sorted(v: &[Option<f64>]) -> Vec<f64> {
+    let mut out: Vec<f64> = v.iter().flatten().copied().collect();
+    out.sort_by(f64::total_cmp);
+    out.dedup();
+    out
+}
+
 pub(super) fn is_mse(metric_name: &str) -> bool {
     metric_name.to_ascii_lowercase().contains("mse")
 }
@@ -101,6 +139,25 @@ pub(super) fn metric_axis(metric_name: &str) -> Axis {
         Axis::log(format!("{metric_name} (log scale)"))
     } else {
         Axis::linear(format!("{metric_name} (held-out test set)")).range(0.0, 1.0)
+    }
+}
+
+/// A task metric's value as shown: an MSE as a number, an accuracy as a percentage.
+pub(super) fn metric_value(metric_name: &str, x: f64) -> String {
+    if is_mse(metric_name) {
+        num(x)
+    } else {
+        pct(x)
+    }
+}
+
+/// What the level a model reaches without learning the task is called: for an MSE the
+/// baseline (predicting the mean), for an accuracy chance.
+pub(super) fn baseline_word(metric_name: &str) -> &'static str {
+    if is_mse(metric_name) {
+        "baseline"
+    } else {
+        "chance"
     }
 }
 

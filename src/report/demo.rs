@@ -1,16 +1,20 @@
 //! A demo directory (`rnnscope demo`): accuracy and R(l) against distance per cell.
 
-use super::common::{fig, jnum, jstr, num, pct, reach, sci, seconds, Part, Prefix};
+use super::common::{
+    distinct_sorted, fig, first_appearance, jstr, num, or_na, pct, reach, sci, seconds, Part,
+    Prefix,
+};
 use super::data::Csv;
 use super::plot::{Axis, Figure, HLine, LineChart, Series, MARKERS, PALETTE};
-use super::sub_runs::{overlays, run_details, sub_runs};
+use super::sub_runs::{every_run, overlays, sub_runs};
 use super::{Block, Section, Table};
 use crate::error::Result;
-use serde_json::Value;
 use std::path::Path;
 
+/// The report of a demo directory: `results.csv` (`cell,distance,accuracy,...`) and one
+/// task run per cell and distance.
 pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
-    let p = Prefix(String::new());
+    let p = Prefix::default();
     let runs = sub_runs(dir, &|name, sum| {
         sum.and_then(|v| jstr(v, "label"))
             .unwrap_or_else(|| name.split('_').next().unwrap_or(name).to_string())
@@ -28,12 +32,7 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     let decay = results.num("decay_per_step");
     let updates = results.num("updates");
     let secs = results.num("seconds");
-    let mut order: Vec<String> = Vec::new();
-    for c in &cells {
-        if !order.contains(c) {
-            order.push(c.clone());
-        }
-    }
+    let mut order = first_appearance(&cells);
     // The LSTM first: it is the blue reference line; the RNN vermillion.
     order.sort_by_key(|c| if c == "lstm" { 0 } else { 1 });
     let cell_name = |c: &str| match c {
@@ -106,28 +105,22 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
         rows: Vec::new(),
     };
     for i in 0..cells.len() {
-        let o = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("n/a".into(), f);
         table.rows.push(vec![
             cell_name(&cells[i]),
-            o(dist[i], &|x| format!("{x:.0}")),
-            o(acc[i], &pct),
-            o(chance[i], &pct),
-            o(ratio[i], &sci),
-            o(decay[i], &num),
-            o(updates[i], &|x| format!("{x:.0}")),
-            o(secs[i], &seconds),
+            or_na(dist[i], |x| format!("{x:.0}")),
+            or_na(acc[i], pct),
+            or_na(chance[i], pct),
+            or_na(ratio[i], sci),
+            or_na(decay[i], num),
+            or_na(updates[i], |x| format!("{x:.0}")),
+            or_na(secs[i], seconds),
         ]);
     }
     overlays(&runs, &p, &mut s)?;
     s.blocks.push(Block::Table(table));
 
     // Headline and reading.
-    let ds: Vec<f64> = {
-        let mut v: Vec<f64> = dist.iter().flatten().copied().collect();
-        v.sort_by(f64::total_cmp);
-        v.dedup();
-        v
-    };
+    let ds = distinct_sorted(&dist);
     part.headline.push((
         "distances".into(),
         ds.iter()
@@ -227,28 +220,7 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     }
     part.sections.push(s);
 
-    let mut s = Section::new("runs", "Every run");
-    for r in &runs {
-        let status = r
-            .summary
-            .as_ref()
-            .and_then(|v| {
-                let m = jnum(v, "metric")?;
-                Some(format!(
-                    "accuracy {}{}",
-                    pct(m),
-                    if v.get("solved").and_then(Value::as_bool) == Some(true) {
-                        ", solved"
-                    } else {
-                        ""
-                    }
-                ))
-            })
-            .unwrap_or_default();
-        if let Some(d) = run_details(&r.dir, &r.label, &status)? {
-            s.blocks.push(Block::Sub(d));
-        }
-    }
+    let mut s = every_run(&runs, "accuracy", |r| &r.label)?;
     if !s.blocks.is_empty() {
         s.blocks.insert(
             0,

@@ -2,19 +2,20 @@
 //! length per model.
 
 use super::common::{
-    baseline_name, criterion, fig, is_mse, jnum, jstr, metric_axis, num, pct, reach, seconds, Part,
-    Prefix,
+    baseline_name, criterion, distinct_sorted, fig, first_appearance, jstr, metric_axis, num,
+    or_na, pct, reach, seconds, Part, Prefix,
 };
 use super::data::Csv;
 use super::plot::{Axis, Figure, HLine, LineChart, Series, MARKERS, PALETTE};
-use super::sub_runs::{overlays, run_details, sub_runs};
+use super::sub_runs::{every_run, overlays, sub_runs};
 use super::{Block, Section, Table};
 use crate::error::Result;
-use serde_json::Value;
 use std::path::Path;
 
+/// The report of an experiment directory: `results.csv` (`model,length,runs,...`),
+/// `runs.csv` and one task run per model, length and seed.
 pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
-    let p = Prefix(String::new());
+    let p = Prefix::default();
     let runs_csv = Csv::read(&dir.join("runs.csv"))?;
     let runs = sub_runs(dir, &|name, _| {
         name.rsplit_once("_T")
@@ -50,12 +51,7 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         })
     };
     let models = results.text("model");
-    let mut order: Vec<String> = Vec::new();
-    for m in &models {
-        if !order.contains(m) {
-            order.push(m.clone());
-        }
-    }
+    let order = first_appearance(&models);
     let len = results.num("length");
     let rate = results.num("success_rate");
     let mean = results.num("mean_metric");
@@ -137,17 +133,18 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         .to_vec(),
         rows: Vec::new(),
     };
+    let secs = results.num("mean_seconds");
     for i in 0..models.len() {
-        let o = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("n/a".into(), f);
+        let count = |x: f64| format!("{x:.0}");
         table.rows.push(vec![
             models[i].clone(),
-            o(len[i], &|x| format!("{x:.0}")),
-            o(n_runs[i], &|x| format!("{x:.0}")),
-            o(solved[i], &|x| format!("{x:.0}")),
-            o(rate[i], &pct),
-            o(mean[i], &num),
-            o(decay[i], &num),
-            o(results.num("mean_seconds")[i], &seconds),
+            or_na(len[i], count),
+            or_na(n_runs[i], count),
+            or_na(solved[i], count),
+            or_na(rate[i], pct),
+            or_na(mean[i], num),
+            or_na(decay[i], num),
+            or_na(secs[i], seconds),
         ]);
     }
     overlays(&runs, &p, &mut s)?;
@@ -159,12 +156,10 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         part.headline.push(("task".into(), task.clone()));
     }
     part.headline.push(("models".into(), order.join(", ")));
-    let ls: Vec<String> = {
-        let mut v: Vec<f64> = len.iter().flatten().copied().collect();
-        v.sort_by(f64::total_cmp);
-        v.dedup();
-        v.iter().map(|x| format!("{x:.0}")).collect()
-    };
+    let ls: Vec<String> = distinct_sorted(&len)
+        .iter()
+        .map(|x| format!("{x:.0}"))
+        .collect();
     part.headline.push(("lengths".into(), ls.join(", ")));
     let total_runs: f64 = n_runs.iter().flatten().sum();
     let total_solved: f64 = solved.iter().flatten().sum();
@@ -204,28 +199,7 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         part.reading.push(text);
     }
 
-    let mut s = Section::new("runs", "Every run");
-    for r in &runs {
-        let status = r
-            .summary
-            .as_ref()
-            .and_then(|v| {
-                let m = jnum(v, "metric")?;
-                Some(format!(
-                    "{metric_name} {}{}",
-                    if is_mse(&metric_name) { num(m) } else { pct(m) },
-                    if v.get("solved").and_then(Value::as_bool) == Some(true) {
-                        ", solved"
-                    } else {
-                        ""
-                    }
-                ))
-            })
-            .unwrap_or_default();
-        if let Some(d) = run_details(&r.dir, &r.name, &status)? {
-            s.blocks.push(Block::Sub(d));
-        }
-    }
+    let s = every_run(&runs, &metric_name, |r| &r.name)?;
     if !s.blocks.is_empty() {
         part.sections.push(s);
     }

@@ -69,6 +69,8 @@ pub(super) fn profile_reading(
     }
 }
 
+/// The part of the gradient-flow directory `g`: headline numbers when it is the report's
+/// subject, a section of its own inside a run's report.
 pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
     let Some(snap) = output::read_snapshot(&g.join(output::SNAPSHOT_FILE))? else {
         return Ok(());
@@ -81,7 +83,8 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     } else {
         sm.cell.name().to_string()
     };
-    if part.kind == "gradflow" {
+    if part.kind.is_empty() {
+        part.kind = "gradflow".into();
         part.title = format!(
             "Gradient flow through time: {model}, H = {}, {} layer{}",
             sm.hidden,
@@ -136,6 +139,15 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     } else {
         s.blocks.push(Block::Facts(facts));
     }
+
+    // `, layer k` in titles when there are several.
+    let of_layer = |k: usize| {
+        if sm.layers > 1 {
+            format!(", layer {k}")
+        } else {
+            String::new()
+        }
+    };
 
     // R(l) per layer (and through the LSTM cell state), with the theory line.
     let mut c = LineChart::new(
@@ -296,11 +308,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
             }),
         }
         let rho = sp.rho;
-        let layer = if sm.layers > 1 {
-            format!(", layer {k}")
-        } else {
-            String::new()
-        };
+        let layer = of_layer(k);
         s.blocks.push(fig(
             p.name(&format!("eigenvalues_l{k}")),
             Figure::Complex(ComplexPlane {
@@ -320,11 +328,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     for sp in &snap.spectrum {
         let k = sp.layer;
         let mut c = LineChart::new(
-            if sm.layers > 1 {
-                format!("Singular values of W_hh, layer {k}")
-            } else {
-                "Singular values of W_hh".to_string()
-            },
+            format!("Singular values of W_hh{}", of_layer(k)),
             Axis::linear("index (largest first)"),
             Axis::linear("singular value"),
         );
@@ -373,11 +377,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
             continue;
         }
         let mut c = LineChart::new(
-            if sm.layers > 1 {
-                format!("Singular values of the Jacobian product, layer {k}")
-            } else {
-                "Singular values of the Jacobian product".to_string()
-            },
+            format!("Singular values of the Jacobian product{}", of_layer(k)),
             Axis::linear("distance l (time steps)"),
             Axis::log("sigma_m of dh_t / dh_(t-l)"),
         );

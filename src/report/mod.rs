@@ -146,7 +146,7 @@ pub fn build(dir: &Path) -> Result<Report> {
         Some(r) if r.has("model") && r.has("success_rate") => {
             experiment::experiment_report(dir, r)?
         }
-        _ => run::run_part(dir, &Prefix(String::new()))?,
+        _ => run::run_part(dir, &Prefix::default())?,
     };
     if part.sections.is_empty() {
         return Err(Error::Data(format!(

@@ -1,7 +1,9 @@
 //! The runs inside a demo or experiment directory: how they are found, labelled, overlaid
 //! in one plot and folded into closed `<details>` blocks.
 
-use super::common::{baseline_name, capitalise, fig, jnum, jstr, metric_axis, Prefix};
+use super::common::{
+    baseline_name, capitalise, fig, jnum, jstr, metric_axis, metric_value, Prefix,
+};
 use super::data::{self, Csv};
 use super::plot::{Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
 use super::run::run_part;
@@ -12,10 +14,42 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// At most this many runs share one overlay plot.
-pub(super) const MAX_OVERLAY: usize = 16;
+const MAX_OVERLAY: usize = 16;
+
+/// The "Every run" section: each run folded into a closed block titled `label_of(run)` and
+/// its final `metric_name` (empty when no run has files to show).
+pub(super) fn every_run(
+    runs: &[SubRun],
+    metric_name: &str,
+    label_of: fn(&SubRun) -> &str,
+) -> Result<Section> {
+    let mut s = Section::new("runs", "Every run");
+    for r in runs {
+        let status = r
+            .summary
+            .as_ref()
+            .and_then(|v| {
+                let m = jnum(v, "metric")?;
+                Some(format!(
+                    "{metric_name} {}{}",
+                    metric_value(metric_name, m),
+                    if v.get("solved").and_then(Value::as_bool) == Some(true) {
+                        ", solved"
+                    } else {
+                        ""
+                    }
+                ))
+            })
+            .unwrap_or_default();
+        if let Some(d) = run_details(&r.dir, label_of(r), &status)? {
+            s.blocks.push(Block::Sub(d));
+        }
+    }
+    Ok(s)
+}
 
 /// A run directory's sections folded into one closed `<details>` block.
-pub(super) fn run_details(dir: &Path, label: &str, status: &str) -> Result<Option<Section>> {
+fn run_details(dir: &Path, label: &str, status: &str) -> Result<Option<Section>> {
     let name = dir
         .file_name()
         .map_or("run".into(), |n| n.to_string_lossy().to_string());
@@ -49,13 +83,13 @@ pub(super) fn run_details(dir: &Path, label: &str, status: &str) -> Result<Optio
 }
 
 /// Sub-directories that hold a run.
-pub(super) fn run_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+fn run_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(data::subdirs(dir)?
         .into_iter()
         .filter(|d| {
             d.join("metrics.csv").exists()
                 || d.join("summary.json").exists()
-                || d.join("gradflow.json").exists()
+                || d.join(output::SNAPSHOT_FILE).exists()
         })
         .collect())
 }
@@ -107,7 +141,7 @@ pub(super) fn sub_runs(
 }
 
 /// Colour by group (in order of appearance), marker shape by position within the group.
-pub(super) fn grouped_styles(runs: &[&SubRun]) -> Vec<((u8, u8, u8), Marker)> {
+fn grouped_styles(runs: &[&SubRun]) -> Vec<((u8, u8, u8), Marker)> {
     let mut groups: Vec<&str> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
     runs.iter()

@@ -2,22 +2,34 @@
 //! loss against step, with its baseline and success criterion.
 
 use super::common::{
-    baseline_name, capitalise, criterion, fig, is_mse, jnum, jstr, metric_axis, num, pct, seconds,
-    Part, Prefix,
+    baseline_name, baseline_word, capitalise, criterion, fig, is_mse, jnum, jstr, length_word,
+    metric_axis, metric_value, seconds, steps_axis, Part, Prefix,
 };
 use super::data::Csv;
 use super::plot::{Axis, Figure, HLine, LineChart, Marker, Series, PALETTE};
 use super::Section;
 use serde_json::Value;
 
+/// The part of a task run: `metrics.csv` with a `metric` column, and its `summary.json`.
 pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut Part) {
+    part.kind = "task".into();
+    part.title = summary
+        .map(|v| {
+            format!(
+                "Task run: {} on `{}` ({} {})",
+                jstr(v, "label").unwrap_or_default(),
+                jstr(v, "task").unwrap_or_default(),
+                length_word(&jstr(v, "task").unwrap_or_default()),
+                jstr(v, "length").unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "Task run".into());
     let mut s = Section::new(p.name("task"), "Training on the task");
     let metric_name = summary
         .and_then(|v| jstr(v, "metric_name"))
         .unwrap_or_else(|| "metric".into());
     let baseline = summary.and_then(|v| jnum(v, "baseline"));
     let metric = m.pairs("step", "metric");
-    let steps_axis = || Axis::linear("training step (updates)");
     if !metric.is_empty() {
         let mut c = LineChart::new(
             format!("{} against training step", capitalise(&metric_name)),
@@ -71,23 +83,10 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
         let label = jstr(v, "label").unwrap_or_default();
         let final_metric = jnum(v, "metric");
         let solved = v.get("solved").and_then(Value::as_bool);
-        let fmt_metric = |x: f64| {
-            if is_mse(&metric_name) {
-                num(x)
-            } else {
-                pct(x)
-            }
-        };
+        let fmt_metric = |x: f64| metric_value(&metric_name, x);
         part.headline.push((
             "task".into(),
-            format!(
-                "{task}, {} {length:.0}",
-                if task == "dependency" {
-                    "distance"
-                } else {
-                    "length"
-                }
-            ),
+            format!("{task}, {} {length:.0}", length_word(&task)),
         ));
         part.headline.push(("model".into(), label.clone()));
         if let Some(x) = final_metric {
@@ -98,14 +97,8 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
                 .push((format!("best {metric_name}"), fmt_metric(x)));
         }
         if let Some(b) = baseline {
-            part.headline.push((
-                if is_mse(&metric_name) {
-                    "baseline".into()
-                } else {
-                    "chance".into()
-                },
-                fmt_metric(b),
-            ));
+            part.headline
+                .push((baseline_word(&metric_name).into(), fmt_metric(b)));
         }
         if let Some(sv) = solved {
             part.headline
@@ -119,15 +112,7 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
         }
         if let (Some(x), Some(sv)) = (final_metric, solved) {
             let vs = baseline.map_or(String::new(), |b| {
-                format!(
-                    " ({} {})",
-                    if is_mse(&metric_name) {
-                        "baseline"
-                    } else {
-                        "chance"
-                    },
-                    fmt_metric(b)
-                )
+                format!(" ({} {})", baseline_word(&metric_name), fmt_metric(b))
             });
             let near_chance = baseline.is_some_and(|b| {
                 if is_mse(&metric_name) {
@@ -139,7 +124,7 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
             part.reading.push(format!(
                 "{label} {} the {task} task at {} {length:.0}: {metric_name} {}{vs} after {} updates{}.",
                 if sv { "solved" } else { "did not solve" },
-                if task == "dependency" { "distance" } else { "length" },
+                length_word(&task),
                 fmt_metric(x),
                 jnum(v, "updates").map_or("?".into(), |u| format!("{u:.0}")),
                 if !sv && near_chance {

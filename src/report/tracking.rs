@@ -1,7 +1,7 @@
 //! Gradient flow tracked during training (`train --track-gradflow`): rho, sigma_1, decay
 //! and gradient norm against step, and R(l) at several steps.
 
-use super::common::{fig, num, reach, Part, Prefix};
+use super::common::{fig, num, reach, steps_axis, Part, Prefix};
 use super::gradflow::ratio_points;
 use super::plot::{viridis, Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
 use super::Section;
@@ -12,6 +12,8 @@ use std::path::Path;
 /// At most this many snapshots share the "R(l) during training" plot.
 pub(super) const MAX_SNAPSHOTS: usize = 6;
 
+/// The part of `gradflow_track.csv` and `gradflow/step_*.json` in the run directory `dir`
+/// (nothing when it has neither).
 pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
     let track = output::read_track(&dir.join(output::TRACK_FILE))?;
     let snap_files = output::step_snapshots(dir);
@@ -22,7 +24,6 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         p.name("tracking"),
         "Gradient flow during training (--track-gradflow)",
     );
-    let steps_axis = || Axis::linear("training step (updates)");
     if let Some(t) = &track {
         let layers: Vec<usize> = {
             let mut v: Vec<usize> = t.iter().map(|r| r.layer).collect();

@@ -1,13 +1,14 @@
 //! A training run (`rnnscope train`): loss, perplexity, gradient norm and learning rate
 //! against step, with the headline numbers of `summary.json`.
 
-use super::common::{fig, jnum, jstr, num, seconds, Part, Prefix, MAX_POINTS};
+use super::common::{fig, jnum, jstr, num, seconds, steps_axis, Part, Prefix, MAX_POINTS};
 use super::data::Csv;
 use super::plot::{downsample, Axis, Figure, LineChart, Marker, Series, PALETTE};
 use super::Section;
 use serde_json::Value;
 
-pub(super) fn model_text(m: &Value) -> Option<String> {
+/// `lstm, 2 x 128, embedding 64` from the `model` object of `summary.json`.
+fn model_text(m: &Value) -> Option<String> {
     let cell = jstr(m, "cell")?;
     let act = jstr(m, "activation").unwrap_or_default();
     let cell = if cell == "rnn" {
@@ -23,7 +24,13 @@ pub(super) fn model_text(m: &Value) -> Option<String> {
     ))
 }
 
+/// The part of a training run: `metrics.csv` and its `summary.json`.
 pub(super) fn train_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut Part) {
+    part.kind = "train".into();
+    part.title = summary
+        .and_then(|v| v.get("model"))
+        .and_then(model_text)
+        .map_or("Training run".into(), |m| format!("Training run: {m}"));
     let mut s = Section::new(p.name("training"), "Training");
     let train = m.pairs("step", "train_loss");
     let valid = m.pairs("step", "valid_loss");
@@ -33,7 +40,6 @@ pub(super) fn train_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mu
     } else {
         "train (each update)".to_string()
     };
-    let steps_axis = || Axis::linear("training step (updates)");
     if !train.is_empty() || !valid.is_empty() {
         let mut c = LineChart::new(
             "Loss against training step",
