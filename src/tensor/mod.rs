@@ -58,7 +58,7 @@ pub fn has_avx2_fma() -> bool {
 }
 
 pub use matmul::{gemm_threads, matmul, matmul_on, matmul_strided, set_gemm_threads, Trans};
-pub use packed::PackedRhs;
+pub use packed::{kernel_from_env, kernel_path, set_kernel, KernelPath, PackedRhs, KERNEL_ENV};
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
