@@ -104,10 +104,10 @@ unsafe fn tile<const R: usize>(
             _mm_prefetch(ahead.wrapping_add(64 * v), _MM_HINT_T0);
             *b = _mm512_loadu_ps(bp.add(16 * v));
         }
-        for r in 0..R {
+        for (r, acc) in acc.iter_mut().enumerate() {
             let x = _mm512_set1_ps(*a.add(r * k + p));
-            for v in 0..V {
-                acc[r][v] = _mm512_fmadd_ps(x, b[v], acc[r][v]);
+            for (acc, &b) in acc.iter_mut().zip(&b) {
+                *acc = _mm512_fmadd_ps(x, b, *acc);
             }
         }
     }
