@@ -8,10 +8,13 @@
 //! Rows are split into `ceil(m / 12)` tiles of nearly equal height (16 rows: two tiles of 8,
 //! not 12 + 4), so that every tile keeps at least 16 accumulators busy when `m >= 8`.
 //!
-//! Chosen by timing in isolation (`examples/packed_kernel.rs`) against `R x 48` tiles (`R` = 8,
-//! 9), `6 x 64`, `8 x 32`, `14 x 32`, blocking `k` so a panel block stays in L1, packing `A`,
-//! and prefetching `B` into L2 8-32 KB ahead: none was faster beyond the noise, except that
-//! reading `B` 4 KB ahead into L1 gained up to 1.5x where `B` no longer fits in L2 (`H = 1024`).
+//! Chosen by timing variants in isolation on a 2-core Xeon (Sapphire Rapids; median step of
+//! 20-30 rounds of 24 steps with fresh `C`, LSTM shapes with `H` = 64..1024, under load from
+//! other jobs) against `R x 48` tiles (`R` = 8, 9), `6 x 64`, `8 x 32`, `14 x 32`, tiles of
+//! 12 rows then the rest, blocking `k` so that a panel block stays in L1, packing `A`, and
+//! prefetching `B` into L2 8-32 KB ahead: none was faster beyond the noise, except that
+//! reading `B` 2-4 KB ahead into L1 gained up to 1.5x where `B` no longer fits in L2
+//! (`H = 1024`). `examples/packed_kernel.rs` times the paths as built.
 
 use std::arch::x86_64::*;
 
