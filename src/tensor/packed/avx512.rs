@@ -1,12 +1,13 @@
 //! The AVX-512 micro-kernel: `R x 32` tiles of `C` (`R <= 12`) over panels of 32 columns.
 //!
 //! ```text
-//! registers: 2R accumulators (24 at R = 12) + 2 for the panel row; A is broadcast straight
-//!            from memory into each FMA ({1to16} operand), so 26 of the 32 zmm are in use
-//! per k:     2 loads of B, R broadcasts of A, 2R FMAs
+//! registers: 2R accumulators (24 at R = 12) + 2 for the panel row + 1 for the broadcast
+//!            element of A: 27 of the 32 zmm
+//! per k:     2 loads of B, R broadcasts of A (vbroadcastss from memory), 2R FMAs
 //! ```
 //! Rows are split into `ceil(m / 12)` tiles of nearly equal height (16 rows: two tiles of 8,
-//! not 12 + 4), so that every tile keeps at least 16 accumulators busy when `m >= 8`.
+//! not 12 + 4; 32 rows: 10, 11, 11), so that no tile is left with a few rows, whose FMAs
+//! could not hide their latency and whose panel loads would be shared by few FMAs.
 //!
 //! Chosen by timing variants in isolation on a 2-core Xeon (Sapphire Rapids; median step of
 //! 20-30 rounds of 24 steps with fresh `C`, LSTM shapes with `H` = 64..1024, under load from
