@@ -2,14 +2,16 @@
 //! for the whole pass; forward, loss, every gradient and the per-step record must equal the
 //! one-thread pass (which the gradient checks and PyTorch fixtures cover). The f32 pass, whose
 //! per-step products go through the packed recurrent kernel on long passes, must match the f64
-//! pass to f32 accuracy. Own test binary: the thread count is process-wide.
+//! pass to f32 accuracy, on every kernel path the CPU runs. Own test binary: the thread count
+//! and the kernel path are process-wide.
 
 mod common;
 
 use common::*;
 use rnnscope::analysis::convert;
-use rnnscope::tensor::{set_gemm_threads, Float};
+use rnnscope::tensor::{kernel_path, set_gemm_threads, set_kernel, Float, KernelPath};
 use rnnscope::{Activation, CellKind, LossWeights, ModelConfig, State, StepRecord, Workspace};
+use std::io::Write;
 
 /// Logits, gradients, dL/d(initial state) and the per-step record, all widened to f64.
 struct Pass {
@@ -87,21 +89,42 @@ fn split_rows_equal_one_thread() {
     }
 }
 
-/// Long f32 passes (T * B >= 64) multiply by the packed `W_hh`; the result is bit-identical for
-/// any number of threads and within f32 rounding of the f64 pass (which the gradient checks and
-/// PyTorch fixtures validate). H = 20 leaves ragged column panels in every cell.
+/// Long f32 passes (T * B >= 64) multiply by the packed `W_hh`; on each kernel path the CPU
+/// runs (forced with `set_kernel`), the result is bit-identical for any number of threads and
+/// within f32 rounding of the f64 pass (which the gradient checks and PyTorch fixtures
+/// validate). H = 20 leaves ragged column panels in every cell. A path the CPU cannot run is
+/// refused, and a line saying it was not tested goes to stderr (uncaptured: it shows in every
+/// `cargo test` run).
 #[test]
 fn f32_packed_passes_match_f64_and_any_thread_count() {
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
-        let mut c = config(cell, Activation::Tanh, 2, false);
-        c.hidden = 20;
-        let (steps, batch) = (8, 24);
-        let exact = pass::<f64>(&c, 1, steps, batch);
-        let one = pass::<f32>(&c, 1, steps, batch);
-        assert_close(&one, &exact, 2e-6, &format!("{} f32 vs f64", cell.name()));
-        for threads in [2, 3] {
-            let many = pass::<f32>(&c, threads, steps, batch);
-            assert_close(&many, &one, 0.0, &format!("{} f32 threads", cell.name()));
+    let before = kernel_path();
+    for path in KernelPath::ALL {
+        if let Some(lack) = path.missing() {
+            let err = set_kernel(path).unwrap_err().to_string();
+            assert!(err.contains(lack), "{err}");
+            assert_eq!(kernel_path(), before, "a refused path must change nothing");
+            let _ = writeln!(
+                std::io::stderr(),
+                "kernel path {}: not tested (CPU lacks {lack})",
+                path.name()
+            );
+            continue;
+        }
+        set_kernel(path).unwrap();
+        for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+            let mut c = config(cell, Activation::Tanh, 2, false);
+            c.hidden = 20;
+            let (steps, batch) = (8, 24);
+            let exact = pass::<f64>(&c, 1, steps, batch);
+            let one = pass::<f32>(&c, 1, steps, batch);
+            let what = format!("{} {}", path.name(), cell.name());
+            assert_close(&one, &exact, 2e-6, &format!("{what} f32 vs f64"));
+            for threads in [2, 3] {
+                let many = pass::<f32>(&c, threads, steps, batch);
+                assert_close(&many, &one, 0.0, &format!("{what} f32 threads"));
+            }
+            assert_eq!(kernel_path(), path, "{what}: the path that ran");
         }
     }
+    set_kernel(before).unwrap();
 }

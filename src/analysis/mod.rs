@@ -223,7 +223,7 @@ fn check_inputs<T: Float>(
     batch: usize,
 ) -> Result<usize> {
     let c = &model.config;
-    if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
+    if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
         return Err(Error::Config(format!(
             "tokens ({}) must be a non-empty [T, B] block with B = {batch}",
             tokens.len()

@@ -7,7 +7,7 @@ use crate::cell::{Activation, CellKind};
 use crate::error::{Error, Result};
 use crate::init::{initialize, InitConfig};
 use crate::model::{LanguageModel, ModelConfig};
-use crate::tensor::{matmul, Trans};
+use crate::tensor::{kernel_path, matmul, Trans};
 use crate::train::{Clip, OptimizerConfig, OptimizerKind, Trainer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -114,6 +114,25 @@ pub struct BenchResult {
     pub min_train_bytes: u64,
     pub threads: usize,
     pub gemm_peak_gflops: f64,
+    /// The kernel path of the per-step recurrent products (`avx512`, `avx2` or `generic`, see
+    /// `tensor::KernelPath`).
+    pub kernel: String,
+    /// The CPU's model name ([`cpu_model`]).
+    pub cpu: String,
+}
+
+/// The CPU's model name from `/proc/cpuinfo`, or `unknown`.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Measured f32 GEMM peak in GFLOP/s: the best of `[n, n] x [n, n]` products repeated for a
@@ -209,10 +228,19 @@ pub fn run(args: Args) -> Result<()> {
     let peak = gemm_peak_gflops();
     let mut results = Vec::new();
     if !args.json {
+        println!("CPU: {}", cpu_model());
         println!("f32 GEMM peak (1024^3, {threads} threads): {peak:.1} GFLOP/s");
         println!(
-            "{:<22} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>6}",
-            "config", "tokens/s", "GFLOP/s", "% peak", "peak RSS", "train mem", "minimum", "ratio"
+            "{:<22} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>6} {:>8}",
+            "config",
+            "tokens/s",
+            "GFLOP/s",
+            "% peak",
+            "peak RSS",
+            "train mem",
+            "minimum",
+            "ratio",
+            "kernel"
         );
     }
     for cfg in &configs {
@@ -230,6 +258,8 @@ pub fn run(args: Args) -> Result<()> {
                 min_train_bytes: cfg.min_train_bytes(),
                 threads,
                 gemm_peak_gflops: peak,
+                kernel: kernel_path().name().into(),
+                cpu: cpu_model(),
             }
         } else {
             let mut row = run_child(cfg.name, threads, args.seconds)?;
@@ -240,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         if !args.json {
             println!(
-                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB {:>7.1} MB {:>7.1} MB {:>5.2}x",
+                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB {:>7.1} MB {:>7.1} MB {:>5.2}x {:>8}",
                 row.name,
                 row.tokens_per_s,
                 row.gflops,
@@ -249,6 +279,7 @@ pub fn run(args: Args) -> Result<()> {
                 row.train_bytes as f64 / 1e6,
                 row.min_train_bytes as f64 / 1e6,
                 row.train_bytes as f64 / row.min_train_bytes as f64,
+                row.kernel,
             );
         }
         results.push(row);

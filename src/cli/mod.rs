@@ -52,6 +52,8 @@ pub enum Command {
 /// Parses the arguments and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // A bad RNNSCOPE_KERNEL is an error here, before any work, rather than a panic later.
+    crate::tensor::kernel_from_env()?;
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),

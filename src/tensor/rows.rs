@@ -30,13 +30,13 @@ impl<'a, T> RowsMut<'a, T> {
     pub fn new(buf: &'a mut [T], batch: usize, width: usize) -> Self {
         let step = batch * width;
         assert!(
-            step == 0 || buf.len() % step == 0,
+            buf.len().is_multiple_of(step),
             "RowsMut: {} values are not whole steps of {batch} x {width}",
             buf.len()
         );
         RowsMut {
             ptr: buf.as_mut_ptr(),
-            steps: if step == 0 { 0 } else { buf.len() / step },
+            steps: buf.len().checked_div(step).unwrap_or(0),
             batch,
             width,
             rows: 0..batch,

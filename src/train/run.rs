@@ -364,7 +364,7 @@ pub fn train<D: RunData>(
                 sums.grad_norm += stats.grad_norm;
                 sums.finite += 1;
                 let track = s.track_gradflow;
-                if track > 0 && p.step % track == 0 {
+                if track > 0 && p.step.is_multiple_of(track) {
                     if let (Some(d), Batch::Tokens { inputs, targets }) =
                         (dir.as_deref(), feed.batch)
                     {
@@ -395,7 +395,7 @@ pub fn train<D: RunData>(
         }
         let mut stopping = p.step >= total || reason != StopReason::Finished;
         let failed = s.max_bad_steps > 0 && p.bad_steps >= s.max_bad_steps;
-        let on_cadence = s.eval_every > 0 && p.step % s.eval_every == 0;
+        let on_cadence = s.eval_every > 0 && p.step.is_multiple_of(s.eval_every);
         let mut improved = false;
         let mut eval = None;
         if (on_cadence || stopping) && !failed {
