@@ -7,6 +7,7 @@ pub mod config;
 pub mod eval;
 pub mod experiment;
 pub mod optim;
+pub mod plan;
 pub mod records;
 pub mod run;
 pub mod rundir;
