@@ -327,7 +327,7 @@ pub fn run_parallel<J: Send, R: Send>(
 #[derive(Clone, Debug)]
 pub enum PointState {
     /// Done: its `outcome.json` belongs to the plan's configuration.
-    Finished(RunOutcome),
+    Finished(Box<RunOutcome>),
     /// Its last attempt failed with this error.
     Failed(String),
     /// Not started, under way, or stopped before its end (killed, preempted, interrupted):
@@ -386,7 +386,7 @@ fn point_state(out: &Path, p: &PlanPoint) -> PointState {
             && matches!(o.result.status.as_str(), "finished" | "solved")
             && config.as_ref() == Some(c);
         if belongs {
-            return PointState::Finished(o);
+            return PointState::Finished(Box::new(o));
         }
     }
     if let Ok(error) = std::fs::read_to_string(p.failure_path(out)) {
@@ -402,7 +402,7 @@ impl Collection {
         self.states
             .iter()
             .filter_map(|s| match s {
-                PointState::Finished(o) => Some(o.clone()),
+                PointState::Finished(o) => Some(RunOutcome::clone(o)),
                 _ => None,
             })
             .collect()

@@ -214,8 +214,7 @@ pub fn sbatch(script: &Path, extra: &[String]) -> Result<String> {
         let why = stderr
             .lines()
             .chain(stdout.lines())
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no output");
         return Err(Error::Usage(format!(
             "sbatch refused {}: {}",
