@@ -105,6 +105,8 @@ fn main() {
         tie: false,
         input_size: 0,
         output: Default::default(),
+        recurrence: Default::default(),
+        residual: false,
     };
     let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % vocab) as u32).collect();
     let tgt: Vec<u32> = (0..steps * batch)

@@ -164,6 +164,8 @@ impl TensorFile {
             tie: tie && embedding == hidden,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         };
         c.validate()
             .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;
@@ -175,7 +177,7 @@ impl TensorFile {
     pub fn load_params<T: Float>(&self, model: &mut LanguageModel<T>, strict: bool) -> Result<()> {
         for e in model.layout.entries().to_vec() {
             let t = self.get_shaped(&e.name, &e.shape)?;
-            for (dst, &src) in model.params[e.range()].iter_mut().zip(&t.data) {
+            for (dst, &src) in model.params_mut()[e.range()].iter_mut().zip(&t.data) {
                 *dst = T::from_f64(src);
             }
         }
@@ -259,7 +261,7 @@ pub fn model_tensors<T: Float>(model: &LanguageModel<T>) -> NamedTensors {
         .entries()
         .iter()
         .map(|e| {
-            let v = model.params[e.range()]
+            let v = model.params()[e.range()]
                 .iter()
                 .map(|x| x.to_f64() as f32)
                 .collect();

@@ -200,7 +200,7 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
             p[b_hh.offset + h..b_hh.offset + 2 * h].fill(0.0);
         }
     }
-    for (dst, src) in model.params.iter_mut().zip(&p) {
+    for (dst, src) in model.params_mut().iter_mut().zip(&p) {
         *dst = T::from_f64(*src);
     }
     Ok(())
@@ -224,6 +224,8 @@ mod tests {
             tie: false,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         }
     }
 
@@ -251,12 +253,12 @@ mod tests {
             seed: 11,
         };
         initialize(&mut m, &init).unwrap();
-        let w = m.layout.view(&m.params, "rnn.weight_hh_l1").unwrap();
+        let w = m.layout.view(m.params(), "rnn.weight_hh_l1").unwrap();
         for g in 0..4 {
             let rho = spectral_radius(&w[g * 36..(g + 1) * 36], 6).unwrap();
             assert!((rho - 0.7).abs() < 1e-12);
         }
-        let b = m.layout.view(&m.params, "rnn.bias_ih_l0").unwrap();
+        let b = m.layout.view(m.params(), "rnn.bias_ih_l0").unwrap();
         assert!(b[6..12].iter().all(|&v| v == 1.0));
     }
 
@@ -268,7 +270,7 @@ mod tests {
             ..Default::default()
         };
         initialize(&mut a, &init).unwrap();
-        let w = a.layout.view(&a.params, "rnn.weight_hh_l0").unwrap();
+        let w = a.layout.view(a.params(), "rnn.weight_hh_l0").unwrap();
         for i in 0..6 {
             for j in 0..6 {
                 assert_eq!(w[i * 6 + j], if i == j { 1.0 } else { 0.0 });
@@ -276,7 +278,7 @@ mod tests {
         }
         let mut b = LanguageModel::<f32>::zeros(cfg(CellKind::Rnn)).unwrap();
         initialize(&mut b, &init).unwrap();
-        assert_eq!(a.params, b.params);
+        assert_eq!(a.params(), b.params());
         assert!(InitScheme::parse("uniform:0.1").unwrap() == InitScheme::Uniform(0.1));
         assert!(InitScheme::parse("nonsense").is_err());
     }

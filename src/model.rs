@@ -15,13 +15,13 @@
 //! evaluation. With `dropout = 0` the model is exactly `nn.Embedding -> nn.RNN/LSTM/GRU -> nn.Linear`.
 
 use crate::cell::{
-    self, Activation, BackwardOut, Cell, CellKind, Dims, Input, LayerCache, LayerGrads,
-    LayerParams, StateIo, StepGrads, Upstream,
+    self, orthogonal, Activation, BackwardOut, Cell, CellKind, Dims, Input, LayerCache, LayerGrads,
+    LayerParams, Recurrence, StateIo, StepGrads, Upstream,
 };
 use crate::error::{Error, Result};
 use crate::layers;
 use crate::params::ParamLayout;
-use crate::tensor::{matmul, sum_rows_into, Float, Trans};
+use crate::tensor::{add_assign, matmul, sum_rows_into, Float, Trans};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -50,6 +50,13 @@ pub struct ModelConfig {
     /// Output head (default softmax cross-entropy over `vocab` classes).
     #[serde(default)]
     pub output: Output,
+    /// How each layer's `W_hh` is parametrised (default dense; orthogonal for the vanilla RNN).
+    #[serde(default)]
+    pub recurrence: Recurrence,
+    /// Residual connections between stacked layers: layer `k >= 1` adds its input to its
+    /// output, `o^k = h^k + o^(k-1)` (`o^0 = h^0`), and the next layer and the decoder read `o`.
+    #[serde(default)]
+    pub residual: bool,
 }
 
 /// What the decoder's `vocab` outputs `z` are trained to do.
@@ -87,6 +94,12 @@ impl ModelConfig {
             return Err(Error::Config(
                 "`tie` needs token input: a dense-input model has no embedding to tie".into(),
             ));
+        }
+        if self.recurrence == Recurrence::Orthogonal && self.cell != CellKind::Rnn {
+            return Err(Error::Config(format!(
+                "`recurrence` = orthogonal is for the vanilla RNN (`cell` = rnn), not {}",
+                self.cell.name()
+            )));
         }
         if self.tie && self.embedding != self.hidden {
             return Err(Error::Config(format!(
@@ -131,7 +144,7 @@ impl ModelConfig {
         let mut layers = Vec::new();
         for k in 0..self.layers {
             let a = l.push(format!("rnn.weight_ih_l{k}"), &[gh, self.layer_input(k)]);
-            l.push(format!("rnn.weight_hh_l{k}"), &[gh, self.hidden]);
+            l.push(self.recurrent_param(k), &[gh, self.hidden]);
             l.push(format!("rnn.bias_ih_l{k}"), &[gh]);
             let mut d = l.push(format!("rnn.bias_hh_l{k}"), &[gh]);
             if let Some(extra) = self.cell().extra_param() {
@@ -152,6 +165,16 @@ impl ModelConfig {
             decoder_b,
         };
         (l, offsets)
+    }
+
+    /// The name of layer `k`'s recurrent parameter: `W_hh` itself (`rnn.weight_hh_l{k}`) or,
+    /// for orthogonal recurrence, the generator of its skew-symmetric logarithm
+    /// (`rnn.skew_hh_l{k}`, see [`crate::cell::orthogonal`]).
+    pub fn recurrent_param(&self, k: usize) -> String {
+        match self.recurrence {
+            Recurrence::Dense => format!("rnn.weight_hh_l{k}"),
+            Recurrence::Orthogonal => format!("rnn.skew_hh_l{k}"),
+        }
     }
 
     /// Whether layer 0 reads `rows = T * B` tokens itself ([`cell::Input::Tokens`]: `V`
@@ -256,6 +279,13 @@ pub struct Workspace<T> {
     /// Per layer `[T, B, in_k]` gradient w.r.t. the layer input (empty for a layer 0 that reads
     /// tokens: its gradient goes straight to the embedding's).
     dlayer_in: Vec<Vec<T>>,
+    /// Residual connections: per layer `[T, B, H]` `o^k = h^k + o^(k-1)` for `k >= 1` (empty
+    /// otherwise), and backward's `dL/do^k` and the copy a layer's backward consumes.
+    sums: Vec<Vec<T>>,
+    d_sum: Vec<T>,
+    d_up: Vec<T>,
+    /// `[H, H]` `dL/dW_hh` of an orthogonal layer, before it is taken through `expm`.
+    dw_hh: Vec<T>,
     /// Whether `loss`/`loss_mse` has run since the last forward (backward needs it).
     loss_ready: bool,
     /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
@@ -272,6 +302,7 @@ fn layer_input<'a, T: Float>(
     ids: &'a [u32],
     embedding: &'a [T],
     below: &'a [LayerCache<T>],
+    sums: &'a [Vec<T>],
     k: usize,
 ) -> Input<'a, T> {
     if k == 0 && copy.is_empty() {
@@ -279,14 +310,32 @@ fn layer_input<'a, T: Float>(
     } else if k == 0 || !copy.is_empty() {
         Input::Dense(copy)
     } else {
-        Input::Dense(below[k - 1].outputs())
+        Input::Dense(stack_output(below, sums, k - 1))
     }
 }
 
-/// Input of the decoder, `[T, B, H]`: the dropout copy `top`, else the top layer's outputs.
-fn decoder_input<'a, T: Float>(top: &'a [T], caches: &'a [LayerCache<T>]) -> &'a [T] {
+/// What layer `k` hands up the stack, `[T, B, H]`: its outputs `h^k`, or with residual
+/// connections `o^k = h^k + o^(k-1)` (held in `sums[k]` for `k >= 1`). `caches` holds layers
+/// `0..=k`.
+fn stack_output<'a, T: Float>(
+    caches: &'a [LayerCache<T>],
+    sums: &'a [Vec<T>],
+    k: usize,
+) -> &'a [T] {
+    match sums.get(k) {
+        Some(o) if !o.is_empty() => o,
+        _ => caches[k].outputs(),
+    }
+}
+
+/// Input of the decoder, `[T, B, H]`: the dropout copy `top`, else the top layer's output.
+fn decoder_input<'a, T: Float>(
+    top: &'a [T],
+    caches: &'a [LayerCache<T>],
+    sums: &'a [Vec<T>],
+) -> &'a [T] {
     if top.is_empty() {
-        caches.last().expect("at least one layer").outputs()
+        stack_output(caches, sums, caches.len() - 1)
     } else {
         top
     }
@@ -344,6 +393,18 @@ impl<T: Float> Workspace<T> {
             vec![Vec::new(); c.layers + 1]
         };
         self.top = vec![T::ZERO; if copies { n * c.hidden } else { 0 }];
+        let residual = |on: bool| vec![T::ZERO; if c.residual && on { n * c.hidden } else { 0 }];
+        self.sums = (0..c.layers).map(|k| residual(k > 0)).collect();
+        self.d_sum = residual(true);
+        self.d_up = residual(true);
+        self.dw_hh = vec![
+            T::ZERO;
+            if c.recurrence == Recurrence::Orthogonal {
+                c.hidden * c.hidden
+            } else {
+                0
+            }
+        ];
         self.logits = vec![T::ZERO; n * c.vocab];
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
@@ -372,13 +433,45 @@ impl<T: Float> Workspace<T> {
 }
 
 /// A recurrent language model whose parameters live in one flat buffer.
+///
+/// The parameters are read with [`Self::params`] and changed only through
+/// [`Self::params_mut`] or [`Self::set_params`], so that what is derived from them (the
+/// orthogonal `W_hh = expm(A)` of each layer) can never be stale.
 #[derive(Clone, Debug)]
 pub struct LanguageModel<T> {
     pub config: ModelConfig,
     pub layout: ParamLayout,
     /// All parameters, laid out as `layout` says.
-    pub params: Vec<T>,
+    params: Vec<T>,
+    /// Per layer `[H, H]`: `W_hh` derived from the layer's parameters (orthogonal recurrence);
+    /// empty for dense layers.
+    derived: Vec<Vec<T>>,
     offsets: Offsets,
+}
+
+/// Mutable access to a model's parameters; when it goes out of scope the model re-derives
+/// what depends on them.
+pub struct ParamsMut<'a, T: Float> {
+    model: &'a mut LanguageModel<T>,
+}
+
+impl<T: Float> std::ops::Deref for ParamsMut<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.model.params
+    }
+}
+
+impl<T: Float> std::ops::DerefMut for ParamsMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.model.params
+    }
+}
+
+impl<T: Float> Drop for ParamsMut<'_, T> {
+    fn drop(&mut self) {
+        self.model.derive();
+    }
 }
 
 impl<T: Float> LanguageModel<T> {
@@ -387,23 +480,81 @@ impl<T: Float> LanguageModel<T> {
         config.validate()?;
         let (layout, offsets) = config.layout_and_offsets();
         let params = vec![T::ZERO; layout.total()];
-        Ok(LanguageModel {
+        let mut m = LanguageModel {
+            derived: vec![Vec::new(); config.layers],
             config,
             layout,
             params,
             offsets,
-        })
+        };
+        m.derive();
+        Ok(m)
     }
 
-    /// The parameters of layer `k`.
+    /// All parameters, laid out as `layout` says.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    /// The parameters, to change them in place (see [`ParamsMut`]).
+    pub fn params_mut(&mut self) -> ParamsMut<'_, T> {
+        ParamsMut { model: self }
+    }
+
+    /// Replaces every parameter (`src` has the layout's length).
+    pub fn set_params(&mut self, src: &[T]) {
+        self.params_mut().copy_from_slice(src);
+    }
+
+    /// Recomputes each orthogonal layer's `W_hh = expm(A)` from its parameter, in f64. A
+    /// generator that is not finite gives a `W_hh` of NaN, which the first loss reports.
+    fn derive(&mut self) {
+        if self.config.recurrence != Recurrence::Orthogonal {
+            return;
+        }
+        let h = self.config.hidden;
+        for k in 0..self.config.layers {
+            let e = self
+                .layout
+                .get(&self.config.recurrent_param(k))
+                .expect("the layout has every layer");
+            let p: Vec<f64> = self.params[e.range()].iter().map(|v| v.to_f64()).collect();
+            let w = orthogonal::weight(&p, h).unwrap_or_else(|_| vec![f64::NAN; h * h]);
+            self.derived[k] = w.iter().map(|&v| T::from_f64(v)).collect();
+        }
+    }
+
+    /// The parameters of layer `k`, with `w_hh` the recurrent weight the cell multiplies by
+    /// (derived for orthogonal recurrence).
     pub fn layer_params(&self, k: usize) -> LayerParams<'_, T> {
         let c = &self.config;
-        LayerParams::split(
+        let mut p = LayerParams::split(
             &self.params[self.offsets.layers[k].clone()],
             c.cell.gates() * c.hidden,
             c.layer_input(k),
             c.hidden,
-        )
+        );
+        if !self.derived[k].is_empty() {
+            p.w_hh = &self.derived[k];
+        }
+        p
+    }
+
+    /// Adds `dL/dP = L(-A, G)` (see [`crate::cell::orthogonal`]) of orthogonal layer `k` into
+    /// its generator's slot of `grads`, from `G = dL/dW_hh [H, H]`.
+    fn add_generator_grad(&self, k: usize, g: &[T], grads: &mut [T]) -> Result<()> {
+        let h = self.config.hidden;
+        let e = self
+            .layout
+            .get(&self.config.recurrent_param(k))
+            .expect("the layout has every layer");
+        let p: Vec<f64> = self.params[e.range()].iter().map(|v| v.to_f64()).collect();
+        let g: Vec<f64> = g.iter().map(|v| v.to_f64()).collect();
+        let dp = orthogonal::parameter_grad(&p, &g, h)?;
+        for (d, v) in grads[e.range()].iter_mut().zip(dp) {
+            *d += T::from_f64(v);
+        }
+        Ok(())
     }
 
     /// Forward pass over `tokens [T, B]` (time-major) from `state`, leaving the logits in
@@ -501,12 +652,19 @@ impl<T: Float> LanguageModel<T> {
                     &ws.tokens,
                     &self.params[self.offsets.embedding.clone()],
                     below,
+                    &ws.sums,
                     k,
                 ),
                 state.layer(k, bh),
                 self.layer_params(k),
                 dims,
             );
+            if c.residual && k > 0 {
+                // o^k = h^k + o^(k-1)
+                let (done, this) = ws.sums.split_at_mut(k);
+                this[0].copy_from_slice(ws.caches[k].outputs());
+                add_assign(&mut this[0], stack_output(&ws.caches, done, k - 1));
+            }
             // With dropout, the next layer (or the decoder) reads a copy that its mask scales.
             let next = if k + 1 < c.layers {
                 &mut ws.layer_in[k + 1]
@@ -514,7 +672,7 @@ impl<T: Float> LanguageModel<T> {
                 &mut ws.top
             };
             if !next.is_empty() {
-                next.copy_from_slice(ws.caches[k].outputs());
+                next.copy_from_slice(stack_output(&ws.caches, &ws.sums, k));
             }
         }
         if ws.dropout_on {
@@ -524,7 +682,7 @@ impl<T: Float> LanguageModel<T> {
         let n = steps * batch;
         matmul(
             &mut ws.logits,
-            decoder_input(&ws.top, &ws.caches),
+            decoder_input(&ws.top, &ws.caches, &ws.sums),
             Trans::No,
             &self.params[self.offsets.decoder_w.clone()],
             Trans::Yes,
@@ -654,7 +812,7 @@ impl<T: Float> LanguageModel<T> {
             &mut grads[self.offsets.decoder_w.clone()],
             &ws.logits,
             Trans::Yes,
-            decoder_input(&ws.top, &ws.caches),
+            decoder_input(&ws.top, &ws.caches, &ws.sums),
             Trans::No,
             c.vocab,
             c.hidden,
@@ -704,12 +862,20 @@ impl<T: Float> LanguageModel<T> {
         }
         let bh = batch * c.hidden;
         let mut dstate = dstate;
+        if c.residual {
+            // dL/do^(L-1), whole: it also travels down the skip connections.
+            top_grad(0..steps, &mut ws.d_sum);
+        }
         for k in (0..c.layers).rev() {
             let dims_in = c.layer_input(k);
             // The gradient reaching this layer's outputs: the decoder's for the top layer, else
-            // the next layer's input gradient (already multiplied by its dropout mask).
+            // the next layer's input gradient (already multiplied by its dropout mask); with
+            // residual connections dL/do^k, of which the layer consumes a copy.
             let (below, above) = ws.dlayer_in.split_at_mut(k + 1);
-            let upstream = if k + 1 == c.layers {
+            let upstream = if c.residual {
+                ws.d_up.copy_from_slice(&ws.d_sum);
+                Upstream::Whole(&mut ws.d_up)
+            } else if k + 1 == c.layers {
                 Upstream::Chunked(&mut top_grad)
             } else {
                 Upstream::Whole(&mut above[0])
@@ -735,6 +901,7 @@ impl<T: Float> LanguageModel<T> {
                 &ws.tokens,
                 &self.params[self.offsets.embedding.clone()],
                 below_caches,
+                &ws.sums,
                 k,
             );
             // The embedding comes before the layers in the buffer; a token-reading layer 0
@@ -746,6 +913,13 @@ impl<T: Float> LanguageModel<T> {
                 Input::Tokens { .. } => &mut head[self.offsets.embedding.clone()],
                 Input::Dense(_) => &mut dx[..],
             };
+            let mut g = LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden);
+            let orthogonal = !ws.dw_hh.is_empty();
+            if orthogonal {
+                // dL/dW_hh first, then through expm into the generator's gradient (below).
+                ws.dw_hh.fill(T::ZERO);
+                g.w_hh = &mut ws.dw_hh;
+            }
             cell::backward(
                 c.cell(),
                 BackwardOut {
@@ -753,15 +927,22 @@ impl<T: Float> LanguageModel<T> {
                     dh0: d0h,
                     dc0: d0c,
                 },
-                LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden),
+                g,
                 &mut cache[0],
                 upstream,
                 input,
                 self.layer_params(k),
                 step_grads,
             )?;
+            if orthogonal {
+                self.add_generator_grad(k, &ws.dw_hh, grads)?;
+            }
             if ws.dropout_on {
                 layers::apply_mask(dx, &ws.masks[k]);
+            }
+            if c.residual && k > 0 {
+                // dL/do^(k-1) = dL/do^k (the skip) + the input gradient of layer k
+                add_assign(&mut ws.d_sum, &ws.dlayer_in[k]);
             }
         }
         if !ws.dlayer_in[0].is_empty() && c.input_size == 0 {

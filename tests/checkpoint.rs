@@ -25,7 +25,7 @@ fn logits(m: &LanguageModel<f32>) -> Vec<f32> {
 fn f32_model(cell: CellKind, activation: Activation, tie: bool) -> LanguageModel<f32> {
     let m64 = model(config(cell, activation, 2, tie), 9);
     let mut m = LanguageModel::<f32>::zeros(m64.config.clone()).unwrap();
-    for (d, s) in m.params.iter_mut().zip(&m64.params) {
+    for (d, s) in m.params_mut().iter_mut().zip(m64.params()) {
         *d = *s as f32;
     }
     m
@@ -46,7 +46,8 @@ fn save_then_load_gives_identical_outputs() {
         let back = checkpoint::load::<f32>(&path).unwrap();
         assert_eq!(back.model.config, m.config);
         assert_eq!(
-            back.model.params, m.params,
+            back.model.params(),
+            m.params(),
             "parameters survive bit for bit"
         );
         assert_eq!(back.metadata["rnnscope.vocab"], "[\"a\",\"b\"]");
@@ -91,7 +92,7 @@ fn pytorch_state_dict_loads_with_inferred_config() {
         let mut m = LanguageModel::<f32>::zeros(c).unwrap();
         f.load_params(&mut m, false).unwrap();
         let w = f.get("rnn.weight_hh_l1").unwrap();
-        let ours = m.layout.view(&m.params, "rnn.weight_hh_l1").unwrap();
+        let ours = m.layout.view(m.params(), "rnn.weight_hh_l1").unwrap();
         assert!(ours.iter().zip(&w.data).all(|(a, b)| *a as f64 == *b));
         // Strict loading refuses the fixtures' extra tensors, naming one.
         let err = f.load_params(&mut m, true).unwrap_err().to_string();

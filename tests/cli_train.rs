@@ -366,7 +366,8 @@ fn resumed_run_matches_uninterrupted_run() {
     let pa = checkpoint::load::<f32>(&full.join("last.safetensors")).unwrap();
     let pb = checkpoint::load::<f32>(&half.join("last.safetensors")).unwrap();
     assert_eq!(
-        pa.model.params, pb.model.params,
+        pa.model.params(),
+        pb.model.params(),
         "parameters differ after resuming"
     );
     // Nothing left to do: a clean no-op.
@@ -775,7 +776,7 @@ fn non_finite_steps_stop_with_an_error_and_a_finite_checkpoint() {
         let path = run_dir.join(f);
         if path.exists() {
             let ck = checkpoint::load::<f32>(&path).unwrap();
-            assert!(ck.model.params.iter().all(|v| v.is_finite()), "{f}");
+            assert!(ck.model.params().iter().all(|v| v.is_finite()), "{f}");
         }
     }
 }
@@ -838,7 +839,7 @@ fn track_gradflow_records_spectrum_and_profile_during_training() {
     let w = ck
         .model
         .layout
-        .view(&ck.model.params, "rnn.weight_hh_l1")
+        .view(ck.model.params(), "rnn.weight_hh_l1")
         .unwrap();
     let rho = rnnscope::analysis::spectrum::spectral_radius(w, h).unwrap();
     let logged: f64 = rows.last().unwrap()[2].parse().unwrap();

@@ -42,7 +42,7 @@ fn min_abs_preactivation(
 ) -> f64 {
     let c = &m.config;
     let (steps, batch) = ws.dims().unwrap();
-    let emb = m.layout.view(&m.params, "embedding.weight").unwrap();
+    let emb = m.layout.view(m.params(), "embedding.weight").unwrap();
     let h = c.hidden;
     let mut min = f64::INFINITY;
     for k in 0..c.layers {
@@ -112,13 +112,13 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
     )
     .unwrap();
 
-    let numeric: Vec<f64> = (0..m.params.len())
+    let numeric: Vec<f64> = (0..m.params().len())
         .map(|i| {
-            let p = m.params[i];
+            let p = m.params()[i];
             central_difference(|d| {
-                m.params[i] = p + d;
+                m.params_mut()[i] = p + d;
                 let l = loss(&m, &mut ws, &inp, &tgt, &state, steps, batch, dropout_seed);
-                m.params[i] = p;
+                m.params_mut()[i] = p;
                 l
             })
         })
@@ -257,13 +257,13 @@ fn dense_input_mse_head_last_step() {
         m.backward(&mut ws, &mut grads, LossWeights::PerToken(&w), None, None)
             .unwrap();
         let dx = ws.input_grad().to_vec();
-        let numeric: Vec<f64> = (0..m.params.len())
+        let numeric: Vec<f64> = (0..m.params().len())
             .map(|i| {
-                let p = m.params[i];
+                let p = m.params()[i];
                 central_difference(|d| {
-                    m.params[i] = p + d;
+                    m.params_mut()[i] = p + d;
                     let l = loss(&m, &mut ws, &x);
-                    m.params[i] = p;
+                    m.params_mut()[i] = p;
                     l
                 })
             })

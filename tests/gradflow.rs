@@ -23,6 +23,8 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         tie: false,
         input_size: 0,
         output: Default::default(),
+        recurrence: Default::default(),
+        residual: false,
     }
 }
 
@@ -374,7 +376,7 @@ fn one_step_jacobians_match_finite_differences() {
         m.forward(&mut ws, &inp, &s0, steps, batch, None);
         let emb = m
             .layout
-            .view(&m.params, "embedding.weight")
+            .view(m.params(), "embedding.weight")
             .unwrap()
             .to_vec();
         let h = c.hidden;
@@ -592,7 +594,7 @@ fn snapshot_rejects_bad_shapes_and_tokens() {
     assert!(analysis::snapshot(&m, &[0, 1], &[0, 1], Some(&bad), 2, &o).is_err());
     // f32 models are converted
     let mut m32 = LanguageModel::<f32>::zeros(m.config.clone()).unwrap();
-    for (d, s) in m32.params.iter_mut().zip(&m.params) {
+    for (d, s) in m32.params_mut().iter_mut().zip(m.params()) {
         *d = *s as f32;
     }
     let s = analysis::snapshot(&m32, &[0, 1, 2, 3], &[1, 2, 3, 4], None, 2, &o).unwrap();
@@ -838,7 +840,7 @@ fn one_step_jacobian_of_every_cell_matches_finite_differences_of_its_forward_ste
             let s0 = random_state(&c, batch, 9);
             let mut ws = Workspace::default();
             m.forward(&mut ws, &inp, &s0, steps, batch, None);
-            let emb = m.layout.view(&m.params, "embedding.weight").unwrap();
+            let emb = m.layout.view(m.params(), "embedding.weight").unwrap();
             let sd = jacobian::state_dim(kind, h);
             let with_c = sd > h;
             for (t, b) in [(0, 0), (2, 1), (3, 2)] {

@@ -425,7 +425,7 @@ fn task_run(dir: &Path, length: usize, cell: rnnscope::CellKind) {
         &Default::default(),
     )
     .unwrap();
-    rnnscope::cli::gradflow::write_outputs(&dir.join("gradflow"), &snap).unwrap();
+    analysis::output::write_dir(&dir.join("gradflow"), &snap).unwrap();
 }
 
 /// Every inline `<svg>...</svg>` of a page.

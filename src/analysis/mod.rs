@@ -3,11 +3,13 @@
 //! [`snapshot`] runs all of it on one window of tokens and returns a serialisable
 //! [`GradflowSnapshot`]; the pieces are in [`profile`] (the batched sweep, the influence
 //! matrix and the profile), [`jacobian`] (one-step Jacobians and their products),
-//! [`theory`] (spectra, the Pascanu regime, exact checks) and [`spectrum`].
+//! [`theory`] (spectra, the Pascanu regime, exact checks) and [`spectrum`]; [`output`] writes
+//! a snapshot as a directory of JSON and CSV files and reads them back.
 //! Everything runs on a converted copy of the model, without dropout: spectra, Jacobians and
 //! theory checks in f64, the batched sweep in f64 by default or in f32 ([`Precision`]).
 
 pub mod jacobian;
+pub mod output;
 pub mod profile;
 pub mod spectrum;
 pub mod theory;
@@ -25,7 +27,7 @@ use theory::{BoundCheck, Capture, IdentityCheck, LayerSpectrum};
 /// A copy of `model` with its parameters converted to `U`.
 pub fn convert<T: Float, U: Float>(model: &LanguageModel<T>) -> Result<LanguageModel<U>> {
     let mut m = LanguageModel::<U>::zeros(model.config.clone())?;
-    for (d, s) in m.params.iter_mut().zip(&model.params) {
+    for (d, s) in m.params_mut().iter_mut().zip(model.params()) {
         *d = U::from_f64(s.to_f64());
     }
     Ok(m)

@@ -140,7 +140,7 @@ pub fn decoder_injection<T: Float>(
     };
     let w_dec = model
         .layout
-        .view(&model.params, name)
+        .view(model.params(), name)
         .expect("the layout has a decoder weight");
     let mut out = vec![T::ZERO; n * c.hidden];
     // [T*B, V] x [V, H]

@@ -17,7 +17,8 @@
 //! ```
 
 use super::{
-    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent, StepMath,
+    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent,
+    StepMath,
 };
 use crate::tensor::{
     add_assign, add_row_bias, matmul, matmul_strided, multiversion, sigmoid, sum_rows_into, Float,
@@ -43,7 +44,12 @@ impl StepMath for Gru {
     }
 
     /// `scratch = h_{t-1} W_hh^T + b_hh` (`[R, H] x [H, 3H]`), then the gates and the new state.
-    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, p: &LayerParams<'_, T>) {
+    fn forward_step<T: Float>(
+        self,
+        s: ForwardStep<'_, T>,
+        w_hh: Recurrent<'_, T>,
+        p: &LayerParams<'_, T>,
+    ) {
         w_hh.matmul(s.scratch, s.h_prev, s.h_prev.len() / s.hidden, false);
         add_row_bias(s.scratch, p.b_hh);
         forward_gates(s.gates, s.scratch, s.aux, s.h_prev, s.h, s.hidden);
@@ -78,8 +84,29 @@ impl StepMath for Gru {
         let gh = 3 * hidden;
         let rows = v.da.len() / gh;
         let (w_rz, w_n) = g.w_hh.split_at_mut(2 * hidden * hidden);
-        matmul_strided(w_rz, v.da, gh, Trans::Yes, v.h_prev, Trans::No, 2 * hidden, hidden, rows, true);
-        matmul(w_n, v.aux, Trans::Yes, v.h_prev, Trans::No, hidden, hidden, rows, true);
+        matmul_strided(
+            w_rz,
+            v.da,
+            gh,
+            Trans::Yes,
+            v.h_prev,
+            Trans::No,
+            2 * hidden,
+            hidden,
+            rows,
+            true,
+        );
+        matmul(
+            w_n,
+            v.aux,
+            Trans::Yes,
+            v.h_prev,
+            Trans::No,
+            hidden,
+            hidden,
+            rows,
+            true,
+        );
         let (b_rz, b_n) = g.b_hh.split_at_mut(2 * hidden);
         for row in v.da.chunks_exact(gh) {
             add_assign(b_rz, &row[..2 * hidden]);

@@ -25,6 +25,7 @@ mod lstm;
 pub mod orthogonal;
 mod rnn;
 
+pub use orthogonal::Recurrence;
 pub use rnn::Activation;
 
 use crate::error::{Error, Result};
@@ -194,7 +195,12 @@ pub trait StepMath: Copy + Send + Sync {
     fn new(cell: Cell) -> Self;
     /// `h_t` (and `c_t`) from `h_{t-1}` and the step's input side; `w_hh` is `W_hh^T`
     /// (`[H, G*H]`); `p` gives the biases and the cell's extra parameters.
-    fn forward_step<T: Float>(self, s: ForwardStep<'_, T>, w_hh: Recurrent<'_, T>, p: &LayerParams<'_, T>);
+    fn forward_step<T: Float>(
+        self,
+        s: ForwardStep<'_, T>,
+        w_hh: Recurrent<'_, T>,
+        p: &LayerParams<'_, T>,
+    );
     /// The pre-activation gradient of the step and the gradient to `h_{t-1}` (and `c_{t-1}`);
     /// `w_hh` is `W_hh` (`[G*H, H]`).
     fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>);
@@ -208,7 +214,17 @@ pub trait StepMath: Copy + Send + Sync {
     fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
         let gh = Self::GATES * v.hidden;
         let rows = v.da.len() / gh;
-        matmul(&mut *g.w_hh, v.da, Trans::Yes, v.h_prev, Trans::No, gh, v.hidden, rows, true);
+        matmul(
+            &mut *g.w_hh,
+            v.da,
+            Trans::Yes,
+            v.h_prev,
+            Trans::No,
+            gh,
+            v.hidden,
+            rows,
+            true,
+        );
         sum_rows_into(&mut *g.b_hh, v.da);
     }
 }

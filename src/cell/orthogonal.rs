@@ -24,6 +24,36 @@
 use crate::error::{Error, Result};
 use faer::linalg::solvers::Solve;
 use faer::Mat;
+use serde::{Deserialize, Serialize};
+
+/// How a layer's recurrent weight is parametrised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Recurrence {
+    /// `W_hh` is a parameter (`rnn.weight_hh_l{k}`), as in `torch.nn`.
+    #[default]
+    Dense,
+    /// `W_hh = expm(A)` with `A` skew-symmetric from the parameter `rnn.skew_hh_l{k}` (vanilla
+    /// RNN only): orthogonal by construction.
+    Orthogonal,
+}
+
+impl Recurrence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Recurrence::Dense => "dense",
+            Recurrence::Orthogonal => "orthogonal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dense" => Some(Recurrence::Dense),
+            "orthogonal" | "expm" => Some(Recurrence::Orthogonal),
+            _ => None,
+        }
+    }
+}
 
 /// Pade [13/13] coefficients `b_0..b_13` (Higham 2005, Table 2.3 context).
 const B: [f64; 14] = [

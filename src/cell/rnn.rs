@@ -16,7 +16,8 @@
 //! ```
 
 use super::{
-    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent, StepMath,
+    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent,
+    StepMath,
 };
 use crate::tensor::{multiversion, Float};
 use serde::{Deserialize, Serialize};

@@ -76,6 +76,8 @@ impl BenchConfig {
             tie: false,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         }
     }
 

@@ -73,7 +73,7 @@ fn gradient_flow(
         b.batch,
         &Default::default(),
     )?;
-    super::gradflow::write_outputs(dir, &snap)?;
+    analysis::output::write_dir(dir, &snap)?;
     let ratio = snap.profiles[0]
         .hidden
         .get(task.length)

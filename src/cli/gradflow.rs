@@ -1,22 +1,19 @@
 //! `rnnscope gradflow`: measure, predict and explain vanishing and exploding gradients on a
 //! checkpoint or a freshly initialised model.
 //!
-//! Writes `gradflow.json` (the full [`GradflowSnapshot`]), `profile_l{k}.csv`,
-//! `influence_l{k}.csv` (`T x T`), `eigenvalues_l{k}.csv`, `singular_values_l{k}.csv` and
-//! `jacobian_l{k}.csv` (LSTM also `profile_cell_l{k}.csv`, `influence_cell_l{k}.csv`) into
-//! `--out`, and prints a short summary (`--json`: the summary as JSON on stdout).
+//! Writes the gradient-flow directory ([`output::write_dir`]: `gradflow.json` and the CSV
+//! files) into `--out`, and prints a short summary (`--json`: the summary as JSON on stdout).
 
 use crate::analysis::jacobian::JacobianOptions;
-use crate::analysis::{snapshot, GradflowSnapshot, Precision, SnapshotOptions};
+use crate::analysis::{output, snapshot, Precision, SnapshotOptions};
 use crate::cell::{Activation, CellKind};
-use crate::checkpoint::{self, write_atomic};
+use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::init::{initialize, InitConfig, InitScheme};
 use crate::model::{LanguageModel, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arithmetic of the batched sweep (`--precision`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +124,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         tie: false,
         input_size: 0,
         output: Default::default(),
+        recurrence: Default::default(),
+        residual: false,
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {
@@ -216,7 +215,7 @@ pub fn run(a: Args) -> Result<()> {
         )));
     }
     let snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
-    write_outputs(&a.out, &snap)?;
+    output::write_dir(&a.out, &snap)?;
     if a.json {
         println!(
             "{}",
@@ -224,146 +223,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     } else {
         println!("{}", snap.summary.human());
-        println!("wrote {}", a.out.join("gradflow.json").display());
-    }
-    Ok(())
-}
-
-/// Shortest round-trip form, in exponent notation when very large or small; empty if not finite.
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:?}")
-    } else {
-        String::new()
-    }
-}
-
-fn opt(x: Option<f64>) -> String {
-    x.map_or(String::new(), num)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    write_atomic(&dir.join(name), text.as_bytes())
-}
-
-/// Writes `gradflow.json` and the CSV files of a snapshot into `dir` (created if missing).
-pub fn write_outputs(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let json = serde_json::to_string_pretty(snap).expect("the snapshot serialises");
-    write(dir, "gradflow.json", &json)?;
-    let steps = snap.summary.bptt;
-    for p in &snap.profiles {
-        let k = p.layer;
-        let mut sets = vec![("profile", &p.hidden)];
-        if let Some(c) = &p.cell {
-            sets.push(("profile_cell", c));
-        }
-        for (stem, rows) in sets {
-            let mut s = String::from("distance,mean,median,p10,p90,ratio\n");
-            for r in rows {
-                let _ = writeln!(
-                    s,
-                    "{},{},{},{},{},{}",
-                    r.distance,
-                    num(r.mean),
-                    num(r.median),
-                    num(r.p10),
-                    num(r.p90),
-                    opt(r.ratio)
-                );
-            }
-            write(dir, &format!("{stem}_l{k}.csv"), &s)?;
-        }
-    }
-    let matrices = snap
-        .influence
-        .iter()
-        .enumerate()
-        .map(|(k, m)| (format!("influence_l{k}.csv"), m))
-        .chain(
-            snap.influence_cell
-                .iter()
-                .enumerate()
-                .map(|(k, m)| (format!("influence_cell_l{k}.csv"), m)),
-        );
-    for (name, m) in matrices {
-        // row i (target), column j (source); empty above the diagonal (j > i)
-        let mut s = String::new();
-        for i in 0..steps {
-            let row: Vec<String> = (0..steps)
-                .map(|j| {
-                    if j <= i {
-                        num(m[i * steps + j])
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
-            s += &row.join(",");
-            s.push('\n');
-        }
-        write(dir, &name, &s)?;
-    }
-    for sp in &snap.spectrum {
-        let k = sp.layer;
-        let mut e = String::from("gate,index,re,im,modulus\n");
-        let mut v = String::from("gate,index,value\n");
-        for g in &sp.gates {
-            for (n, x) in g.eigenvalues.iter().enumerate() {
-                let _ = writeln!(
-                    e,
-                    "{},{n},{},{},{}",
-                    g.gate,
-                    num(x.re),
-                    num(x.im),
-                    num(x.modulus())
-                );
-            }
-            for (n, x) in g.singular_values.iter().enumerate() {
-                let _ = writeln!(v, "{},{n},{}", g.gate, num(*x));
-            }
-        }
-        write(dir, &format!("eigenvalues_l{k}.csv"), &e)?;
-        write(dir, &format!("singular_values_l{k}.csv"), &v)?;
-    }
-    for j in &snap.jacobian {
-        let k = j.products.first().map_or(0, |r| r.log_stretch.len());
-        let mut s = String::from("distance,step,one_step_norm,log_frobenius");
-        for m in 1..=k {
-            let _ = write!(s, ",log_sigma_{m}");
-        }
-        for m in 1..=k {
-            let _ = write!(s, ",log_stretch_{m}");
-        }
-        s.push('\n');
-        for r in &j.products {
-            let t = steps - r.distance;
-            let _ = write!(
-                s,
-                "{},{t},{},{}",
-                r.distance,
-                opt(j.one_step_norm[t]),
-                opt(r.log_frobenius)
-            );
-            for m in 0..k {
-                let _ = write!(
-                    s,
-                    ",{}",
-                    r.log_singular_values
-                        .get(m)
-                        .map_or(String::new(), |x| num(*x))
-                );
-            }
-            for m in 0..k {
-                let _ = write!(
-                    s,
-                    ",{}",
-                    r.log_stretch.get(m).map_or(String::new(), |x| num(*x))
-                );
-            }
-            s.push('\n');
-        }
-        write(dir, &format!("jacobian_l{}.csv", j.layer), &s)?;
+        println!("wrote {}", a.out.join(output::SNAPSHOT_FILE).display());
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! Reading the files of run directories for the report: CSV tables by column name, the
-//! influence matrices, JSON summaries and gradient-flow snapshots. Missing files are `None`;
-//! unreadable or malformed ones are errors naming the file.
+//! Reading the files of run directories for the report: CSV tables by column name, JSON
+//! summaries, sub-directories in natural order. Missing files are `None`; unreadable or
+//! malformed ones are errors naming the file. Gradient-flow files are read typed, by
+//! [`crate::analysis::output`].
 
-use crate::analysis::GradflowSnapshot;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,8 @@ pub struct Csv {
     pub rows: Vec<Vec<String>>,
 }
 
-fn read_text(path: &Path) -> Result<Option<String>> {
+/// Reads a text file; `None` if it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -25,7 +26,9 @@ fn read_text(path: &Path) -> Result<Option<String>> {
 impl Csv {
     /// Reads `path`; `None` if it does not exist.
     pub fn read(path: &Path) -> Result<Option<Csv>> {
-        read_text(path)?.map(|t| Csv::parse(&t, path)).transpose()
+        read_optional(path)?
+            .map(|t| Csv::parse(&t, path))
+            .transpose()
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Csv> {
@@ -101,67 +104,14 @@ impl Csv {
     }
 }
 
-/// An `n x n` matrix written without a header (`influence_l{k}.csv`): empty cells are NaN.
-pub fn read_matrix(path: &Path) -> Result<Option<(usize, Vec<f64>)>> {
-    let Some(text) = read_text(path)? else {
-        return Ok(None);
-    };
-    let rows: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    let n = rows.len();
-    let mut v = vec![f64::NAN; n * n];
-    for (i, line) in rows.iter().enumerate() {
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != n {
-            return Err(Error::Data(format!(
-                "{}: row {} has {} values, expected {n} (a square matrix)",
-                path.display(),
-                i + 1,
-                cells.len()
-            )));
-        }
-        for (j, s) in cells.iter().enumerate() {
-            if !s.is_empty() {
-                v[i * n + j] = s.trim().parse::<f64>().map_err(|_| {
-                    Error::Data(format!(
-                        "{}: row {}, column {}: `{s}` is not a number",
-                        path.display(),
-                        i + 1,
-                        j + 1
-                    ))
-                })?;
-            }
-        }
-    }
-    Ok(Some((n, v)))
-}
-
 /// A JSON file as a generic value; `None` if it does not exist.
 pub fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    read_text(path)?
+    read_optional(path)?
         .map(|t| {
             serde_json::from_str(&t)
                 .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", path.display())))
         })
         .transpose()
-}
-
-/// A gradient-flow snapshot (`gradflow.json`, `gradflow/step_N.json`); `None` if missing.
-pub fn read_snapshot(path: &Path) -> Result<Option<GradflowSnapshot>> {
-    read_text(path)?
-        .map(|t| {
-            serde_json::from_str(&t).map_err(|e| {
-                Error::Data(format!(
-                    "{}: not a gradient-flow snapshot of this rnnscope version: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// Reads a text file if present (e.g. `config.toml`).
-pub fn read_optional(path: &Path) -> Result<Option<String>> {
-    read_text(path)
 }
 
 /// Sub-directories of `dir`, sorted by name with numbers compared as numbers
@@ -200,13 +150,6 @@ pub fn natural_key(s: &str) -> Vec<(String, u64)> {
     }
     key.push((text, u64::MAX));
     key
-}
-
-/// The layers `0, 1, ...` for which `dir/{stem}_l{k}.csv` exists (up to the first missing one).
-pub fn layers_of(dir: &Path, stem: &str) -> Vec<usize> {
-    (0..64)
-        .take_while(|k| dir.join(format!("{stem}_l{k}.csv")).exists())
-        .collect()
 }
 
 #[cfg(test)]

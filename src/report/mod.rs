@@ -20,15 +20,28 @@
 //! config.toml                             the configuration, verbatim
 //! ```
 //!
-//! [`plot`] draws the figures; [`html`] writes the page; [`data`] reads the files.
+//! [`plot`] draws the figures; [`html`] writes the page; [`data`] reads the files. Each kind
+//! of directory has its builder: `train`, `task`, `gradflow`, `tracking` (gradient flow
+//! recorded during training), `run` (one run directory: the parts its files allow), `demo` and
+//! `experiment` (with `sub_runs` for the runs they hold); `common` has what they share.
 
+mod common;
 pub mod data;
+mod demo;
+mod experiment;
+mod gradflow;
 pub mod html;
 pub mod plot;
-mod sections;
+mod run;
+mod sub_runs;
+mod task;
+mod tracking;
+mod train;
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use common::Prefix;
+use data::Csv;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -125,7 +138,32 @@ pub fn build(dir: &Path) -> Result<Report> {
             dir.display()
         )));
     }
-    sections::build(dir)
+    let results = Csv::read(&dir.join("results.csv"))?;
+    let part = match &results {
+        Some(r) if r.has("cell") && r.has("distance") && r.has("accuracy") => {
+            demo::demo_report(dir, r)?
+        }
+        Some(r) if r.has("model") && r.has("success_rate") => {
+            experiment::experiment_report(dir, r)?
+        }
+        _ => run::run_part(dir, &Prefix::default())?,
+    };
+    if part.sections.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no run files to report on (expected metrics.csv, gradflow.json, gradflow/gradflow.json or results.csv): give the directory that rnnscope train, task, gradflow, demo or experiment wrote",
+            dir.display()
+        )));
+    }
+    let shown = dir.display().to_string();
+    Ok(Report {
+        title: part.title,
+        subtitle: format!("Report of {shown}"),
+        dir: shown,
+        kind: part.kind,
+        headline: part.headline,
+        reading: part.reading,
+        sections: part.sections,
+    })
 }
 
 /// Where [`write`] puts things.

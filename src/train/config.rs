@@ -309,6 +309,8 @@ impl TrainConfig {
             tie: self.tie,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         }
     }
 

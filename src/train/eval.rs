@@ -216,6 +216,8 @@ mod tests {
             tie: false,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

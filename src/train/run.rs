@@ -275,7 +275,7 @@ impl Session {
     pub fn best_model(&self) -> LanguageModel<f32> {
         let mut model = self.trainer.model.clone();
         if let Some(best) = &self.best_params {
-            model.params.clone_from(best);
+            model.set_params(best);
         }
         model
     }
@@ -426,7 +426,7 @@ pub fn train<D: RunData>(
                 }
                 monitor.log(&msg);
                 if improved {
-                    session.best_params = Some(session.trainer.model.params.clone());
+                    session.best_params = Some(session.trainer.model.params().to_vec());
                 }
                 if s.stop_when_solved && data.solved(&e) && reason == StopReason::Finished {
                     reason = StopReason::Solved;
@@ -495,6 +495,8 @@ mod tests {
             tie: false,
             input_size: 0,
             output: Default::default(),
+            recurrence: Default::default(),
+            residual: false,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();
@@ -586,7 +588,7 @@ mod tests {
         )
         .unwrap();
 
-        assert_eq!(resumed.trainer.model.params, full.trainer.model.params);
+        assert_eq!(resumed.trainer.model.params(), full.trainer.model.params());
         assert_eq!(resumed.trainer.optimizer.m, full.trainer.optimizer.m);
         assert_eq!(resumed.progress.schedule, full.progress.schedule);
         let a = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
@@ -618,9 +620,9 @@ mod tests {
         )
         .unwrap();
         let good = checkpoint::load::<f32>(&d.join("last.safetensors")).unwrap();
-        assert_eq!(good.model.params, s.trainer.model.params);
+        assert_eq!(good.model.params(), s.trainer.model.params());
         // Poison one decoder bias: every later step has a non-finite loss and is skipped.
-        *s.trainer.model.params.last_mut().unwrap() = f32::NAN;
+        *s.trainer.model.params_mut().last_mut().unwrap() = f32::NAN;
         s.settings.steps = 20;
         let err = train(
             &mut s,
@@ -637,7 +639,7 @@ mod tests {
         );
         assert_eq!(s.progress.skipped_steps, 3);
         let after = checkpoint::load::<f32>(&d.join("last.safetensors")).unwrap();
-        assert_eq!(after.model.params, good.model.params);
+        assert_eq!(after.model.params(), good.model.params());
         let metrics = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
         assert!(
             metrics.lines().last().unwrap().starts_with("11,NaN,"),

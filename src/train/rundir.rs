@@ -218,7 +218,7 @@ impl RunDir {
                 .map_err(|e| Error::io(self.path.join("metrics.csv"), e))?;
         }
         let model = &session.trainer.model;
-        if model.params.iter().any(|p| !p.is_finite()) {
+        if model.params().iter().any(|p| !p.is_finite()) {
             return Err(Error::Numeric(format!(
                 "the parameters are no longer finite at update {}; the last good checkpoint in {} is kept: lower the learning rate `lr` or set `clip`",
                 session.progress.step,
@@ -237,7 +237,7 @@ impl RunDir {
         let t = &session.trainer;
         let flat = |name: &str, v: &[f32]| (name.to_string(), vec![v.len()], v.to_vec());
         let mut tensors: NamedTensors = vec![
-            flat("params", &t.model.params),
+            flat("params", t.model.params()),
             flat("optimizer.m", &t.optimizer.m),
             flat("optimizer.v", &t.optimizer.v),
             flat("state.h", &t.state.h),
@@ -372,14 +372,14 @@ impl SavedState {
                 "the saved model differs from the run's config.toml: the directory's files do not belong together",
             ));
         }
-        let load = |name: &str, dst: &mut Vec<f32>| -> Result<()> {
+        let load = |name: &str, dst: &mut [f32]| -> Result<()> {
             let src = self.file.get_shaped(name, &[dst.len()])?;
             for (d, &s) in dst.iter_mut().zip(&src.data) {
                 *d = s as f32;
             }
             Ok(())
         };
-        load("params", &mut t.model.params)?;
+        load("params", &mut t.model.params_mut())?;
         load("optimizer.m", &mut t.optimizer.m)?;
         load("optimizer.v", &mut t.optimizer.v)?;
         load("state.h", &mut t.state.h)?;
@@ -404,7 +404,7 @@ impl SavedState {
                     "not a checkpoint of this run's model",
                 ));
             }
-            Some(ck.model.params)
+            Some(ck.model.params().to_vec())
         } else {
             None
         };

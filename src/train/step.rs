@@ -129,7 +129,7 @@ impl<T: Float> Trainer<T> {
             clip_grad_value(&mut self.grads, x);
         }
         self.optimizer
-            .step(&mut self.model.params, &self.grads, lr)?;
+            .step(&mut self.model.params_mut(), &self.grads, lr)?;
         self.model.final_state(&self.ws, &mut self.state);
         Ok(StepStats { loss, grad_norm })
     }

@@ -125,6 +125,8 @@ impl TaskRunConfig {
             } else {
                 Output::Softmax
             },
+            recurrence: Default::default(),
+            residual: false,
         };
         c.validate()?;
         Ok(c)
@@ -564,7 +566,7 @@ mod tests {
             assert_eq!(half.step, 20);
             let (cont, cont_model) =
                 run_task(&config(kind, length, 40), Some(&half_dir), &mut |_| {}).unwrap();
-            assert_eq!(cont_model.params, full_model.params, "{kind:?}");
+            assert_eq!(cont_model.params(), full_model.params(), "{kind:?}");
             assert_eq!(rows(&half_dir), rows(&full_dir), "{kind:?}");
             assert_eq!(
                 (
@@ -585,7 +587,7 @@ mod tests {
             for f in ["last.safetensors", "best.safetensors"] {
                 let a = checkpoint::load::<f32>(&full_dir.join(f)).unwrap();
                 let b = checkpoint::load::<f32>(&half_dir.join(f)).unwrap();
-                assert_eq!(a.model.params, b.model.params, "{f}");
+                assert_eq!(a.model.params(), b.model.params(), "{f}");
             }
 
             // Interrupted off the cadence (update 15), then continued.
@@ -602,7 +604,7 @@ mod tests {
             assert_eq!(stopped.status, "interrupted");
             let (cont, cont_model) =
                 run_task(&config(kind, length, 40), Some(&stop_dir), &mut |_| {}).unwrap();
-            assert_eq!(cont_model.params, full_model.params, "{kind:?}");
+            assert_eq!(cont_model.params(), full_model.params(), "{kind:?}");
             assert_eq!((cont.metric, cont.test_loss), (full.metric, full.test_loss));
 
             // Done already: nothing trains, the same summary and model come back.
@@ -613,7 +615,7 @@ mod tests {
                 })
                 .unwrap();
             assert!(lines[0].ends_with("already at update 40 of 40: nothing to do"));
-            assert_eq!(again_model.params, full_model.params);
+            assert_eq!(again_model.params(), full_model.params());
             assert_eq!((again.metric, again.updates), (full.metric, full.updates));
             for d in [full_dir, half_dir, stop_dir] {
                 std::fs::remove_dir_all(d).unwrap();

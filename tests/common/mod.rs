@@ -17,6 +17,8 @@ pub fn config(cell: CellKind, activation: Activation, layers: usize, tie: bool) 
         tie,
         input_size: 0,
         output: Default::default(),
+        recurrence: Default::default(),
+        residual: false,
     }
 }
 

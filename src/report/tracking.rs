@@ -1,0 +1,202 @@
+//! Gradient flow tracked during training (`train --track-gradflow`): rho, sigma_1, decay
+//! and gradient norm against step, and R(l) at several steps.
+
+use super::common::{fig, num, reach, steps_axis, Part, Prefix};
+use super::gradflow::ratio_points;
+use super::plot::{viridis, Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
+use super::Section;
+use crate::analysis::output::{self, TrackRow};
+use crate::error::Result;
+use std::path::Path;
+
+/// At most this many snapshots share the "R(l) during training" plot.
+pub(super) const MAX_SNAPSHOTS: usize = 6;
+
+/// The part of `gradflow_track.csv` and `gradflow/step_*.json` in the run directory `dir`
+/// (nothing when it has neither).
+pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<()> {
+    let track = output::read_track(&dir.join(output::TRACK_FILE))?;
+    let snap_files = output::step_snapshots(dir);
+    if track.is_none() && snap_files.is_empty() {
+        return Ok(());
+    }
+    let mut s = Section::new(
+        p.name("tracking"),
+        "Gradient flow during training (--track-gradflow)",
+    );
+    if let Some(t) = &track {
+        let layers: Vec<usize> = {
+            let mut v: Vec<usize> = t.iter().map(|r| r.layer).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        // `(step, value)` of layer `k` where the value is finite.
+        let rows = |k: usize, value: fn(&TrackRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            t.iter()
+                .filter(|r| r.layer == k)
+                .filter_map(|r| Some((r.step as f64, value(r).filter(|v| v.is_finite())?)))
+                .collect()
+        };
+        let suffix = |k: usize| {
+            if layers.len() > 1 {
+                format!(", layer {k}")
+            } else {
+                String::new()
+            }
+        };
+        let mut c = LineChart::new(
+            "Spectral radius and sigma_1 of W_hh during training",
+            steps_axis(),
+            Axis::linear("rho, sigma_1 (largest over gate blocks)"),
+        );
+        for (i, &k) in layers.iter().enumerate() {
+            let col = PALETTE[(2 * i) % PALETTE.len()];
+            let col2 = PALETTE[(2 * i + 1) % PALETTE.len()];
+            c.series.push(
+                Series::line_points(
+                    format!("rho{}", suffix(k)),
+                    rows(k, |r| Some(r.rho)),
+                    Marker::Circle,
+                )
+                .color(col),
+            );
+            c.series.push(
+                Series::line_points(
+                    format!("sigma_1{}", suffix(k)),
+                    rows(k, |r| Some(r.sigma_1)),
+                    Marker::Triangle,
+                )
+                .color(col2),
+            );
+        }
+        c.hlines.push(HLine {
+            name: "1".into(),
+            y: 1.0,
+        });
+        s.blocks.push(fig(
+            p.name("track_spectrum"),
+            Figure::Line(c),
+            "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. rho > 1 is necessary for exploding gradients in a linear RNN; sigma_1 < 1/gamma guarantees vanishing ones.",
+        ));
+        let mut c = LineChart::new(
+            "Gradient norm and measured decay during training",
+            steps_axis(),
+            Axis::log("gradient norm (L2)"),
+        );
+        // The gradient norm is the same on every layer's row.
+        let norm = layers
+            .first()
+            .map_or_else(Vec::new, |&k| rows(k, |r| Some(r.grad_norm)));
+        c.series
+            .push(Series::line_points("gradient norm", norm, Marker::Circle).color(PALETTE[2]));
+        s.blocks.push(fig(
+            p.name("track_grad_norm"),
+            Figure::Line(c),
+            "Norm of the full gradient at the tracked steps (log scale).",
+        ));
+        let mut c = LineChart::new(
+            "Measured gradient decay per step during training",
+            steps_axis(),
+            Axis::linear("decay of R(l) per step (geometric mean)"),
+        );
+        for &k in &layers {
+            c.series.push(Series::line_points(
+                format!("decay per step{}", suffix(k)),
+                rows(k, |r| r.decay_per_step),
+                Marker::Circle,
+            ));
+        }
+        c.hlines.push(HLine {
+            name: "1 (no decay)".into(),
+            y: 1.0,
+        });
+        if c.series.iter().any(|s| !s.points.is_empty()) {
+            s.blocks.push(fig(
+                p.name("track_decay"),
+                Figure::Line(c),
+                "Per-step factor by which the gradient shrinks with distance, measured on the training window at each tracked step: closer to 1 means longer memory.",
+            ));
+        }
+        if let Some(&k) = layers.last() {
+            let r = rows(k, |r| Some(r.rho));
+            let sg = rows(k, |r| Some(r.sigma_1));
+            let d = rows(k, |r| r.decay_per_step);
+            if let (Some(a), Some(b)) = (r.first(), r.last()) {
+                let mut text = format!(
+                    "During training the spectral radius of the top layer's W_hh went from {} (step {:.0}) to {} (step {:.0})",
+                    num(a.1),
+                    a.0,
+                    num(b.1),
+                    b.0
+                );
+                if let (Some(x), Some(y)) = (sg.first(), sg.last()) {
+                    text += &format!(" and sigma_1 from {} to {}", num(x.1), num(y.1));
+                }
+                if let (Some(x), Some(y)) = (d.first(), d.last()) {
+                    text += &format!(
+                        "; the measured gradient decay went from {} to {} per step{}",
+                        num(x.1),
+                        num(y.1),
+                        reach(y.1).map_or(String::new(), |l| format!(
+                            " (a factor 1e-3 after about {l:.0} steps)"
+                        ))
+                    );
+                }
+                text.push('.');
+                part.reading.push(text);
+            }
+        }
+    }
+    if !snap_files.is_empty() {
+        let n = snap_files.len();
+        let pick: Vec<usize> = if n <= MAX_SNAPSHOTS {
+            (0..n).collect()
+        } else {
+            let mut v: Vec<usize> = (0..MAX_SNAPSHOTS)
+                .map(|k| k * (n - 1) / (MAX_SNAPSHOTS - 1))
+                .collect();
+            v.dedup();
+            v
+        };
+        let mut c = LineChart::new(
+            "Gradient profile R(l) at several training steps",
+            Axis::linear("distance l = i - j (time steps)"),
+            Axis::log("R(l) = P(l) / P(0)"),
+        );
+        for (i, &k) in pick.iter().enumerate() {
+            let (step, path) = &snap_files[k];
+            let Some(snap) = output::read_snapshot(path)? else {
+                continue;
+            };
+            if let Some(pr) = snap.profiles.last() {
+                let pts = ratio_points(&pr.hidden);
+                // Ordered in time: a sequential colour scale (dark = early, light = late).
+                let t = if pick.len() > 1 {
+                    0.85 * i as f64 / (pick.len() - 1) as f64
+                } else {
+                    0.0
+                };
+                c.series.push(
+                    Series::line_points(format!("step {step}"), pts, MARKERS[i % MARKERS.len()])
+                        .color(viridis(t)),
+                );
+            }
+        }
+        if !c.series.is_empty() {
+            for sr in &mut c.series {
+                // Markers only where they stay legible.
+                if sr.points.len() > 40 {
+                    sr.marker = None;
+                }
+            }
+            s.blocks.push(fig(
+                p.name("track_profiles"),
+                Figure::Line(c),
+                "R(l) of the top layer measured on the training window at several steps: how training changes the reach of the gradient.",
+            ));
+        }
+    }
+    part.sections.push(s);
+    Ok(())
+}
