@@ -685,7 +685,7 @@ fn a_sweep_on_a_slurm_cluster_survives_a_requeue_and_a_failed_point() {
         .unwrap_or_else(|| panic!("no `continuing ... at update` in:\n{log0}"));
     let (from, of) = resumed.split_once(" of ").unwrap();
     let from: u64 = from.parse().unwrap();
-    assert!(from >= 200 && from < 12000 && of == "12000", "{resumed}");
+    assert!((200..12000).contains(&from) && of == "12000", "{resumed}");
 
     // Point 3 failed with its error in its log; the collect job listed it and the table of
     // the other three is the local run's.
