@@ -418,7 +418,14 @@ impl Collection {
                 let (state, detail) = match s {
                     PointState::Finished(_) => return None,
                     PointState::Failed(e) => ("failed", e.clone()),
-                    PointState::Unfinished(None) => ("unfinished", "not started".to_string()),
+                    PointState::Unfinished(None) if !p.run_dir(out).exists() => {
+                        ("unfinished", "not started".to_string())
+                    }
+                    PointState::Unfinished(None) => (
+                        "unfinished",
+                        "started, no checkpoint yet: under way, or stopped before its first"
+                            .to_string(),
+                    ),
                     PointState::Unfinished(Some((step, steps))) => (
                         "unfinished",
                         format!(
