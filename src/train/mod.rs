@@ -1,12 +1,14 @@
 //! Training: optimizers, gradient clipping, learning-rate schedules, the one training loop
 //! ([`run`]) with its two kinds of data ([`stream`]: a language model on a token stream,
 //! [`task`]: synthetic tasks), the run directory ([`rundir`]) and the typed records of its
-//! files ([`records`]), evaluation, sampling and experiment grids.
+//! files ([`records`]), evaluation, sampling, and experiment grids ([`experiment`]) with their
+//! plans of indexed points ([`plan`]).
 
 pub mod config;
 pub mod eval;
 pub mod experiment;
 pub mod optim;
+pub mod plan;
 pub mod records;
 pub mod run;
 pub mod rundir;
