@@ -145,3 +145,25 @@ fn the_cases_differ_from_each_other() {
         assert!(d > 1e-4, "{a} and {b} end {d:e} apart");
     }
 }
+
+/// An update that would make a parameter non-finite is refused whole, with an error saying
+/// which update and at which learning rate; the parameters and the state stay as they were.
+#[test]
+fn an_update_to_non_finite_parameters_is_refused_with_its_reason() {
+    let mut opt = Optimizer::<f32>::new(OptimizerConfig::new(OptimizerKind::Adam), 2);
+    let mut p = vec![1.0f32, 2.0];
+    opt.step(&mut p, &[0.5, -0.5], 0.1).unwrap();
+    let (before, m, v) = (p.clone(), opt.m.clone(), opt.v.clone());
+    let err = opt
+        .step(&mut p, &[1.0, f32::NAN], 0.1)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "numerical error: update 2 would make parameters non-finite (learning rate 1e-1); it was skipped"
+    );
+    assert_eq!(
+        (p, opt.m.clone(), opt.v.clone(), opt.steps),
+        (before, m, v, 1)
+    );
+}
