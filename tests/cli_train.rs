@@ -1023,7 +1023,7 @@ fn resume_after_ctrl_c_matches_uninterrupted_run() {
         "SIGINT came after the end"
     );
     let step = summary["step"].as_u64().unwrap();
-    assert!(step >= 12 && step < 600, "stopped at {step}");
+    assert!((12..600).contains(&step), "stopped at {step}");
     ok(&["train", "--resume", p(&cut), "--quiet"]);
     assert_eq!(json(&cut.join("summary.json"))["status"], "finished");
     ok(&train_args(&corpus, &full, total, "1", &STATEFUL));
