@@ -41,13 +41,22 @@ Tensor names in each file (the Rust tests rely on these exact names):
 Gate layouts follow PyTorch: LSTM rows are [i, f, g, o], GRU rows are [r, z, n]
 (with n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
 
+Two more kinds of fixture (see their functions for the tensor names):
+  optimizers.safetensors          several torch.optim steps of every optimizer
+                                  (make_optimizer_fixture)
+  tied_state_dict.safetensors     model.state_dict() of a tied model, as PyTorch
+  tied_state_dict_data.safetensors  saves it, and the loss it gives
+                                  (make_state_dict_fixture)
+
 Usage:  python3 reference/make_fixtures.py      (writes reference/fixtures/)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -59,15 +68,36 @@ from safetensors.numpy import load_file, save_file
 # ---------------------------------------------------------------------------
 # Sizes and cases
 # ---------------------------------------------------------------------------
-E, H, V, T, B, L = 7, 11, 13, 9, 4, 2
+class Sizes(NamedTuple):
+    E: int  # embedding (H when tied)
+    H: int  # hidden
+    V: int  # vocabulary
+    T: int  # steps
+    B: int  # batch
+    L: int  # layers
 
-# name -> (cell, nonlinearity, tied, seed)
+
+SMALL = Sizes(E=7, H=11, V=13, T=9, B=4, L=2)
+# Long passes: T*B >= 64 rows, so rnnscope multiplies by its packed W_hh step by step (H = 20:
+# ragged 16-column panels). TOKENS: T*B >= V without dropout, so layer 0 reads its input per
+# vocabulary row (`ModelConfig::projects_tokens`); EMBEDDED: V > T*B, so layer 0 reads the
+# [T, B, E] embedding output.
+LONG_TOKENS = Sizes(E=7, H=20, V=13, T=9, B=8, L=2)
+LONG_EMBEDDED = Sizes(E=7, H=20, V=65, T=8, B=8, L=2)
+
+# name -> (cell, nonlinearity, tied, seed, sizes)
 CASES = {
-    "rnn_tanh": ("rnn", "tanh", False, 1001),
-    "rnn_relu": ("rnn", "relu", False, 1002),
-    "lstm": ("lstm", "none", False, 1003),
-    "gru": ("gru", "none", False, 1004),
-    "lstm_tied": ("lstm", "none", True, 1005),
+    "rnn_tanh": ("rnn", "tanh", False, 1001, SMALL),
+    "rnn_relu": ("rnn", "relu", False, 1002, SMALL),
+    "lstm": ("lstm", "none", False, 1003, SMALL),
+    "gru": ("gru", "none", False, 1004, SMALL),
+    "lstm_tied": ("lstm", "none", True, 1005, SMALL),
+    "long_tokens_rnn_tanh": ("rnn", "tanh", False, 1011, LONG_TOKENS),
+    "long_tokens_lstm": ("lstm", "none", False, 1012, LONG_TOKENS),
+    "long_tokens_gru": ("gru", "none", False, 1013, LONG_TOKENS),
+    "long_embedded_rnn_tanh": ("rnn", "tanh", False, 1021, LONG_EMBEDDED),
+    "long_embedded_lstm": ("lstm", "none", False, 1022, LONG_EMBEDDED),
+    "long_embedded_gru": ("gru", "none", False, 1023, LONG_EMBEDDED),
 }
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -79,8 +109,9 @@ TOL64 = 1e-12
 class LM(nn.Module):
     """embedding -> multi-layer RNN -> linear decoder (time-major)."""
 
-    def __init__(self, cell: str, nonlinearity: str, emb: int, tied: bool):
+    def __init__(self, cell: str, nonlinearity: str, sz: Sizes, tied: bool):
         super().__init__()
+        H, V, L, emb = sz.H, sz.V, sz.L, sz.E
         self.embedding = nn.Embedding(V, emb)
         if cell == "rnn":
             self.rnn = nn.RNN(emb, H, num_layers=L, nonlinearity=nonlinearity)
@@ -140,7 +171,7 @@ def manual_layer(cell, nonlinearity, params, xs, h, c=None, preacts=None):
     return torch.stack(hs), (torch.stack(cs) if cs else None)
 
 
-def single_layer_module(cell, nonlinearity, in_size, params):
+def single_layer_module(cell, nonlinearity, in_size, H, params):
     """A 1-layer PyTorch module of the same type with the given layer weights."""
     if cell == "rnn":
         m = nn.RNN(in_size, H, num_layers=1, nonlinearity=nonlinearity)
@@ -162,13 +193,15 @@ def maxdiff(a, b):
 # ---------------------------------------------------------------------------
 # One case
 # ---------------------------------------------------------------------------
-def make_case(name, cell, nonlinearity, tied, seed):
-    emb = H if tied else E
+def make_case(name, cell, nonlinearity, tied, seed, sz):
+    if tied:
+        sz = sz._replace(E=sz.H)
+    emb, H, V, T, B, L = sz
     is_lstm = cell == "lstm"
 
     # 1. Deterministic float32 construction.
     torch.manual_seed(seed)
-    model = LM(cell, nonlinearity, emb, tied)
+    model = LM(cell, nonlinearity, sz, tied)
     if is_lstm:
         with torch.no_grad():
             for k in range(L):
@@ -204,8 +237,8 @@ def make_case(name, cell, nonlinearity, tied, seed):
     with torch.no_grad():
         x0 = model.embedding(tokens)
         p0, p1 = layer_params(model.rnn, 0), layer_params(model.rnn, 1)
-        m0 = single_layer_module(cell, nonlinearity, emb, p0)
-        m1 = single_layer_module(cell, nonlinearity, H, p1)
+        m0 = single_layer_module(cell, nonlinearity, emb, H, p0)
+        m1 = single_layer_module(cell, nonlinearity, H, H, p1)
         s0 = (h0[0:1], c0[0:1]) if is_lstm else h0[0:1]
         s1 = (h0[1:2], c0[1:2]) if is_lstm else h0[1:2]
         hidden_l0, _ = m0(x0, s0)
@@ -234,9 +267,9 @@ def make_case(name, cell, nonlinearity, tied, seed):
         assert maxdiff(manual_logits, logits) < TOL64
 
     # Spot-check a few gradient entries by central finite differences (float64).
-    fd_check(model, tokens, target, state, is_lstm)
+    fd_check(model, tokens, target, state, is_lstm, V)
     if tied:
-        check_tied_grad(model, tokens, target, state, is_lstm)
+        check_tied_grad(model, tokens, target, state, is_lstm, V)
 
     # 4. Collect tensors (float32 except tokens).
     def f32(t):
@@ -305,14 +338,14 @@ def canonicalise_metadata_order(path):
     os.chmod(path, 0o644)  # safetensors creates files owner-only (0600)
 
 
-def fd_check(model, tokens, target, state, is_lstm, eps=1e-6):
+def fd_check(model, tokens, target, state, is_lstm, V, eps=1e-6):
     """Compare a handful of autograd gradient entries with central differences."""
     h0 = state[0] if is_lstm else state
 
     def loss_fn():
         with torch.no_grad():
             logits, _, _ = model(tokens, state)
-            return F.cross_entropy(logits.reshape(T * B, V), target.reshape(T * B)).item()
+            return F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)).item()
 
     probes = [(p, p.grad) for _, p in model.named_parameters()] + [(h0, h0.grad)]
     if is_lstm:
@@ -330,7 +363,7 @@ def fd_check(model, tokens, target, state, is_lstm, eps=1e-6):
             assert abs(fd - gflat[idx].item()) < 1e-7, (fd, gflat[idx].item())
 
 
-def check_tied_grad(model, tokens, target, state, is_lstm):
+def check_tied_grad(model, tokens, target, state, is_lstm, V):
     """The tied gradient must equal the sum of the embedding-use and decoder-use
     gradients of an otherwise identical untied model."""
     import copy
@@ -340,9 +373,160 @@ def check_tied_grad(model, tokens, target, state, is_lstm):
     assert untied.decoder.weight is not untied.embedding.weight
     st = tuple(s.detach() for s in state) if is_lstm else state.detach()
     logits, _, _ = untied(tokens, st)
-    F.cross_entropy(logits.reshape(T * B, V), target.reshape(T * B)).backward()
+    F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)).backward()
     summed = untied.embedding.weight.grad + untied.decoder.weight.grad
     assert maxdiff(summed, model.embedding.weight.grad) < TOL64
+
+
+# ---------------------------------------------------------------------------
+# Optimizers: several steps of torch.optim from the same parameters and gradients
+# ---------------------------------------------------------------------------
+OPT_N, OPT_STEPS, OPT_SEED = 24, 5, 2001
+# Learning rate of each step, as a multiple of the case's `lr` (a schedule in miniature:
+# AdamW's decoupled decay uses the current rate).
+OPT_LR_FACTORS = [1.0, 0.5, 0.25, 1.0, 2.0]
+
+# name -> (torch.optim class, its keyword arguments). A large eps (1e-3, against gradients
+# down to 1e-3) makes where eps enters the update matter; betas other than the defaults make
+# Adam's moments after its first step matter.
+OPT_CASES = {
+    "sgd": ("SGD", dict(lr=0.1)),
+    "sgd_momentum": ("SGD", dict(lr=0.1, momentum=0.9)),
+    "sgd_momentum_l2": ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.05)),
+    "adagrad": ("Adagrad", dict(lr=0.1, eps=1e-3)),
+    "adagrad_l2": ("Adagrad", dict(lr=0.1, eps=1e-3, weight_decay=0.05)),
+    "rmsprop": ("RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-3)),
+    "rmsprop_l2": ("RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-3, weight_decay=0.05)),
+    "adam": ("Adam", dict(lr=0.01, betas=(0.8, 0.95), eps=1e-3)),
+    "adam_defaults": ("Adam", dict(lr=0.01)),
+    "adam_l2": ("Adam", dict(lr=0.01, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.05)),
+    "adamw": ("AdamW", dict(lr=0.05, betas=(0.8, 0.95), eps=1e-3, weight_decay=0.5)),
+}
+
+
+def manual_optimizer(cls, kw, p, grads, lrs):
+    """torch.optim's documented update rules, written out (float64), for checking torch."""
+    mom, wd = kw.get("momentum", 0.0), kw.get("weight_decay", 0.0)
+    b1, b2 = kw.get("betas", (0.9, 0.999))
+    alpha = kw.get("alpha", 0.99)
+    eps = kw.get("eps", {"Adagrad": 1e-10}.get(cls, 1e-8))
+    m, v, out = torch.zeros_like(p), torch.zeros_like(p), []
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        if cls == "AdamW":
+            p = p * (1 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        if cls == "SGD":
+            m = mom * m + g
+            p = p - lr * m
+        elif cls == "Adagrad":
+            m = m + g * g
+            p = p - lr * g / (m.sqrt() + eps)
+        elif cls == "RMSprop":
+            v = alpha * v + (1 - alpha) * g * g
+            p = p - lr * g / (v.sqrt() + eps)
+        else:
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            p = p - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+        out.append(p)
+    return torch.stack(out)
+
+
+def make_optimizer_fixture():
+    """optimizers.safetensors (float64): params0 [N], grads [S, N], and for each case
+    `<case>.lr` [S] (the rate of each step) and `<case>.params` [S, N] (after each step);
+    metadata `<case>` is the optimizer as JSON (`optimizer`, `lr`, `momentum`, `betas`, `alpha`,
+    `eps`, `weight_decay`, with torch.optim's defaults filled in)."""
+    g = torch.Generator().manual_seed(OPT_SEED)
+    p0 = torch.randn(OPT_N, generator=g, dtype=torch.float64)
+    # Gradient scales from 1e-3 to 1e1 per coordinate; signs change from step to step, and
+    # step 3 has zero gradients in three coordinates (state, not gradient, moves them then).
+    scale = torch.logspace(-3, 1, OPT_N, dtype=torch.float64)
+    grads = torch.randn(OPT_STEPS, OPT_N, generator=g, dtype=torch.float64) * scale
+    grads[2, :3] = 0.0
+    tensors = {"params0": p0.numpy(), "grads": grads.numpy()}
+    metadata = {"N": str(OPT_N), "steps": str(OPT_STEPS), "torch_version": torch.__version__}
+    for name, (cls, kw) in OPT_CASES.items():
+        lrs = [kw["lr"] * f for f in OPT_LR_FACTORS]
+        p = p0.clone().requires_grad_(True)
+        opt = getattr(torch.optim, cls)([p], foreach=False, **kw)
+        after = []
+        for grad, lr in zip(grads, lrs):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            p.grad = grad.clone()
+            opt.step()
+            after.append(p.detach().clone())
+        after = torch.stack(after)
+        manual = manual_optimizer(cls, kw, p0.clone(), grads, lrs)
+        assert maxdiff(after, manual) < TOL64, (name, maxdiff(after, manual))
+        d = opt.param_groups[0]
+        hyper = {
+            "optimizer": cls.lower(),
+            "lr": kw["lr"],
+            "momentum": d.get("momentum", 0.0),
+            "betas": list(d.get("betas", (0.9, 0.999))),
+            "alpha": d.get("alpha", 0.99),
+            "eps": d["eps"] if "eps" in d else 0.0,
+            "weight_decay": d.get("weight_decay", 0.0),
+        }
+        assert d.get("dampening", 0.0) == 0.0 and not d.get("nesterov", False)
+        assert not d.get("centered", False) and not d.get("amsgrad", False)
+        assert d.get("lr_decay", 0.0) == 0.0 and d.get("initial_accumulator_value", 0.0) == 0.0
+        metadata[name] = json.dumps(hyper, sort_keys=True)
+        tensors[f"{name}.lr"] = np.array(lrs, dtype=np.float64)
+        tensors[f"{name}.params"] = after.numpy()
+    path = os.path.join(OUT_DIR, "optimizers.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    canonicalise_metadata_order(path)
+    print(f"optimizers: {len(OPT_CASES)} cases x {OPT_STEPS} steps")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# A tied model saved the way a PyTorch user saves one: its state_dict
+# ---------------------------------------------------------------------------
+def make_state_dict_fixture():
+    """tied_state_dict.safetensors: exactly `model.state_dict()` of a tied GRU language model
+    (float32, both `embedding.weight` and `decoder.weight`, no metadata), written with
+    safetensors.torch.save_file after cloning each tensor (save_file refuses shared storage).
+    tied_state_dict_data.safetensors: input, target [T,B] int64 and, from a zero initial state,
+    logits [T,B,V], step_loss [T,B] and loss [1] (computed in float64, stored as float32)."""
+    from safetensors.torch import save_file as save_torch
+
+    sz = SMALL._replace(E=SMALL.H)
+    torch.manual_seed(1031)
+    model = LM("gru", "none", sz, tied=True)
+    tokens = torch.randint(sz.V, (sz.T, sz.B))
+    target = torch.randint(sz.V, (sz.T, sz.B))
+    sd = model.state_dict()
+    assert "embedding.weight" in sd and "decoder.weight" in sd
+    assert sd["embedding.weight"].data_ptr() == sd["decoder.weight"].data_ptr()
+    path = os.path.join(OUT_DIR, "tied_state_dict.safetensors")
+    save_torch({k: v.detach().clone() for k, v in sd.items()}, path)
+    os.chmod(path, 0o644)
+
+    m64 = model.double()
+    with torch.no_grad():
+        out, _ = m64.rnn(m64.embedding(tokens))  # zero initial state
+        logits = m64.decoder(out)
+        step_loss = F.cross_entropy(
+            logits.reshape(-1, sz.V), target.reshape(-1), reduction="none"
+        ).reshape(sz.T, sz.B)
+    data = {
+        "input": tokens.numpy(),
+        "target": target.numpy(),
+        "logits": logits.to(torch.float32).numpy(),
+        "step_loss": step_loss.to(torch.float32).numpy(),
+        "loss": step_loss.mean().reshape(1).to(torch.float32).numpy(),
+    }
+    meta = {"T": str(sz.T), "B": str(sz.B), "torch_version": torch.__version__}
+    data_path = os.path.join(OUT_DIR, "tied_state_dict_data.safetensors")
+    save_file(data, data_path, metadata=meta)
+    canonicalise_metadata_order(data_path)
+    print(f"tied_state_dict: loss = {step_loss.mean().item():.10f}")
+    return [path, data_path]
 
 
 def main():
@@ -350,12 +534,14 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
     paths = [make_case(name, *spec) for name, spec in CASES.items()]
+    paths.append(make_optimizer_fixture())
+    paths.extend(make_state_dict_fixture())
 
     # Re-load every file and list its contents.
     for path in paths:
         data = load_file(path)
         with safe_open(path, "numpy") as f:
-            meta = dict(sorted(f.metadata().items()))
+            meta = dict(sorted((f.metadata() or {}).items()))
         print(f"\n{os.path.basename(path)} ({os.path.getsize(path)} bytes)  metadata: {meta}")
         for k in sorted(data):
             print(f"  {k:24s} {str(data[k].dtype):8s} {list(data[k].shape)}")

@@ -280,6 +280,11 @@ mod tests {
         initialize(&mut b, &init).unwrap();
         assert_eq!(a.params(), b.params());
         assert!(InitScheme::parse("uniform:0.1").unwrap() == InitScheme::Uniform(0.1));
-        assert!(InitScheme::parse("nonsense").is_err());
+        for bad in ["nonsense", "uniform:x"] {
+            assert_eq!(
+                InitScheme::parse(bad).unwrap_err().to_string(),
+                format!("invalid configuration: unknown init `{bad}`: use default, uniform:A, xavier, orthogonal or identity")
+            );
+        }
     }
 }

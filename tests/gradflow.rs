@@ -584,14 +584,33 @@ fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 fn snapshot_rejects_bad_shapes_and_tokens() {
     let m = rnn_identity(4, 1, InitScheme::Default, None);
     let o = SnapshotOptions::default();
-    assert!(analysis::snapshot(&m, &[0, 1, 2], &[0, 1, 2], None, 2, &o).is_err());
-    assert!(analysis::snapshot(&m, &[0, 1], &[0], None, 2, &o).is_err());
-    assert!(analysis::snapshot(&m, &[0, 99], &[0, 1], None, 2, &o).is_err());
+    let err = |r: rnnscope::Result<analysis::GradflowSnapshot>| r.err().unwrap().to_string();
+    assert_eq!(
+        err(analysis::snapshot(&m, &[0, 1, 2], &[0, 1, 2], None, 2, &o)),
+        "invalid configuration: tokens (3) must be a non-empty [T, B] block with B = 2"
+    );
+    assert_eq!(
+        err(analysis::snapshot(&m, &[0, 1], &[0], None, 2, &o)),
+        "invalid configuration: targets (1) must have the shape of tokens (2)"
+    );
+    assert_eq!(
+        err(analysis::snapshot(&m, &[0, 99], &[0, 1], None, 2, &o)),
+        format!(
+            "token 99 is outside the model's vocabulary of {}",
+            m.config.vocab
+        )
+    );
     let bad = State {
         h: vec![0.0; 3],
         c: vec![],
     };
-    assert!(analysis::snapshot(&m, &[0, 1], &[0, 1], Some(&bad), 2, &o).is_err());
+    let need = m.config.layers * 2 * m.config.hidden;
+    assert_eq!(
+        err(analysis::snapshot(&m, &[0, 1], &[0, 1], Some(&bad), 2, &o)),
+        format!(
+            "invalid configuration: state has 3 + 0 values; this model with batch 2 needs {need} + 0"
+        )
+    );
     // f32 models are converted
     let mut m32 = LanguageModel::<f32>::zeros(m.config.clone()).unwrap();
     for (d, s) in m32.params_mut().iter_mut().zip(m.params()) {

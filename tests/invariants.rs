@@ -5,18 +5,85 @@ mod common;
 use common::*;
 use rnnscope::{Activation, CellKind, LossWeights, State, StepRecord, Workspace};
 
+/// `[n, n]` row-major product `a b`, in f64, written out here (not the library's GEMM).
+fn mat_mul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; n * n];
+    for i in 0..n {
+        for l in 0..n {
+            for j in 0..n {
+                c[i * n + j] += a[i * n + l] * b[l * n + j];
+            }
+        }
+    }
+    c
+}
+
 /// With identity activation the per-step gradient of a single-step loss is exactly
 /// `dJ^(i)/dh^(j) = dJ^(i)/dh^(i) W_hh^(i-j)`, and zero for `j > i`.
+///
+/// The expected values come from this test alone: its own forward pass
+/// (`h_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`, `z_t = W_dec h_t + b_dec`), its own
+/// `dJ^(i)/dh^(i) = (softmax(z_i) - e_{y_i}) W_dec`, and `W_hh^l` by repeated matrix products;
+/// every expected row is checked to be non-zero, so the comparison cannot pass vacuously.
 #[test]
 fn identity_rnn_gradient_is_w_hh_power() {
     let mut c = config(CellKind::Rnn, Activation::Identity, 1, false);
     c.hidden = 6;
     let m = model(c.clone(), 21);
-    let (steps, batch, h) = (12, 3, c.hidden);
+    let (steps, batch, h, e, v) = (12, 3, c.hidden, c.embedding, c.vocab);
     let inp = tokens(steps * batch, c.vocab, 1);
     let tgt = tokens(steps * batch, c.vocab, 2);
     let state = random_state(&c, batch, 3);
-    let w = m.layer_params(0).w_hh.to_vec();
+    let view = |name: &str| m.layout.view(m.params(), name).unwrap().to_vec();
+    let (emb, w_ih, w_hh) = (
+        view("embedding.weight"),
+        view("rnn.weight_ih_l0"),
+        view("rnn.weight_hh_l0"),
+    );
+    let (b_ih, b_hh) = (view("rnn.bias_ih_l0"), view("rnn.bias_hh_l0"));
+    let (w_dec, b_dec) = (view("decoder.weight"), view("decoder.bias"));
+
+    // The test's own forward pass: hs[t][b] = h_t of batch row b, t = 0..steps.
+    let mut hs = vec![vec![vec![0.0; h]; batch]; steps];
+    for b in 0..batch {
+        let mut prev = state.h[b * h..(b + 1) * h].to_vec();
+        for t in 0..steps {
+            let x = &emb[inp[t * batch + b] as usize * e..][..e];
+            let next: Vec<f64> = (0..h)
+                .map(|r| {
+                    let wx: f64 = (0..e).map(|q| w_ih[r * e + q] * x[q]).sum();
+                    let wh: f64 = (0..h).map(|q| w_hh[r * h + q] * prev[q]).sum();
+                    wx + b_ih[r] + wh + b_hh[r]
+                })
+                .collect();
+            hs[t][b] = next.clone();
+            prev = next;
+        }
+    }
+    // dJ^(i)/dh^(i) for the token of row b at step i: (softmax(z) - e_y) W_dec.
+    let top_grad = |i: usize, b: usize| -> Vec<f64> {
+        let z: Vec<f64> = (0..v)
+            .map(|o| b_dec[o] + (0..h).map(|q| w_dec[o * h + q] * hs[i][b][q]).sum::<f64>())
+            .collect();
+        let zmax = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = z.iter().map(|&x| (x - zmax).exp()).sum();
+        let y = tgt[i * batch + b] as usize;
+        let dz: Vec<f64> = (0..v)
+            .map(|o| (z[o] - zmax).exp() / total - if o == y { 1.0 } else { 0.0 })
+            .collect();
+        (0..h)
+            .map(|q| (0..v).map(|o| dz[o] * w_dec[o * h + q]).sum())
+            .collect()
+    };
+    // powers[l] = W_hh^l.
+    let mut powers = vec![(0..h * h)
+        .map(|x| if x / h == x % h { 1.0 } else { 0.0 })
+        .collect::<Vec<f64>>()];
+    for l in 1..steps {
+        let next = mat_mul(&powers[l - 1], &w_hh, h);
+        powers.push(next);
+    }
+
     let mut ws = Workspace::default();
     let mut worst: f64 = 0.0;
     for i in 0..steps {
@@ -37,12 +104,15 @@ fn identity_rnn_gradient_is_w_hh_power() {
         let g = &rec.dh[0];
         for b in 0..batch {
             let at = |t: usize| g[(t * batch + b) * h..(t * batch + b + 1) * h].to_vec();
-            let mut want = at(i);
-            for j in (0..i).rev() {
-                // Row vector times W_hh: want_{j} = want_{j+1} W_hh.
-                want = (0..h)
-                    .map(|col| (0..h).map(|r| want[r] * w[r * h + col]).sum())
+            let top = top_grad(i, b);
+            for j in 0..=i {
+                // Row vector times W_hh^(i-j).
+                let p = &powers[i - j];
+                let want: Vec<f64> = (0..h)
+                    .map(|col| (0..h).map(|r| top[r] * p[r * h + col]).sum())
                     .collect();
+                let size = want.iter().map(|x| x * x).sum::<f64>().sqrt();
+                assert!(size > 1e-6, "expected dJ^({i})/dh^({j}) is {size:e}");
                 worst = worst.max(rel_err(&at(j), &want));
             }
             for j in i + 1..steps {

@@ -4,6 +4,10 @@
 //! Every tensor (per-layer hidden and cell states, logits, per-token losses, loss, final state,
 //! every parameter gradient and the initial-state gradients) must match with norm-wise relative
 //! error <= 1e-4, and element-wise within `1e-4 |ref| + 1e-6`.
+//!
+//! The short cases (`T * B = 36`) run the per-step products as plain GEMMs; the long cases
+//! (`T * B >= 64`) run them against the packed `W_hh`, once with layer 0 reading its input per
+//! vocabulary row (`T * B >= V`) and once through the `[T, B, E]` embedding output (`V > T * B`).
 
 mod common;
 
@@ -24,10 +28,23 @@ fn compare(case: &str, name: &str, got: &[f32], want: &[f64]) {
     }
 }
 
-fn run_case(case: &str) {
+fn fixture(name: &str) -> TensorFile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("reference/fixtures/{case}.safetensors"));
-    let f = TensorFile::open(&path).unwrap();
+        .join(format!("reference/fixtures/{name}.safetensors"));
+    TensorFile::open(&path).unwrap()
+}
+
+/// Which path the fixture's pass takes: `(T * B >= 64, layer 0 reads tokens per vocabulary row)`.
+fn paths_of(case: &str) -> (bool, bool) {
+    let f = fixture(case);
+    let config = f.model_config().unwrap();
+    let meta = |k: &str| f.metadata[k].parse::<usize>().unwrap();
+    let rows = meta("T") * meta("B");
+    (rows >= 64, config.projects_tokens(rows))
+}
+
+fn run_case(case: &str) {
+    let f = fixture(case);
     let config = f.model_config().unwrap();
     let meta = |k: &str| f.metadata[k].parse::<usize>().unwrap();
     let (steps, batch) = (meta("T"), meta("B"));
@@ -132,4 +149,108 @@ fn gru_matches_pytorch() {
 #[test]
 fn tied_lstm_matches_pytorch() {
     run_case("lstm_tied");
+}
+
+#[test]
+fn long_pass_token_input_rnn_matches_pytorch() {
+    assert_eq!(paths_of("long_tokens_rnn_tanh"), (true, true));
+    run_case("long_tokens_rnn_tanh");
+}
+
+#[test]
+fn long_pass_token_input_lstm_matches_pytorch() {
+    assert_eq!(paths_of("long_tokens_lstm"), (true, true));
+    run_case("long_tokens_lstm");
+}
+
+#[test]
+fn long_pass_token_input_gru_matches_pytorch() {
+    assert_eq!(paths_of("long_tokens_gru"), (true, true));
+    run_case("long_tokens_gru");
+}
+
+#[test]
+fn long_pass_embedded_input_rnn_matches_pytorch() {
+    assert_eq!(paths_of("long_embedded_rnn_tanh"), (true, false));
+    run_case("long_embedded_rnn_tanh");
+}
+
+#[test]
+fn long_pass_embedded_input_lstm_matches_pytorch() {
+    assert_eq!(paths_of("long_embedded_lstm"), (true, false));
+    run_case("long_embedded_lstm");
+}
+
+#[test]
+fn long_pass_embedded_input_gru_matches_pytorch() {
+    assert_eq!(paths_of("long_embedded_gru"), (true, false));
+    run_case("long_embedded_gru");
+}
+
+#[test]
+fn short_cases_take_the_short_pass() {
+    for case in ["rnn_tanh", "rnn_relu", "lstm", "gru", "lstm_tied"] {
+        assert_eq!(paths_of(case), (false, true), "{case}");
+    }
+}
+
+/// A tied GRU language model saved by PyTorch as its `state_dict()` (both `embedding.weight`
+/// and `decoder.weight`, no rnnscope metadata) loads strictly as a tied model and scores the
+/// fixture's tokens as PyTorch did.
+#[test]
+fn pytorch_state_dict_of_a_tied_model_loads_and_evaluates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/fixtures");
+    let file = fixture("tied_state_dict");
+    assert!(file.tensors.contains_key("decoder.weight"));
+    assert!(file.tensors.contains_key("embedding.weight"));
+    assert!(file.metadata.is_empty(), "a bare state dict");
+    let ck = rnnscope::checkpoint::load::<f32>(&dir.join("tied_state_dict.safetensors")).unwrap();
+    let model = ck.model;
+    assert!(
+        model.config.tie,
+        "the state dict of a tied model loads as tied"
+    );
+    assert_eq!(model.config.cell, CellKind::Gru);
+    let decoder = &file.get("decoder.weight").unwrap().data;
+    let ours = model
+        .layout
+        .view(model.params(), "embedding.weight")
+        .unwrap();
+    assert!(ours.iter().zip(decoder).all(|(a, b)| *a as f64 == *b));
+
+    let data = fixture("tied_state_dict_data");
+    let meta = |k: &str| data.metadata[k].parse::<usize>().unwrap();
+    let (steps, batch) = (meta("T"), meta("B"));
+    let ids = |n: &str| -> Vec<u32> {
+        data.get(n)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as u32)
+            .collect()
+    };
+    let mut ws = Workspace::default();
+    let zero = State::<f32>::zeros(&model.config, batch);
+    model.forward(&mut ws, &ids("input"), &zero, steps, batch, None);
+    let case = "tied_state_dict";
+    compare(
+        case,
+        "logits",
+        &ws.logits,
+        &data.get("logits").unwrap().data,
+    );
+    let loss = model.loss(&mut ws, &ids("target"));
+    let step_loss: Vec<f32> = ws.step_loss.iter().map(|&v| v as f32).collect();
+    compare(
+        case,
+        "step_loss",
+        &step_loss,
+        &data.get("step_loss").unwrap().data,
+    );
+    compare(
+        case,
+        "loss",
+        &[loss as f32],
+        &data.get("loss").unwrap().data,
+    );
 }

@@ -171,6 +171,105 @@ fn line_chart_svg_has_one_polyline_per_series_with_every_point_and_its_labels() 
     }
 }
 
+/// The tick labels of one axis as `(pixel, value)`: the numeric `<text>` elements with the
+/// axis's anchor (`end` for y labels, left of the axis; `middle` for x labels, below it), at
+/// their `y` (y axis) or `x` (x axis) attribute.
+fn tick_labels(doc: &roxmltree::Document<'_>, anchor: &str, coord: &str) -> Vec<(f64, f64)> {
+    elements(doc, "text")
+        .iter()
+        .filter(|n| n.attribute("text-anchor") == Some(anchor))
+        .filter_map(|n| {
+            let value: f64 = n.text()?.trim().parse().ok()?;
+            Some((n.attribute(coord)?.parse().ok()?, value))
+        })
+        .collect()
+}
+
+/// The axis map `pixel = a + b g(value)` (g = log10 on a log axis) fitted by least squares to
+/// the tick labels, which must all lie on it to within a pixel.
+fn axis_map(ticks: &[(f64, f64)], log: bool, what: &str) -> (f64, f64) {
+    assert!(ticks.len() >= 3, "{what}: tick labels {ticks:?}");
+    let g = |v: f64| if log { v.log10() } else { v };
+    let n = ticks.len() as f64;
+    let mx = ticks.iter().map(|t| g(t.1)).sum::<f64>() / n;
+    let my = ticks.iter().map(|t| t.0).sum::<f64>() / n;
+    let sxy: f64 = ticks.iter().map(|t| (g(t.1) - mx) * (t.0 - my)).sum();
+    let sxx: f64 = ticks.iter().map(|t| (g(t.1) - mx).powi(2)).sum();
+    let b = sxy / sxx;
+    let a = my - b * mx;
+    for &(px, v) in ticks {
+        let off = (a + b * g(v) - px).abs();
+        assert!(
+            off <= 1.0,
+            "{what}: label {v} at {px} is {off:.2} px off the axis"
+        );
+    }
+    (a, b)
+}
+
+/// Every drawn data point, mapped back through the axes that the tick labels define, lands on
+/// the datum it stands for to within a pixel (coordinates are whole pixels): for a linear x
+/// axis with a log y axis and for linear axes with negative values. Larger values are drawn
+/// further right and higher up; a flipped or mislabelled axis fails.
+#[test]
+fn drawn_points_map_back_through_the_axes_to_the_data() {
+    let xs: Vec<f64> = (1..=40).map(|i| i as f64).collect();
+    let decaying: Vec<(f64, f64)> = xs
+        .iter()
+        .map(|&x| (x, 10f64.powf(-0.08 * x) * (1.5 + x.sin())))
+        .collect();
+    let slow: Vec<(f64, f64)> = xs.iter().map(|&x| (x, 10f64.powf(-0.03 * x))).collect();
+    let wave: Vec<(f64, f64)> = xs
+        .iter()
+        .map(|&x| (x * 2.5 - 20.0, 3.0 * (x / 5.0).sin() + 0.5))
+        .collect();
+    let mut log = LineChart::new("log", Axis::linear("x"), Axis::log("y"));
+    log.series.push(Series::line("decaying", decaying.clone()));
+    log.series.push(Series::line("slow", slow.clone()));
+    let mut lin = LineChart::new("linear", Axis::linear("x"), Axis::linear("y"));
+    lin.series.push(Series::line("wave", wave.clone()));
+    for (chart, ylog, data) in [(log, true, vec![decaying, slow]), (lin, false, vec![wave])] {
+        let title = chart.title.clone();
+        let svg = Figure::Line(chart).svg().unwrap();
+        let doc = parse(&svg);
+        let (ax, bx) = axis_map(
+            &tick_labels(&doc, "middle", "x"),
+            false,
+            &format!("{title} x"),
+        );
+        let (ay, by) = axis_map(&tick_labels(&doc, "end", "y"), ylog, &format!("{title} y"));
+        assert!(bx > 0.0, "{title}: larger x drawn further left");
+        assert!(by < 0.0, "{title}: larger y drawn lower");
+        let width = DATA_STROKE.to_string();
+        let lines: Vec<Vec<(f64, f64)>> = elements(&doc, "polyline")
+            .iter()
+            .filter(|n| n.attribute("stroke-width") == Some(width.as_str()))
+            .map(|n| {
+                n.attribute("points")
+                    .unwrap()
+                    .split_whitespace()
+                    .map(|pt| {
+                        let (x, y) = pt.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lines.len(), data.len(), "{title}: one polyline per series");
+        let g = |v: f64| if ylog { v.log10() } else { v };
+        for (k, (drawn, want)) in lines.iter().zip(&data).enumerate() {
+            assert_eq!(drawn.len(), want.len(), "{title} series {k}");
+            for (&(px, py), &(x, y)) in drawn.iter().zip(want) {
+                let (dx, dy) = ((px - ax) / bx - x, (py - ay) / by - g(y));
+                assert!(
+                    dx.abs() <= 1.0 / bx.abs() && dy.abs() <= 1.0 / by.abs(),
+                    "{title} series {k}: ({px}, {py}) maps back {dx:+.3}, {dy:+.3} from ({x}, {y})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn points_a_log_axis_cannot_show_are_left_out() {
     let mut c = LineChart::new("t", Axis::linear("x"), Axis::log("y"));

@@ -3,15 +3,28 @@
 //! one-thread pass (which the gradient checks and PyTorch fixtures cover). The f32 pass, whose
 //! per-step products go through the packed recurrent kernel on long passes, must match the f64
 //! pass to f32 accuracy, on every kernel path the CPU runs. Own test binary: the thread count
-//! and the kernel path are process-wide.
+//! and the kernel path are process-wide, so the tests here take turns ([`THREADS`]) and each
+//! checks that the count it set is the count that ran.
 
 mod common;
 
 use common::*;
 use rnnscope::analysis::convert;
-use rnnscope::tensor::{kernel_path, set_gemm_threads, set_kernel, Float, KernelPath};
+use rnnscope::tensor::{
+    gemm_threads, kernel_path, matmul, matmul_on, set_gemm_threads, set_kernel, Float, KernelPath,
+    Trans,
+};
 use rnnscope::{Activation, CellKind, LossWeights, ModelConfig, State, StepRecord, Workspace};
 use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test that sets the process-wide thread count: without it, one test's
+/// "one thread" pass could run while another has set two, and compare two against two.
+static THREADS: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> MutexGuard<'static, ()> {
+    THREADS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Logits, gradients, dL/d(initial state) and the per-step record, all widened to f64.
 struct Pass {
@@ -28,6 +41,7 @@ fn wide<T: Float>(v: &[T]) -> Vec<f64> {
 /// One forward + backward pass of the model built from `c` (seed 3) in precision `T`.
 fn pass<T: Float>(c: &ModelConfig, threads: usize, steps: usize, batch: usize) -> Pass {
     set_gemm_threads(threads);
+    assert_eq!(gemm_threads(), threads);
     let m = convert::<f64, T>(&model(c.clone(), 3)).unwrap();
     let inp = tokens(steps * batch, c.vocab, 1);
     let tgt = tokens(steps * batch, c.vocab, 2);
@@ -51,6 +65,11 @@ fn pass<T: Float>(c: &ModelConfig, threads: usize, steps: usize, batch: usize) -
         Some(&mut rec),
     )
     .unwrap();
+    assert_eq!(
+        gemm_threads(),
+        threads,
+        "another test changed the thread count"
+    );
     set_gemm_threads(1);
     Pass {
         logits,
@@ -79,13 +98,37 @@ fn assert_close(a: &Pass, b: &Pass, tol: f64, what: &str) {
     }
 }
 
+/// Every value of `a` has the bits of the same value of `b`.
+fn assert_bitwise(a: &Pass, b: &Pass, what: &str) {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.logits), bits(&b.logits), "{what}: logits");
+    assert_eq!(bits(&a.grads), bits(&b.grads), "{what}: gradients");
+    assert_eq!(bits(&a.dstate.h), bits(&b.dstate.h), "{what}: dh0");
+    assert_eq!(bits(&a.dstate.c), bits(&b.dstate.c), "{what}: dc0");
+    let (ra, rb) = (&a.record, &b.record);
+    assert_eq!(ra.dh.len(), rb.dh.len(), "{what}: per-step record");
+    assert_eq!(ra.dc.len(), rb.dc.len(), "{what}: per-step record");
+    for (x, y) in ra.dh.iter().chain(&ra.dc).zip(rb.dh.iter().chain(&rb.dc)) {
+        assert_eq!(bits(x), bits(y), "{what}: per-step record");
+    }
+}
+
+/// Batch 25: two threads take 12 and 13 rows, three take 8, 8 and 9 (each block at least 8).
 #[test]
 fn split_rows_equal_one_thread() {
+    let _turn = take_turn();
     for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
         let c = config(cell, Activation::Tanh, 2, false);
-        let one = pass::<f64>(&c, 1, 7, 17);
-        let two = pass::<f64>(&c, 2, 7, 17);
-        assert_close(&two, &one, 1e-14, cell.name());
+        let one = pass::<f64>(&c, 1, 7, 25);
+        assert!(one.grads.iter().any(|&g| g != 0.0), "a pass with gradients");
+        for threads in [2, 3] {
+            let many = pass::<f64>(&c, threads, 7, 25);
+            assert_bitwise(
+                &many,
+                &one,
+                &format!("{} f64, {threads} threads", cell.name()),
+            );
+        }
     }
 }
 
@@ -97,6 +140,7 @@ fn split_rows_equal_one_thread() {
 /// `cargo test` run).
 #[test]
 fn f32_packed_passes_match_f64_and_any_thread_count() {
+    let _turn = take_turn();
     let before = kernel_path();
     for path in KernelPath::ALL {
         if let Some(lack) = path.missing() {
@@ -121,10 +165,89 @@ fn f32_packed_passes_match_f64_and_any_thread_count() {
             assert_close(&one, &exact, 2e-6, &format!("{what} f32 vs f64"));
             for threads in [2, 3] {
                 let many = pass::<f32>(&c, threads, steps, batch);
-                assert_close(&many, &one, 0.0, &format!("{what} f32 threads"));
+                assert_bitwise(&many, &one, &format!("{what} f32, {threads} threads"));
             }
             assert_eq!(kernel_path(), path, "{what}: the path that ran");
         }
     }
     set_kernel(before).unwrap();
+}
+
+/// A GEMM of at least `2^24` multiply-adds (the size from which `matmul` uses every GEMM
+/// thread) with two threads gives, bit for bit, the product on one thread: the threads split
+/// the rows and columns of `C`, never the sum over `k`, so each entry is summed in the same
+/// order. Checked for f32 and f64, each transposition, and accumulation into `C`; and the
+/// result is the product (against an f64 sum, to the rounding bound `2 k eps sum |a||b|`).
+#[test]
+fn large_gemm_on_two_threads_equals_one_thread_bitwise() {
+    let _turn = take_turn();
+    let (m, n, k) = (260, 250, 270);
+    assert!(
+        m * n * k >= 1 << 24,
+        "large enough to run on every GEMM thread"
+    );
+    fn check<T: Float>(m: usize, n: usize, k: usize) {
+        let a: Vec<T> = tokens(m * k, 1000, 1)
+            .iter()
+            .map(|&v| T::from_f64(v as f64 / 500.0 - 1.0))
+            .collect();
+        let b: Vec<T> = tokens(k * n, 1000, 2)
+            .iter()
+            .map(|&v| T::from_f64(v as f64 / 500.0 - 1.0))
+            .collect();
+        let c0: Vec<T> = tokens(m * n, 1000, 3)
+            .iter()
+            .map(|&v| T::from_f64(v as f64 / 100.0))
+            .collect();
+        for (ta, tb) in [
+            (Trans::No, Trans::No),
+            (Trans::Yes, Trans::No),
+            (Trans::No, Trans::Yes),
+            (Trans::Yes, Trans::Yes),
+        ] {
+            for accumulate in [false, true] {
+                let mut one = c0.clone();
+                matmul_on(&mut one, &a, ta, &b, tb, m, n, k, accumulate, 1);
+                set_gemm_threads(2);
+                let mut two = c0.clone();
+                matmul(&mut two, &a, ta, &b, tb, m, n, k, accumulate);
+                assert_eq!(gemm_threads(), 2, "another test changed the thread count");
+                set_gemm_threads(1);
+                let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&one) == bits(&two),
+                    "{ta:?} {tb:?} accumulate {accumulate}: two threads differ from one"
+                );
+                // And it is the product: entry (i, j) against an f64 sum.
+                let at = |x: &[T], t: Trans, r: usize, c: usize, cols: usize, rows: usize| match t {
+                    Trans::No => x[r * cols + c].to_f64(),
+                    Trans::Yes => x[c * rows + r].to_f64(),
+                };
+                let eps = if T::NAME == "f32" {
+                    f32::EPSILON as f64
+                } else {
+                    f64::EPSILON
+                };
+                for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3), (7, n - 2)] {
+                    let (mut want, mut mag) = (0.0, 0.0);
+                    for l in 0..k {
+                        let p = at(&a, ta, i, l, k, m) * at(&b, tb, l, j, n, k);
+                        want += p;
+                        mag += p.abs();
+                    }
+                    if accumulate {
+                        want += c0[i * n + j].to_f64();
+                        mag += c0[i * n + j].to_f64().abs();
+                    }
+                    let got = two[i * n + j].to_f64();
+                    assert!(
+                        (got - want).abs() <= 2.0 * k as f64 * eps * mag,
+                        "{ta:?} {tb:?} C[{i},{j}] = {got}, want {want}"
+                    );
+                }
+            }
+        }
+    }
+    check::<f32>(m, n, k);
+    check::<f64>(m, n, k);
 }

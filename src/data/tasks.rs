@@ -419,7 +419,16 @@ mod tests {
         }
         let best_guess = counts.iter().cloned().fold(0.0, f64::max) / b.scored.len() as f64;
         assert!((best_guess - task.baseline()).abs() < 0.01, "{best_guess}");
-        assert!(Task::new(TaskKind::Dependency, DEPENDENCY_MIN_DISTANCE - 1).is_err());
+        assert_eq!(
+            Task::new(TaskKind::Dependency, DEPENDENCY_MIN_DISTANCE - 1)
+                .err()
+                .unwrap()
+                .to_string(),
+            format!(
+                "invalid configuration: task dependency needs --length >= {DEPENDENCY_MIN_DISTANCE} (got {})",
+                DEPENDENCY_MIN_DISTANCE - 1
+            )
+        );
     }
 
     #[test]

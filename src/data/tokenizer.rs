@@ -419,7 +419,10 @@ mod tests {
         assert_eq!(e.ids, vec![2, 3, 2, 0, 1, 2, 2, 3, 1, 1, 0, 1]);
         assert_eq!(e.unknown, 2);
         assert_eq!(v.decode(&e.ids[..9]), "a b a <unk>\na a b\n");
-        assert!(Vocab::build(TokenizerKind::Word, b"x", 2).is_err());
+        assert!(Vocab::build(TokenizerKind::Word, b"x", 2)
+            .unwrap_err()
+            .to_string()
+            .contains("`vocab_size` = 2 is too small: a word vocabulary needs <unk>, <eos> and at least one word (use 0 for no limit)"));
         assert_eq!(v.encode_fragment(b"a b").unwrap().ids, vec![2, 3]);
         assert_eq!(v.encode_fragment(b"a\nz ").unwrap().ids, vec![2, 1, 0]);
     }

@@ -249,7 +249,11 @@ mod tests {
             "{} vs {want}",
             three.loss
         );
-        assert!(evaluate(&m, &mut ws, &stream[..1], 4, 5).is_err());
+        let e = evaluate(&m, &mut ws, &stream[..1], 4, 5).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "1 tokens are too few to evaluate on: need at least 2"
+        );
     }
 
     #[test]

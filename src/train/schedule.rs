@@ -205,17 +205,24 @@ mod tests {
                 patience: 0
             }
         );
-        for bad in [
-            "",
-            "linear",
-            "step",
-            "step:0",
-            "step:10:2",
-            "plateau:0.5",
-            "cosine:x",
-            "constant:1",
+        for (bad, why) in [
+            ("", "unknown name"),
+            ("linear", "unknown name"),
+            ("step", "missing a number"),
+            (
+                "step:0",
+                "N (updates between decays) must be a whole number >= 1",
+            ),
+            ("step:10:2", "GAMMA must be in (0, 1]"),
+            ("plateau:0.5", "K (the divisor) must be >= 1"),
+            ("cosine:x", "`x` is not a number"),
+            ("constant:1", "too many `:` parts"),
         ] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
+            let e = Schedule::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("schedule `{bad}`: {why}; use constant")),
+                "{e}"
+            );
         }
     }
 
