@@ -7,12 +7,20 @@
 //! xavier       cell weight blocks U(+-sqrt(6 / (fan_in + fan_out))), biases 0
 //! orthogonal   W_hh blocks orthogonal (QR of a Gaussian, Saxe et al. 2014), biases 0
 //! identity     W_hh blocks = I, biases 0 (IRNN, Le et al. 2015)
+//! chrono:T     as default, then the gate biases of Tallec and Ollivier (2018) for dependencies
+//!              up to T_MAX = T steps: LSTM forget bias b_f = ln u, u ~ U(1, T_MAX - 1), input
+//!              bias b_i = -b_f; GRU update-gate bias b_z = ln u (z keeps h_{t-1}); other
+//!              biases 0
 //! ```
+//! Orthogonal recurrence (`W_hh = expm(A)`) initialises its generator: uniform schemes draw it
+//! as they would `W_hh`; `identity` gives `A = 0` (`W_hh = I`); `orthogonal` gives the
+//! block-diagonal rotations `[[0, -t], [t, 0]]`, `t ~ U(-pi, pi)` of Henaff et al. (2016), the
+//! initialisation expRNN uses. modReLU biases start at U(-0.01, 0.01), as in expRNN.
 //! `spectral_radius` rescales each `W_hh` gate block to that spectral radius; `forget_bias` sets
 //! the LSTM forget-gate bias (`b_ih` block f; `b_hh` block f = 0; Gers et al. 2000, Jozefowicz 2015).
 
 use crate::analysis::spectrum::spectral_radius;
-use crate::cell::CellKind;
+use crate::cell::{CellKind, Recurrence};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 use crate::tensor::Float;
@@ -30,16 +38,27 @@ pub enum InitScheme {
     Xavier,
     Orthogonal,
     Identity,
+    /// Chrono gate biases for dependencies up to `T_MAX` steps.
+    Chrono(f64),
 }
 
 impl InitScheme {
-    /// Parses `default`, `uniform:A` (or `uniform`, A = 0.08), `xavier`, `orthogonal`, `identity`.
+    /// Parses `default`, `uniform:A` (or `uniform`, A = 0.08), `xavier`, `orthogonal`,
+    /// `identity`, `chrono:T_MAX`.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             Error::Config(format!(
-                "unknown init `{s}`: use default, uniform:A, xavier, orthogonal or identity"
+                "unknown init `{s}`: use default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX"
             ))
         };
+        if let Some(t) = s.strip_prefix("chrono:") {
+            return match t.parse::<f64>() {
+                Ok(t) if t.is_finite() && t > 2.0 => Ok(InitScheme::Chrono(t)),
+                _ => Err(Error::Config(format!(
+                    "init `{s}`: chrono needs the longest dependency T_MAX, a number above 2 (e.g. chrono:200)"
+                ))),
+            };
+        }
         Ok(match s {
             "default" | "pytorch" => InitScheme::Default,
             "uniform" => InitScheme::Uniform(0.08),
@@ -60,6 +79,7 @@ impl InitScheme {
             InitScheme::Xavier => "xavier".into(),
             InitScheme::Orthogonal => "orthogonal".into(),
             InitScheme::Identity => "identity".into(),
+            InitScheme::Chrono(t) => format!("chrono:{t}"),
         }
     }
 }
@@ -123,10 +143,31 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
     let k_h = 1.0 / (h as f64).sqrt();
     let layout = model.layout.clone();
     let mut p = vec![0.0f64; layout.total()];
+    if let InitScheme::Chrono(_) = init.scheme {
+        if !matches!(c.cell, CellKind::Lstm | CellKind::Gru) {
+            return Err(Error::Config(format!(
+                "`init` = chrono sets gate biases: it needs a gated cell (lstm or gru), not {}",
+                c.cell.name()
+            )));
+        }
+    }
     for e in layout.entries() {
         let block = &mut p[e.range()];
         let name = e.name.as_str();
         match init.scheme {
+            _ if name.contains(".bias_modrelu_") => uniform(&mut rng, block, 0.01),
+            _ if name.contains(".skew_hh_") && init.scheme == InitScheme::Identity => {
+                block.fill(0.0)
+            }
+            _ if name.contains(".skew_hh_") && init.scheme == InitScheme::Orthogonal => {
+                // Henaff et al. 2016: rotations by angles t ~ U(-pi, pi) in 2 x 2 blocks;
+                // the generator's strictly lower triangle holds A[2i+1][2i] = t.
+                block.fill(0.0);
+                for i in 0..h / 2 {
+                    block[(2 * i + 1) * h + 2 * i] =
+                        rng.gen_range(-std::f64::consts::PI..std::f64::consts::PI);
+                }
+            }
             InitScheme::Uniform(a) => uniform(&mut rng, block, a),
             _ if name == "embedding.weight" => {
                 for v in block.iter_mut() {
@@ -134,7 +175,7 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
                 }
             }
             _ if name.starts_with("decoder.") => uniform(&mut rng, block, k_h),
-            InitScheme::Default => uniform(&mut rng, block, k_h),
+            InitScheme::Default | InitScheme::Chrono(_) => uniform(&mut rng, block, k_h),
             InitScheme::Xavier => {
                 if name.contains(".bias_") {
                     block.fill(0.0);
@@ -167,9 +208,14 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
     }
     for k in 0..c.layers {
         let w_hh = layout
-            .get(&format!("rnn.weight_hh_l{k}"))
+            .get(&c.recurrent_param(k))
             .expect("layout has every layer");
         if let Some(rho) = init.spectral_radius {
+            if c.recurrence == Recurrence::Orthogonal {
+                return Err(Error::Config(
+                    "`spectral_radius` cannot be set with orthogonal recurrence: every eigenvalue of its W_hh has modulus 1".into(),
+                ));
+            }
             if !(rho.is_finite() && rho >= 0.0) {
                 return Err(Error::Config(format!(
                     "`spectral_radius` = {rho} must be a finite number >= 0"
@@ -198,6 +244,25 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
                 .expect("layer bias");
             p[b_ih.offset + h..b_ih.offset + 2 * h].fill(fb);
             p[b_hh.offset + h..b_hh.offset + 2 * h].fill(0.0);
+        }
+        if let InitScheme::Chrono(t_max) = init.scheme {
+            let b_ih = layout
+                .get(&format!("rnn.bias_ih_l{k}"))
+                .expect("layer bias");
+            let b_hh = layout
+                .get(&format!("rnn.bias_hh_l{k}"))
+                .expect("layer bias");
+            p[b_ih.range()].fill(0.0);
+            p[b_hh.range()].fill(0.0);
+            // The keeping gate is block 1 of both: LSTM i, f, g, o (b_f = ln u, b_i = -b_f);
+            // GRU r, z, n (b_z = ln u).
+            for j in 0..h {
+                let b = rng.gen_range(1.0..t_max - 1.0f64).ln();
+                p[b_ih.offset + h + j] = b;
+                if c.cell == CellKind::Lstm {
+                    p[b_ih.offset + j] = -b;
+                }
+            }
         }
     }
     for (dst, src) in model.params_mut().iter_mut().zip(&p) {

@@ -32,7 +32,9 @@ fn loss(
     m.loss(ws, tgt)
 }
 
-/// Smallest `|a_t|` over all RNN pre-activations `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`
+/// Smallest distance of an RNN pre-activation from a kink of its activation: `|a_t|` (ReLU,
+/// modReLU), and `| |a_t| + b |` (modReLU's bias), over all
+/// pre-activations `a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`
 /// of the last forward pass (no dropout), recomputed from the cached states.
 fn min_abs_preactivation(
     m: &LanguageModel<f64>,
@@ -66,6 +68,9 @@ fn min_abs_preactivation(
                     a += (0..n_in).map(|j| p.w_ih[i * n_in + j] * x[j]).sum::<f64>();
                     a += (0..h).map(|j| p.w_hh[i * h + j] * hp[j]).sum::<f64>();
                     min = min.min(a.abs());
+                    if let Some(&b) = p.extra.get(i) {
+                        min = min.min((a.abs() + b).abs());
+                    }
                 }
             }
         }
@@ -83,8 +88,15 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
     let label = format!("{config:?} T={steps} B={batch}");
     let n = steps * batch;
     let mut ws = Workspace::default();
-    // ReLU is not differentiable at 0: pick the first data seed whose pre-activations all stay
-    // well clear of the kink, so the stencil never straddles it (other activations take seed 0).
+    // ReLU is not differentiable at 0, modReLU at 0 and at |a| = -b: pick the first data seed
+    // whose pre-activations all stay well clear of the kinks, so the stencil (steps of at most
+    // 2e-4 in one parameter, moving a pre-activation by less than 1e-3 here) never straddles
+    // one (other activations take seed 0). modReLU has twice the kinks, so its margin is 2e-3.
+    let margin = if config.activation == Activation::ModRelu {
+        2e-3
+    } else {
+        2e-2
+    };
     let (mut m, inp, tgt, mut state) = (0..200)
         .map(|seed| {
             let m = model(config.clone(), 7 + seed);
@@ -94,9 +106,10 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
             (m, inp, tgt, state)
         })
         .find(|(m, inp, _, state)| {
-            config.activation != Activation::Relu || config.cell != CellKind::Rnn || {
+            let kinked = matches!(config.activation, Activation::Relu | Activation::ModRelu);
+            !kinked || config.cell != CellKind::Rnn || {
                 m.forward(&mut ws, inp, state, steps, batch, None);
-                min_abs_preactivation(m, &ws, inp, state) > 2e-2
+                min_abs_preactivation(m, &ws, inp, state) > margin
             }
         })
         .expect("some seed keeps ReLU pre-activations away from 0");
@@ -186,6 +199,61 @@ fn rnn_sigmoid() {
 #[test]
 fn rnn_identity() {
     all_shapes(CellKind::Rnn, Activation::Identity);
+}
+
+#[test]
+fn rnn_modrelu() {
+    all_shapes(CellKind::Rnn, Activation::ModRelu);
+}
+
+/// `W_hh = expm(A)` from a skew-symmetric generator: the gradient reaches `rnn.skew_hh_l{k}`
+/// through the Frechet derivative of `expm`; with each activation, tied and untied, one and
+/// three layers, short and long passes, and with dropout.
+#[test]
+fn orthogonal_recurrence() {
+    use rnnscope::cell::Recurrence;
+    for act in [Activation::Tanh, Activation::Identity, Activation::ModRelu] {
+        for layers in [1, 3] {
+            for tie in [false, true] {
+                for (steps, batch) in [(1, 1), (2, 3), (17, 4)] {
+                    let mut c = config(CellKind::Rnn, act, layers, tie);
+                    c.recurrence = Recurrence::Orthogonal;
+                    check(c, steps, batch, None);
+                }
+            }
+        }
+        let mut c = config(CellKind::Rnn, act, 2, false);
+        c.recurrence = Recurrence::Orthogonal;
+        c.dropout = 0.3;
+        check(c, 5, 2, Some(42));
+    }
+}
+
+/// Residual connections `o^k = h^k + o^(k-1)` between stacked layers, for every cell: plain,
+/// tied, with dropout, over more rows than one backward chunk, and with orthogonal recurrence.
+#[test]
+fn residual_stacks() {
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        for tie in [false, true] {
+            for (steps, batch) in [(1, 1), (2, 3), (17, 4)] {
+                let mut c = config(cell, Activation::Tanh, 3, tie);
+                c.residual = true;
+                check(c, steps, batch, None);
+            }
+        }
+        let mut c = config(cell, Activation::Tanh, 3, false);
+        c.residual = true;
+        c.dropout = 0.3;
+        check(c, 5, 2, Some(42));
+    }
+    let mut c = config(CellKind::Rnn, Activation::Tanh, 2, false);
+    c.residual = true;
+    c.recurrence = rnnscope::cell::Recurrence::Orthogonal;
+    check(c, 4, 3, None);
+    let batch = 4;
+    let mut c = config(CellKind::Lstm, Activation::Tanh, 2, false);
+    c.residual = true;
+    check(c, rnnscope::cell::CHUNK_ROWS / batch + 3, batch, None);
 }
 
 #[test]

@@ -109,8 +109,14 @@ fn batched_sweep_equals_separate_single_target_passes() {
             } else {
                 &[Activation::Tanh]
             };
-            for &act in acts {
-                let c = config(cell, act, layers, 4);
+            // With more than one layer, also with residual connections between them.
+            let residual: &[bool] = if layers > 1 { &[false, true] } else { &[false] };
+            for (&act, &res) in acts
+                .iter()
+                .flat_map(|a| residual.iter().map(move |r| (a, r)))
+            {
+                let mut c = config(cell, act, layers, 4);
+                c.residual = res;
                 let m = model(c.clone(), InitScheme::Uniform(0.6), None, 3);
                 let inp = tokens(steps * batch, c.vocab, 5);
                 let tgt = tokens(steps * batch, c.vocab, 6);

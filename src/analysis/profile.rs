@@ -22,6 +22,7 @@
 //! element `b`:
 //! ```text
 //! g      = carry (from step t+1) + dx from the layer above (same step)    total dJ^(i)/dh^(k)_t
+//!          (+ the layer above's g as well, with residual connections: o^(k+1) = h^(k+1) + o^k)
 //! da     = the cell's pre-activation gradient of (g [, dc])                [n B, G H]
 //! carry  = the cell's dh_{t-1} (and dc_{t-1}): da W_hh plus its direct paths
 //! dx     = da W_ih^(k)        (to layer k-1, same step; not for layer 0)
@@ -226,6 +227,12 @@ pub fn sweep<T: Float>(
         for k in (0..layers).rev() {
             let p = model.layer_params(k);
             let (below, rest) = up.split_at_mut(k);
+            let skip = cfg.residual && k > 0;
+            if skip {
+                // o^k = h^k + o^(k-1): what reaches o^k also reaches o^(k-1) directly (taken
+                // before the step, which may write over its upstream gradient).
+                below[k - 1][live.clone()].copy_from_slice(&rest[0][live.clone()]);
+            }
             let dc_k: &mut [T] = if lstm {
                 &mut dc[k][live.clone()]
             } else {
@@ -249,7 +256,7 @@ pub fn sweep<T: Float>(
                     },
                 },
             );
-            // dx to the layer below (same step): up[k-1] = da W_ih^(k)   ([nB, GH] x [GH, H])
+            // dx to the layer below (same step): up[k-1] (+)= da W_ih^(k)   ([nB, GH] x [GH, H])
             if k > 0 {
                 matmul(
                     &mut below[k - 1][live.clone()],
@@ -260,7 +267,7 @@ pub fn sweep<T: Float>(
                     rows,
                     h,
                     gh,
-                    false,
+                    skip,
                 );
             }
             row_norms(&rec_dh[..rows * h], &mut step_norm_h[..rows], h);
