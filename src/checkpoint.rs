@@ -12,7 +12,7 @@
 //! and any caller metadata go in the safetensors header. Writes are atomic: temp file, fsync,
 //! rename.
 
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::{Error, Result};
 use crate::model::{LanguageModel, ModelConfig};
 use crate::tensor::Float;
@@ -192,7 +192,13 @@ impl TensorFile {
             }
         }
         if strict {
-            let tied_extra = |n: &str| model.config.tie && n == "decoder.weight";
+            // A tied decoder and the derived W_hh of orthogonal layers are written for
+            // PyTorch; they are copies of what the layout holds.
+            let orthogonal = model.config.recurrence == Recurrence::Orthogonal;
+            let tied_extra = |n: &str| {
+                (model.config.tie && n == "decoder.weight")
+                    || (orthogonal && n.starts_with("rnn.weight_hh_l"))
+            };
             if let Some(extra) = self
                 .tensors
                 .keys()
@@ -254,7 +260,9 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
 /// Named f32 tensors to write: `(name, shape, values)`.
 pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-/// The model's parameters as PyTorch-named f32 tensors (tied decoder written as a copy).
+/// The model's parameters as PyTorch-named f32 tensors (tied decoder written as a copy; for
+/// orthogonal recurrence also each derived `rnn.weight_hh_l{k} = expm(A)`, so that the file
+/// loads into `torch.nn.RNN` once the `rnn.skew_hh_l{k}` generators are dropped).
 pub fn model_tensors<T: Float>(model: &LanguageModel<T>) -> NamedTensors {
     let mut out: NamedTensors = model
         .layout
@@ -275,6 +283,13 @@ pub fn model_tensors<T: Float>(model: &LanguageModel<T>) -> NamedTensors {
             .expect("embedding")
             .clone();
         out.push(("decoder.weight".into(), emb.1, emb.2));
+    }
+    if model.config.recurrence == Recurrence::Orthogonal {
+        let h = model.config.hidden;
+        for k in 0..model.config.layers {
+            let w = model.layer_params(k).w_hh.iter().map(|x| x.to_f64() as f32);
+            out.push((format!("rnn.weight_hh_l{k}"), vec![h, h], w.collect()));
+        }
     }
     out
 }

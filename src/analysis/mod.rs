@@ -14,7 +14,7 @@ pub mod profile;
 pub mod spectrum;
 pub mod theory;
 
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::{Error, Result};
 use crate::model::{LanguageModel, State, Workspace};
 use crate::tensor::Float;
@@ -113,6 +113,12 @@ pub struct TheoryChecks {
 pub struct Summary {
     pub cell: CellKind,
     pub activation: Activation,
+    /// How `W_hh` is parametrised (dense or orthogonal).
+    #[serde(default)]
+    pub recurrence: Recurrence,
+    /// Residual connections between the layers.
+    #[serde(default)]
+    pub residual: bool,
     pub hidden: usize,
     pub layers: usize,
     pub bptt: usize,
@@ -158,6 +164,14 @@ pub struct Summary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSummary {
     pub layer: usize,
+    /// The vertical profile: mean over targets `i` and the batch of `|dJ^(i)/dh^(k)_i|`, the
+    /// gradient reaching this layer at the step of its own loss (distance 0), which crosses
+    /// `L - 1 - k` layers and no time step.
+    #[serde(default)]
+    pub vertical_mean: f64,
+    /// `vertical_mean` over the top layer's: below 1 the gradient shrinks going down the stack.
+    #[serde(default)]
+    pub vertical_ratio: Option<f64>,
     pub rho: f64,
     pub sigma_1: f64,
     pub regime: String,
@@ -375,6 +389,8 @@ pub fn snapshot<T: Float>(
     let summary = Summary {
         cell: c.cell,
         activation: c.activation,
+        recurrence: c.recurrence,
+        residual: c.residual,
         hidden: c.hidden,
         layers: c.layers,
         bptt: steps,
@@ -403,6 +419,11 @@ pub fn snapshot<T: Float>(
             .zip(&profiles)
             .map(|(s, p)| LayerSummary {
                 layer: s.layer,
+                vertical_mean: p.hidden[0].mean,
+                vertical_ratio: {
+                    let top = profiles[top].hidden[0].mean;
+                    (top > 0.0).then(|| p.hidden[0].mean / top)
+                },
                 rho: s.rho,
                 sigma_1: s.sigma_1,
                 regime: s.regime.name.clone(),
@@ -426,11 +447,17 @@ pub fn snapshot<T: Float>(
 impl Summary {
     /// The short human summary (a few lines).
     pub fn human(&self) -> String {
-        let act = if self.cell == CellKind::Rnn {
+        let mut act = if self.cell == CellKind::Rnn {
             format!(" {}", self.activation.name())
         } else {
             String::new()
         };
+        if self.recurrence == Recurrence::Orthogonal {
+            act += " orthogonal";
+        }
+        if self.residual {
+            act += " residual";
+        }
         let mut s = format!(
             "{}{}, H={}, layers={}, T={}, B={}: rho={:.3} sigma_1={:.3}",
             self.cell.name(),
@@ -483,6 +510,21 @@ impl Summary {
             d(self.distance_below_1e3),
             d(self.distance_below_1e6)
         );
+        if self.layers > 1 {
+            let v: Vec<String> = self
+                .per_layer
+                .iter()
+                .map(|l| {
+                    l.vertical_ratio
+                        .map_or("n/a".into(), |r| format!("{r:.2e}"))
+                })
+                .collect();
+            s += &format!(
+                "\nvertical profile |dJ^(i)/dh^(k)_i| / top layer, k = 0..{}: {}",
+                self.layers - 1,
+                v.join(" ")
+            );
+        }
         if let Some(e) = self.theory_max_rel_error {
             s += &format!(
                 "\ntheory (identity): max relative error vs W^l and eigen-expansion {e:.2e}"

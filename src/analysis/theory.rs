@@ -15,7 +15,7 @@
 
 use super::profile::{InfluenceNorms, StepView};
 use super::spectrum::{eigenvalues, singular_values, Eigenvalue};
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 use crate::tensor::{matmul, Float, Trans};
@@ -62,8 +62,15 @@ pub struct LayerSpectrum {
     pub regime: Regime,
 }
 
-/// The regime implied by `rho`, `sigma_1` and the activation (Pascanu et al. 2013, 2.1).
-pub fn regime(kind: CellKind, act: Activation, rho: f64, sigma_1: f64) -> Regime {
+/// The regime implied by `rho`, `sigma_1` and the activation (Pascanu et al. 2013, 2.1); with
+/// orthogonal recurrence the reason says that `W_hh` is orthogonal by construction.
+pub fn regime(
+    kind: CellKind,
+    act: Activation,
+    recurrence: Recurrence,
+    rho: f64,
+    sigma_1: f64,
+) -> Regime {
     let r = |name: &str, v: Option<bool>, e: Option<bool>, reason: String| Regime {
         name: name.into(),
         vanishing_guaranteed: v,
@@ -84,6 +91,13 @@ pub fn regime(kind: CellKind, act: Activation, rho: f64, sigma_1: f64) -> Regime
             r("vanishing", Some(true), Some(false), format!("linear recurrence, rho = {rho:.4} < 1: every component decays at least like rho^l"))
         } else if rho > 1.0 + EPS {
             r("exploding", Some(false), Some(true), format!("linear recurrence, rho = {rho:.4} > 1: components along eigenvalues with |lambda| > 1 grow like |lambda|^l"))
+        } else if recurrence == Recurrence::Orthogonal {
+            r(
+                "neutral",
+                Some(false),
+                Some(false),
+                "linear recurrence with W_hh = expm(A) orthogonal by construction: every |lambda| = 1 and every singular value is 1, so |g W_hh^l| = |g|: no gradient shrinks or grows with distance".into(),
+            )
         } else {
             r(
                 "neutral",
@@ -140,7 +154,7 @@ pub fn layer_spectrum(model: &LanguageModel<f64>, layer: usize) -> Result<LayerS
         rho,
         sigma_1,
         gamma: (c.cell == CellKind::Rnn).then(|| c.activation.gamma()),
-        regime: regime(c.cell, c.activation, rho, sigma_1),
+        regime: regime(c.cell, c.activation, c.recurrence, rho, sigma_1),
         gates,
     })
 }

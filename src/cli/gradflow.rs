@@ -6,7 +6,7 @@
 
 use crate::analysis::jacobian::JacobianOptions;
 use crate::analysis::{output, snapshot, Precision, SnapshotOptions};
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::init::{initialize, InitConfig, InitScheme};
@@ -41,9 +41,15 @@ pub struct Args {
     /// Cell of a fresh model: rnn, lstm or gru.
     #[arg(long, conflicts_with = "checkpoint")]
     pub cell: Option<String>,
-    /// Activation of a fresh vanilla RNN: tanh, relu, sigmoid or identity.
+    /// Activation of a fresh vanilla RNN: tanh, relu, sigmoid, identity or modrelu.
     #[arg(long, conflicts_with = "checkpoint")]
     pub activation: Option<String>,
+    /// W_hh of a fresh model: dense, or orthogonal (W_hh = expm(A); vanilla RNN only).
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub recurrence: Option<String>,
+    /// Residual connections between the layers of a fresh model.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub residual: bool,
     /// Hidden size of a fresh model [default: 64].
     #[arg(long, conflicts_with = "checkpoint")]
     pub hidden: Option<usize>,
@@ -56,7 +62,7 @@ pub struct Args {
     /// Vocabulary size of a fresh model [default: 65].
     #[arg(long, conflicts_with = "checkpoint")]
     pub vocab: Option<usize>,
-    /// Init of a fresh model: default, uniform:A, xavier, orthogonal, identity.
+    /// Init of a fresh model: default, uniform:A, xavier, orthogonal, identity, chrono:T_MAX.
     #[arg(long, conflicts_with = "checkpoint")]
     pub init: Option<String>,
     /// Rescale every W_hh gate block of a fresh model to this spectral radius.
@@ -110,7 +116,13 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
     let act_name = a.activation.as_deref().unwrap_or("tanh");
     let activation = Activation::parse(act_name).ok_or_else(|| {
         Error::Config(format!(
-            "unknown --activation `{act_name}`: use tanh, relu, sigmoid or identity"
+            "unknown --activation `{act_name}`: use tanh, relu, sigmoid, identity or modrelu"
+        ))
+    })?;
+    let rec_name = a.recurrence.as_deref().unwrap_or("dense");
+    let recurrence = Recurrence::parse(rec_name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --recurrence `{rec_name}`: use dense or orthogonal"
         ))
     })?;
     let config = ModelConfig {
@@ -124,8 +136,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         tie: false,
         input_size: 0,
         output: Default::default(),
-        recurrence: Default::default(),
-        residual: false,
+        recurrence,
+        residual: a.residual,
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {

@@ -3,7 +3,7 @@
 //! Run again with the same options, the command continues the run in `--out` from its last
 //! checkpoint (after Ctrl-C or a kill), or only reports it when it is done.
 
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::TaskKind;
 use crate::error::{Error, Result};
 use crate::train::optim::OptimizerKind;
@@ -28,7 +28,14 @@ pub struct Args {
     layers: usize,
     #[arg(long, default_value_t = 16)]
     embedding: usize,
-    /// default, uniform:A, xavier, orthogonal or identity.
+    /// How W_hh is parametrised: dense, or orthogonal (W_hh = expm(A), A skew-symmetric;
+    /// vanilla RNN only).
+    #[arg(long, default_value = "dense", value_parser = ["dense", "orthogonal"])]
+    recurrence: String,
+    /// Residual connections between stacked layers.
+    #[arg(long)]
+    residual: bool,
+    /// default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX.
     #[arg(long, default_value = "default")]
     init: String,
     #[arg(long)]
@@ -76,7 +83,7 @@ fn run_args(a: Args) -> Result<()> {
     })?;
     let activation = Activation::parse(&a.activation).ok_or_else(|| {
         Error::Config(format!(
-            "unknown --activation `{}`: use tanh, relu, sigmoid or identity",
+            "unknown --activation `{}`: use tanh, relu, sigmoid, identity or modrelu",
             a.activation
         ))
     })?;
@@ -88,6 +95,13 @@ fn run_args(a: Args) -> Result<()> {
         hidden: a.hidden,
         layers: a.layers,
         embedding: a.embedding,
+        recurrence: Recurrence::parse(&a.recurrence).ok_or_else(|| {
+            Error::Config(format!(
+                "unknown --recurrence `{}`: use dense or orthogonal",
+                a.recurrence
+            ))
+        })?,
+        residual: a.residual,
         init: a.init,
         spectral_radius: a.spectral_radius,
         forget_bias: a.forget_bias,

@@ -3,6 +3,7 @@
 //! Everything is validated before the run directory is created: the configuration, the corpus
 //! (present, non-empty, UTF-8 for char/word, longer than one batch window) and the model.
 
+use crate::cell::Recurrence;
 use crate::data::{corpus, Batches, TokenizerKind, Vocab, VOCAB_KEY};
 use crate::error::{Error, Result};
 use crate::init::initialize;
@@ -58,8 +59,15 @@ pub struct Args {
     #[arg(long, value_parser = ["rnn", "lstm", "gru"])]
     pub cell: Option<String>,
     /// Activation of the vanilla RNN [default: tanh].
-    #[arg(long, value_parser = ["tanh", "relu", "sigmoid", "identity"])]
+    #[arg(long, value_parser = ["tanh", "relu", "sigmoid", "identity", "modrelu"])]
     pub activation: Option<String>,
+    /// How W_hh is parametrised: dense, or orthogonal (W_hh = expm(A), A skew-symmetric;
+    /// vanilla RNN only) [default: dense].
+    #[arg(long, value_parser = ["dense", "orthogonal"])]
+    pub recurrence: Option<String>,
+    /// Residual connections between stacked layers; --residual=false to turn off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub residual: Option<bool>,
     /// Stacked recurrent layers [default: 1].
     #[arg(long, value_name = "N")]
     pub layers: Option<usize>,
@@ -75,7 +83,8 @@ pub struct Args {
     /// Tie the decoder to the embedding (needs --embedding = --hidden); --tie=false to untie.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub tie: Option<bool>,
-    /// Initialisation: default, uniform:A, xavier, orthogonal, identity [default: default].
+    /// Initialisation: default, uniform:A, xavier, orthogonal, identity, chrono:T_MAX
+    /// [default: default].
     #[arg(long, value_name = "NAME")]
     pub init: Option<String>,
     /// LSTM forget-gate bias.
@@ -172,6 +181,7 @@ impl Args {
             tokenizer => "--tokenizer", vocab_size => "--vocab-size", cell => "--cell",
             activation => "--activation", layers => "--layers", hidden => "--hidden",
             embedding => "--embedding", dropout => "--dropout", tie => "--tie", init => "--init",
+            recurrence => "--recurrence", residual => "--residual",
             forget_bias => "--forget-bias", spectral_radius => "--spectral-radius",
             optimizer => "--optimizer", lr => "--lr", momentum => "--momentum",
             beta1 => "--beta1", beta2 => "--beta2", alpha => "--alpha", eps => "--eps",
@@ -198,6 +208,7 @@ impl Args {
             embedding,
             dropout,
             tie,
+            residual,
             init,
             lr,
             momentum,
@@ -241,6 +252,9 @@ impl Args {
         }
         if let Some(a) = &self.activation {
             cfg.activation = parse_enum("activation", a, Activation::parse)?;
+        }
+        if let Some(r) = &self.recurrence {
+            cfg.recurrence = parse_enum("recurrence", r, Recurrence::parse)?;
         }
         if let Some(o) = &self.optimizer {
             cfg.optimizer = crate::train::OptimizerKind::parse(o)?;

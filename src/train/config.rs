@@ -7,7 +7,7 @@
 use super::optim::{OptimizerConfig, OptimizerKind};
 use super::schedule::Schedule;
 use super::step::Clip;
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::{CorpusSpec, TokenizerKind};
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, InitScheme};
@@ -44,7 +44,11 @@ pub struct TrainConfig {
     pub embedding: usize,
     pub dropout: f64,
     pub tie: bool,
-    /// `default`, `uniform:A`, `xavier`, `orthogonal` or `identity`.
+    /// `dense` or `orthogonal` (`W_hh = expm(A)`, vanilla RNN only).
+    pub recurrence: Recurrence,
+    /// Residual connections between stacked layers.
+    pub residual: bool,
+    /// `default`, `uniform:A`, `xavier`, `orthogonal`, `identity` or `chrono:T_MAX`.
     pub init: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forget_bias: Option<f64>,
@@ -109,6 +113,8 @@ impl Default for TrainConfig {
             embedding: 64,
             dropout: 0.0,
             tie: false,
+            recurrence: Recurrence::Dense,
+            residual: false,
             init: "default".into(),
             forget_bias: None,
             spectral_radius: None,
@@ -309,8 +315,8 @@ impl TrainConfig {
             tie: self.tie,
             input_size: 0,
             output: Default::default(),
-            recurrence: Default::default(),
-            residual: false,
+            recurrence: self.recurrence,
+            residual: self.residual,
         }
     }
 

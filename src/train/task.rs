@@ -24,7 +24,7 @@ use super::run::{
 use super::rundir::{RunDir, RunKind, SavedState};
 use super::schedule::Schedule;
 use super::step::{Batch, Clip};
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::{Task, TaskBatch, TaskKind};
 use crate::error::{Error, Result, RunDirProblem};
 use crate::init::{initialize, InitConfig, InitScheme};
@@ -48,7 +48,13 @@ pub struct TaskRunConfig {
     pub hidden: usize,
     pub layers: usize,
     pub embedding: usize,
-    /// `default`, `uniform:A`, `xavier`, `orthogonal` or `identity`.
+    /// `dense` or `orthogonal` (`W_hh = expm(A)`, vanilla RNN only).
+    #[serde(default)]
+    pub recurrence: Recurrence,
+    /// Residual connections between stacked layers.
+    #[serde(default)]
+    pub residual: bool,
+    /// `default`, `uniform:A`, `xavier`, `orthogonal`, `identity` or `chrono:T_MAX`.
     pub init: String,
     pub spectral_radius: Option<f64>,
     pub forget_bias: Option<f64>,
@@ -83,6 +89,8 @@ impl TaskRunConfig {
             hidden: 64,
             layers: 1,
             embedding: 16,
+            recurrence: Recurrence::Dense,
+            residual: false,
             init: "default".into(),
             spectral_radius: None,
             forget_bias: None,
@@ -125,8 +133,8 @@ impl TaskRunConfig {
             } else {
                 Output::Softmax
             },
-            recurrence: Default::default(),
-            residual: false,
+            recurrence: self.recurrence,
+            residual: self.residual,
         };
         c.validate()?;
         Ok(c)
@@ -186,6 +194,12 @@ impl TaskRunConfig {
             CellKind::Rnn => format!("rnn-{}", self.activation.name()),
             k => k.name().to_string(),
         };
+        if self.recurrence == Recurrence::Orthogonal {
+            s.push_str(" orthogonal");
+        }
+        if self.residual {
+            s.push_str(" residual");
+        }
         if self.init != "default" {
             s.push_str(&format!(" {}", self.init));
         }
