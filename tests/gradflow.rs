@@ -510,12 +510,24 @@ fn spectrum_and_regime_of_known_weights() {
     assert!((s.rho - 1.1).abs() < 1e-14 && (s.sigma_1 - 1.1).abs() < 1e-14);
     assert_eq!(s.regime.name, "exploding");
     // sigmoid: gamma = 1/4, so sigma_1 < 4 guarantees vanishing
-    let r = theory::regime(CellKind::Rnn, Activation::Sigmoid, 3.0, 3.9);
+    let r = theory::regime(
+        CellKind::Rnn,
+        Activation::Sigmoid,
+        Default::default(),
+        3.0,
+        3.9,
+    );
     assert_eq!(
         (r.name.as_str(), r.vanishing_guaranteed),
         ("vanishing", Some(true))
     );
-    let r = theory::regime(CellKind::Rnn, Activation::Tanh, 0.8, 1.2);
+    let r = theory::regime(
+        CellKind::Rnn,
+        Activation::Tanh,
+        Default::default(),
+        0.8,
+        1.2,
+    );
     assert_eq!(
         (r.name.as_str(), r.exploding_possible),
         ("undetermined", Some(true))
