@@ -48,6 +48,10 @@ Two more kinds of fixture (see their functions for the tensor names):
   tied_state_dict_data.safetensors  saves it, and the loss it gives
                                   (make_state_dict_fixture)
 
+And the remedies (make_remedy_case): orthogonal_rnn_* (W_hh = matrix_exp of a skew-symmetric
+generator, tanh and modReLU) and residual_* (3-layer stacks with o^k = h^k + o^(k-1)), written
+out with torch autograd, their rnnscope config in the metadata.
+
 Usage:  python3 reference/make_fixtures.py      (writes reference/fixtures/)
 """
 
@@ -529,6 +533,138 @@ def make_state_dict_fixture():
     return [path, data_path]
 
 
+# ---------------------------------------------------------------------------
+# Remedies: orthogonal recurrence W_hh = matrix_exp(A) and residual stacks
+# ---------------------------------------------------------------------------
+# name -> (cell, nonlinearity, recurrence, residual, seed, sizes)
+REMEDY_CASES = {
+    "orthogonal_rnn_tanh": ("rnn", "tanh", "orthogonal", False, 1101, SMALL),
+    "orthogonal_rnn_modrelu": ("rnn", "modrelu", "orthogonal", False, 1102, LONG_TOKENS),
+    "residual_rnn_tanh": ("rnn", "tanh", "dense", True, 1111, SMALL._replace(L=3)),
+    "residual_lstm": ("lstm", "none", "dense", True, 1112, SMALL._replace(L=3)),
+    "residual_gru": ("gru", "none", "dense", True, 1113, SMALL._replace(L=3)),
+}
+
+
+def modrelu(a, b):
+    """sign(a) max(|a| + b, 0) (Arjovsky et al. 2016; expRNN's real form)."""
+    return torch.sign(a) * torch.relu(a.abs() + b)
+
+
+def make_remedy_case(name, cell, nonlinearity, recurrence, residual, seed, sz):
+    """The model written out with torch autograd doing the derivatives:
+
+        orthogonal:  W_hh = torch.linalg.matrix_exp(tril(P, -1) - tril(P, -1)^T) from the
+                     parameter P = rnn.skew_hh_l{k}; modrelu has the bias rnn.bias_modrelu_l{k}
+        residual:    o^0 = h^0, o^k = h^k + o^(k-1), layer k+1 and the decoder read o
+
+    Tensors as for the torch.nn cases (hidden_l{k} is h^k, not o^k), and the rnnscope model
+    config in the metadata (`rnnscope.config`), since neither part has torch.nn names to infer
+    it from."""
+    emb, H, V, T, B, L = sz
+    is_lstm = cell == "lstm"
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    torch.manual_seed(seed)
+    k_h = 1.0 / H**0.5
+    u = lambda *shape, a=k_h: (torch.rand(*shape, dtype=torch.float32) * 2 - 1) * a
+    params = {"embedding.weight": torch.randn(V, emb)}
+    for k in range(L):
+        n_in = emb if k == 0 else H
+        params[f"rnn.weight_ih_l{k}"] = u(G * H, n_in)
+        hh = "skew_hh" if recurrence == "orthogonal" else "weight_hh"
+        params[f"rnn.{hh}_l{k}"] = u(G * H, H, a=0.6 if recurrence == "orthogonal" else k_h)
+        params[f"rnn.bias_ih_l{k}"] = u(G * H)
+        params[f"rnn.bias_hh_l{k}"] = u(G * H)
+        if nonlinearity == "modrelu":
+            params[f"rnn.bias_modrelu_l{k}"] = u(H, a=0.01)
+    params["decoder.weight"] = u(V, H)
+    params["decoder.bias"] = u(V)
+    h0_32 = torch.randn(L, B, H) * 0.5
+    c0_32 = torch.randn(L, B, H) * 0.5 if is_lstm else None
+    tokens = torch.randint(V, (T, B))
+    target = torch.randint(V, (T, B))
+
+    p64 = {n: v.double().requires_grad_(True) for n, v in params.items()}
+    h0 = h0_32.double().requires_grad_(True)
+    c0 = c0_32.double().requires_grad_(True) if is_lstm else None
+    x = p64["embedding.weight"][tokens]
+    hidden, cells, finals_h, finals_c = [], [], [], []
+    below = None
+    for k in range(L):
+        w_ih, b_ih, b_hh = p64[f"rnn.weight_ih_l{k}"], p64[f"rnn.bias_ih_l{k}"], p64[f"rnn.bias_hh_l{k}"]
+        if recurrence == "orthogonal":
+            low = torch.tril(p64[f"rnn.skew_hh_l{k}"], -1)
+            w_hh = torch.linalg.matrix_exp(low - low.T)
+        else:
+            w_hh = p64[f"rnn.weight_hh_l{k}"]
+        if cell == "rnn" and nonlinearity == "modrelu":
+            b = p64[f"rnn.bias_modrelu_l{k}"]
+            h = h0[k]
+            hs = []
+            for xt in x:
+                a = xt @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+                # no pre-activation near a kink of modReLU, where f32 and f64 could differ
+                assert (a.abs().min() > 1e-4) and ((a.abs() + b).abs().min() > 1e-4)
+                h = modrelu(a, b)
+                hs.append(h)
+            hs, cs = torch.stack(hs), None
+        else:
+            hs, cs = manual_layer(cell, nonlinearity, (w_ih, w_hh, b_ih, b_hh), x, h0[k],
+                                  c0[k] if is_lstm else None)
+        hidden.append(hs)
+        cells.append(cs)
+        finals_h.append(hs[-1])
+        if is_lstm:
+            finals_c.append(cs[-1])
+        out = hs + below if (residual and below is not None) else hs
+        below = out
+        x = out
+    logits = below @ p64["decoder.weight"].T + p64["decoder.bias"]
+    step_loss = F.cross_entropy(logits.reshape(T * B, V), target.reshape(T * B),
+                                reduction="none").reshape(T, B)
+    loss = step_loss.mean()
+    loss.backward()
+
+    def f32(t):
+        return t.detach().to(torch.float32).contiguous().numpy()
+
+    tensors = {"input": tokens.to(torch.int64).numpy(), "target": target.to(torch.int64).numpy()}
+    for n, v in p64.items():
+        tensors[n] = f32(v)
+        tensors[f"grad.{n}"] = f32(v.grad)
+    tensors["h0"] = f32(h0)
+    tensors["grad.h0"] = f32(h0.grad)
+    if is_lstm:
+        tensors["c0"] = f32(c0)
+        tensors["grad.c0"] = f32(c0.grad)
+        tensors["cT"] = f32(torch.stack(finals_c))
+    for k in range(L):
+        tensors[f"hidden_l{k}"] = f32(hidden[k])
+        if is_lstm:
+            tensors[f"cell_l{k}"] = f32(cells[k])
+    tensors["hT"] = f32(torch.stack(finals_h))
+    tensors["logits"] = f32(logits)
+    tensors["step_loss"] = f32(step_loss)
+    tensors["loss"] = f32(loss.reshape(1))
+    config = {
+        "cell": cell,
+        "activation": "tanh" if nonlinearity == "none" else nonlinearity,
+        "vocab": V, "embedding": emb, "hidden": H, "layers": L, "dropout": 0.0, "tie": False,
+        "input_size": 0, "output": "softmax", "recurrence": recurrence, "residual": residual,
+    }
+    metadata = {
+        "E": str(emb), "H": str(H), "V": str(V), "T": str(T), "B": str(B), "L": str(L),
+        "cell": cell, "nonlinearity": nonlinearity, "tied": "false", "seed": str(seed),
+        "torch_version": torch.__version__,
+        "rnnscope.config": json.dumps(config, separators=(",", ":")),
+    }
+    path = os.path.join(OUT_DIR, f"{name}.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    canonicalise_metadata_order(path)
+    print(f"{name}: loss = {loss.item():.10f}")
+    return path
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -536,6 +672,7 @@ def main():
     paths = [make_case(name, *spec) for name, spec in CASES.items()]
     paths.append(make_optimizer_fixture())
     paths.extend(make_state_dict_fixture())
+    paths.extend(make_remedy_case(name, *spec) for name, spec in REMEDY_CASES.items())
 
     # Re-load every file and list its contents.
     for path in paths:

@@ -254,3 +254,21 @@ fn pytorch_state_dict_of_a_tied_model_loads_and_evaluates() {
         &data.get("loss").unwrap().data,
     );
 }
+
+/// Orthogonal recurrence against `torch.linalg.matrix_exp` under autograd: `W_hh = expm(A)` of
+/// the skew-symmetric `A = tril(P, -1) - tril(P, -1)^T`, the gradient with respect to `P` through
+/// the Frechet derivative of `expm`; tanh (short pass) and modReLU (long pass).
+#[test]
+fn orthogonal_recurrence_matches_pytorch_matrix_exp() {
+    for case in ["orthogonal_rnn_tanh", "orthogonal_rnn_modrelu"] {
+        run_case(case);
+    }
+}
+
+/// Three-layer residual stacks (`o^k = h^k + o^(k-1)`) of every cell against torch autograd.
+#[test]
+fn residual_stacks_match_pytorch() {
+    for case in ["residual_rnn_tanh", "residual_lstm", "residual_gru"] {
+        run_case(case);
+    }
+}
