@@ -9,7 +9,7 @@ use super::plot::{
 use super::{Block, Section};
 use crate::analysis::output;
 use crate::analysis::profile::ProfileRow;
-use crate::cell::{Activation, CellKind};
+use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::Result;
 use std::path::Path;
 
@@ -78,11 +78,17 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     let sm = &snap.summary;
     let is_rnn = sm.cell == CellKind::Rnn;
     let identity = is_rnn && sm.activation == Activation::Identity;
-    let model = if is_rnn {
+    let mut model = if is_rnn {
         format!("rnn ({})", sm.activation.name())
     } else {
         sm.cell.name().to_string()
     };
+    if sm.recurrence == Recurrence::Orthogonal {
+        model += ", W_hh = expm(A) orthogonal";
+    }
+    if sm.residual {
+        model += ", residual";
+    }
     if part.kind.is_empty() {
         part.kind = "gradflow".into();
         part.title = format!(
@@ -201,6 +207,33 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         };
         s.blocks
             .push(fig(p.name("gradflow_profile"), Figure::Line(c), caption));
+    }
+    // The vertical profile: the gradient at each layer of the stack at the step of its loss.
+    if sm.layers > 1 {
+        let points: Vec<(f64, f64)> = sm
+            .per_layer
+            .iter()
+            .filter_map(|l| l.vertical_ratio.map(|r| (l.layer as f64, r)))
+            .collect();
+        let mut v = LineChart::new(
+            "Gradient across the layers of the stack",
+            Axis::linear("layer k (0 = first above the embedding)"),
+            Axis::log("|dJ^(i)/dh^(k)_i| / top layer"),
+        );
+        v.series.push(Series::line("measured", points.clone()));
+        s.blocks.push(fig(
+            p.name("gradflow_vertical"),
+            Figure::Line(v),
+            "The vertical profile: the mean norm of dJ^(i)/dh^(k)_i, the gradient of each step's loss reaching layer k at that same step (it crosses the layers above k and no time step), relative to the top layer. A stack vanishes downward the way a recurrence vanishes backward in time; residual connections add a direct path around every layer.",
+        ));
+        if let Some(&(_, bottom)) = points.first() {
+            part.reading.push(format!(
+                "Across the depth of the stack, the gradient reaching layer 0 at the step of its loss is {} of the top layer's ({} layers{}).",
+                sci(bottom),
+                sm.layers,
+                if sm.residual { ", residual connections" } else { ", no residual connections" }
+            ));
+        }
     }
     if let Some(r) = profile_reading(
         &format!("{model} (top layer)"),

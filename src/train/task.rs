@@ -195,7 +195,7 @@ impl TaskRunConfig {
             k => k.name().to_string(),
         };
         if self.recurrence == Recurrence::Orthogonal {
-            s.push_str(" orthogonal");
+            s.push_str(" expm");
         }
         if self.residual {
             s.push_str(" residual");
