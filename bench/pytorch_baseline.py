@@ -22,6 +22,12 @@ CONFIGS = [
     ("lstm_h512_b64_t100", "lstm", 1, 512, 64, 100),
     ("gru_h256_b32_t64", "gru", 1, 256, 32, 64),
     ("rnn_h1024_b128_t64", "rnn", 1, 1024, 128, 64),
+    # the size sweep (rnnscope bench --sweep)
+    ("lstm_h64_b32_t64", "lstm", 1, 64, 32, 64),
+    ("lstm_h128_b32_t64", "lstm", 1, 128, 32, 64),
+    ("lstm_h256_b32_t64", "lstm", 1, 256, 32, 64),
+    ("lstm_h512_b32_t64", "lstm", 1, 512, 32, 64),
+    ("lstm_h1024_b32_t64", "lstm", 1, 1024, 32, 64),
 ]
 V, E = 65, 64
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

@@ -22,9 +22,13 @@ pub struct Args {
     /// Threads for GEMM (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Run only this configuration (name from DESIGN.md).
+    /// Run only this configuration (a standard one, or one of the sweep's).
     #[arg(long)]
     config: Option<String>,
+    /// Run the size sweep instead of the standard configurations: a 1-layer LSTM at hidden
+    /// 64, 128, 256, 512 and 1024 (batch 32, bptt 64).
+    #[arg(long, conflicts_with = "config")]
+    sweep: bool,
     /// Seconds of timed training per configuration.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -61,6 +65,29 @@ pub fn standard_configs() -> Vec<BenchConfig> {
         c("gru_h256_b32_t64", CellKind::Gru, 1, 256, 32, 64),
         c("rnn_h1024_b128_t64", CellKind::Rnn, 1, 1024, 128, 64),
     ]
+}
+
+/// The size sweep (`--sweep`): how the cost per token grows with `H`, 1-layer LSTM, batch 32,
+/// bptt 64.
+pub fn sweep_configs() -> Vec<BenchConfig> {
+    [64, 128, 256, 512, 1024]
+        .iter()
+        .zip([
+            "lstm_h64_b32_t64",
+            "lstm_h128_b32_t64",
+            "lstm_h256_b32_t64",
+            "lstm_h512_b32_t64",
+            "lstm_h1024_b32_t64",
+        ])
+        .map(|(&hidden, name)| BenchConfig {
+            name,
+            cell: CellKind::Lstm,
+            layers: 1,
+            hidden,
+            batch: 32,
+            bptt: 64,
+        })
+        .collect()
 }
 
 impl BenchConfig {
@@ -103,7 +130,10 @@ impl BenchConfig {
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct BenchResult {
     pub name: String,
+    /// Training: forward, backward, clipping and the Adam update.
     pub tokens_per_s: f64,
+    /// Evaluation: forward and loss only, no dropout.
+    pub eval_tokens_per_s: f64,
     pub gflops: f64,
     pub peak_fraction: f64,
     pub peak_rss_bytes: u64,
@@ -180,8 +210,9 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Trains `cfg` for about `seconds` after two warm-up steps; returns tokens per second.
-pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<f64> {
+/// Trains `cfg` for about `seconds` after two warm-up steps, then evaluates (forward and loss,
+/// no gradient) for a third of that; returns tokens per second of both.
+pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<(f64, f64)> {
     // Start the peak RSS afresh here (Linux: writing 5 to clear_refs resets VmHWM), so that the
     // GEMM peak measured before, with its three 4 MB matrices, does not count as training
     // memory. Where that is unavailable the peak can only be over-reported.
@@ -203,14 +234,26 @@ pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<f64> {
         trainer.step(inputs, targets, 1e-3, Clip::Norm(5.0), None)?;
         steps += 1;
     }
-    Ok((steps * n) as f64 / start.elapsed().as_secs_f64())
+    let train = (steps * n) as f64 / start.elapsed().as_secs_f64();
+    let model = &trainer.model;
+    let state = crate::model::State::zeros(&model.config, cfg.batch);
+    let mut ws = crate::model::Workspace::default();
+    let start = Instant::now();
+    let mut passes = 0usize;
+    while passes < 3 || start.elapsed().as_secs_f64() < seconds / 3.0 {
+        model.forward(&mut ws, inputs, &state, cfg.bptt, cfg.batch, None);
+        model.loss(&mut ws, targets);
+        passes += 1;
+    }
+    Ok((train, (passes * n) as f64 / start.elapsed().as_secs_f64()))
 }
 
 pub fn run(args: Args) -> Result<()> {
     let threads = super::set_threads(args.threads);
     let configs: Vec<BenchConfig> = match &args.config {
         Some(name) => {
-            let all = standard_configs();
+            let mut all = standard_configs();
+            all.extend(sweep_configs());
             let names: Vec<&str> = all.iter().map(|c| c.name).collect();
             vec![all
                 .iter()
@@ -223,6 +266,7 @@ pub fn run(args: Args) -> Result<()> {
                     ))
                 })?]
         }
+        None if args.sweep => sweep_configs(),
         None => standard_configs(),
     };
     let peak = gemm_peak_gflops();
@@ -231,9 +275,10 @@ pub fn run(args: Args) -> Result<()> {
         println!("CPU: {}", cpu_model());
         println!("f32 GEMM peak (1024^3, {threads} threads): {peak:.1} GFLOP/s");
         println!(
-            "{:<22} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>6} {:>8}",
+            "{:<22} {:>12} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>6} {:>8}",
             "config",
             "tokens/s",
+            "eval tok/s",
             "GFLOP/s",
             "% peak",
             "peak RSS",
@@ -245,11 +290,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     for cfg in &configs {
         let row = if args.in_process || args.config.is_some() {
-            let tps = measure(cfg, args.seconds)?;
+            let (tps, eval_tps) = measure(cfg, args.seconds)?;
             let gflops = tps * cfg.model_config().train_flops_per_token() / 1e9;
             BenchResult {
                 name: cfg.name.into(),
                 tokens_per_s: tps,
+                eval_tokens_per_s: eval_tps,
                 gflops,
                 peak_fraction: gflops / peak,
                 peak_rss_bytes: peak_rss_bytes(),
@@ -270,9 +316,10 @@ pub fn run(args: Args) -> Result<()> {
         };
         if !args.json {
             println!(
-                "{:<22} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB {:>7.1} MB {:>7.1} MB {:>5.2}x {:>8}",
+                "{:<22} {:>12.0} {:>12.0} {:>9.1} {:>6.1}% {:>7.1} MB {:>7.1} MB {:>7.1} MB {:>5.2}x {:>8}",
                 row.name,
                 row.tokens_per_s,
+                row.eval_tokens_per_s,
                 row.gflops,
                 100.0 * row.peak_fraction,
                 row.peak_rss_bytes as f64 / 1e6,
