@@ -5,7 +5,7 @@
 //! | `summary.json` of a language-model run | [`TrainSummary`] | the training loop |
 //! | `summary.json` of a task run | [`TaskSummary`] | the training loop |
 //! | `metrics.csv` | [`MetricsRow`] (task runs add the `metric` column) | the training loop |
-//! | `gradflow_track.csv` | [`GradflowTrackRow`] | the training loop (`track_gradflow`) |
+//! | `gradflow_track.csv` | [`crate::analysis::output::TrackRow`] | the training loop (`track_gradflow`) |
 //! | `results.csv`, `results.json` of a demo | [`DemoRow`] | `rnnscope demo` |
 //! | `runs.csv`, `runs.json` of an experiment | [`RunRow`], [`RunOutcome`] | the experiment |
 //! | `results.csv` of an experiment | [`ExperimentRow`] | the experiment |
@@ -185,60 +185,6 @@ impl CsvRecord for MetricsRow {
             } else {
                 None
             },
-        })
-    }
-}
-
-/// One row of `gradflow_track.csv`: one layer's gradient flow measured during training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GradflowTrackRow {
-    pub step: u64,
-    pub layer: usize,
-    /// Spectral radius of `W_hh`.
-    pub rho: f64,
-    /// Largest singular value of `W_hh`.
-    pub sigma_1: f64,
-    /// Measured per-step decay of the gradient profile (geometric mean).
-    pub decay_per_step: Option<f64>,
-    /// First distance at which the profile falls below `1e-3` of its value at distance 0.
-    #[serde(rename = "distance_below_1e-3")]
-    pub distance_below_1e3: Option<usize>,
-    /// Gradient norm of the update.
-    pub grad_norm: f64,
-}
-
-impl CsvRecord for GradflowTrackRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "step",
-        "layer",
-        "rho",
-        "sigma_1",
-        "decay_per_step",
-        "distance_below_1e-3",
-        "grad_norm",
-    ];
-
-    fn fields(&self) -> Vec<String> {
-        vec![
-            self.step.to_string(),
-            self.layer.to_string(),
-            self.rho.to_string(),
-            self.sigma_1.to_string(),
-            opt(self.decay_per_step),
-            opt(self.distance_below_1e3),
-            self.grad_norm.to_string(),
-        ]
-    }
-
-    fn from_row(r: &Row) -> Result<Self, String> {
-        Ok(GradflowTrackRow {
-            step: r.num("step")?,
-            layer: r.num("layer")?,
-            rho: r.num("rho")?,
-            sigma_1: r.num("sigma_1")?,
-            decay_per_step: r.opt("decay_per_step")?,
-            distance_below_1e3: r.opt("distance_below_1e-3")?,
-            grad_norm: r.num("grad_norm")?,
         })
     }
 }

@@ -15,10 +15,7 @@
 //! `metrics.csv` written after the last checkpoint are dropped when the run is continued
 //! ([`RunDir::reopen`]), so a continued run's file equals an uninterrupted run's.
 
-use super::records::{
-    csv_header, csv_line, write_json, GradflowTrackRow, MetricsRow, METRICS_HEADER,
-    TASK_METRICS_HEADER,
-};
+use super::records::{write_json, MetricsRow, METRICS_HEADER, TASK_METRICS_HEADER};
 use super::run::{Progress, Session};
 use crate::analysis;
 use crate::checkpoint::{self, write_atomic, write_tensors, NamedTensors, TensorFile};
@@ -262,7 +259,7 @@ impl RunDir {
     }
 
     /// Measures gradient flow on the window just trained (from a zero state, no dropout) and
-    /// records it: one [`GradflowTrackRow`] per layer in `gradflow_track.csv` and the full
+    /// records it ([`analysis::output::record_track`]): one row per layer in `gradflow_track.csv` and the full
     /// snapshot in `gradflow/step_NNNNNNNN.json`.
     pub fn track_gradflow(
         &self,
@@ -278,36 +275,7 @@ impl RunDir {
         };
         let model = &session.trainer.model;
         let snap = analysis::snapshot(model, inputs, targets, None, session.settings.batch, &opts)?;
-        let step = session.progress.step;
-        let csv = self.path.join("gradflow_track.csv");
-        let mut text = String::new();
-        if !csv.exists() {
-            text.push_str(&csv_header::<GradflowTrackRow>());
-            text.push('\n');
-        }
-        for l in &snap.summary.per_layer {
-            let row = GradflowTrackRow {
-                step,
-                layer: l.layer,
-                rho: l.rho,
-                sigma_1: l.sigma_1,
-                decay_per_step: l.decay_per_step,
-                distance_below_1e3: l.distance_below_1e3,
-                grad_norm,
-            };
-            text.push_str(&csv_line(&row));
-            text.push('\n');
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&csv)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| Error::io(&csv, e))?;
-        let dir = self.path.join("gradflow");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let json = serde_json::to_string(&snap).expect("snapshot serialises");
-        write_atomic(&dir.join(format!("step_{step:08}.json")), json.as_bytes())
+        analysis::output::record_track(&self.path, session.progress.step, &snap, grad_norm)
     }
 
     /// Writes `summary.json`.
