@@ -348,8 +348,18 @@ mod tests {
         for bad in ["nonsense", "uniform:x"] {
             assert_eq!(
                 InitScheme::parse(bad).unwrap_err().to_string(),
-                format!("invalid configuration: unknown init `{bad}`: use default, uniform:A, xavier, orthogonal or identity")
+                format!("invalid configuration: unknown init `{bad}`: use default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX")
             );
+        }
+        assert_eq!(
+            InitScheme::parse("chrono:200").unwrap(),
+            InitScheme::Chrono(200.0)
+        );
+        for bad in ["chrono:2", "chrono:x", "chrono:inf"] {
+            assert!(InitScheme::parse(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("chrono needs the longest dependency T_MAX, a number above 2"));
         }
     }
 }
