@@ -235,14 +235,14 @@ pub fn measure(cfg: &BenchConfig, seconds: f64) -> Result<(f64, f64)> {
         steps += 1;
     }
     let train = (steps * n) as f64 / start.elapsed().as_secs_f64();
-    let model = &trainer.model;
+    // Evaluation reuses the training workspace (same shapes), so it adds no memory.
+    let (model, ws) = (&trainer.model, &mut trainer.ws);
     let state = crate::model::State::zeros(&model.config, cfg.batch);
-    let mut ws = crate::model::Workspace::default();
     let start = Instant::now();
     let mut passes = 0usize;
     while passes < 3 || start.elapsed().as_secs_f64() < seconds / 3.0 {
-        model.forward(&mut ws, inputs, &state, cfg.bptt, cfg.batch, None);
-        model.loss(&mut ws, targets);
+        model.forward(ws, inputs, &state, cfg.bptt, cfg.batch, None);
+        model.loss(ws, targets);
         passes += 1;
     }
     Ok((train, (passes * n) as f64 / start.elapsed().as_secs_f64()))

@@ -10,10 +10,12 @@ mod packed;
 mod rows;
 mod sys;
 
-/// Defines `fn name<T: Float>(args)` twice: as written (the compiler's SSE2 baseline) and
-/// compiled for AVX2 and FMA, and dispatches to the second at run time where the CPU has them.
-/// For the element-wise loops of the cells: the wider vectors change no result, because Rust
-/// never contracts `a * b + c` into a fused multiply-add on its own.
+/// Defines `fn name<T: Float>(args)` three times: as written (the compiler's SSE2 baseline),
+/// compiled for AVX2 and FMA, and compiled for AVX-512; each call runs the one of the kernel
+/// path in force ([`kernel_path`]: the best the CPU has, or the one `RNNSCOPE_KERNEL` or
+/// [`set_kernel`] chose), so forcing a path forces the element-wise loops with it. For the
+/// element-wise loops of the cells: the wider vectors change no result, because Rust never
+/// contracts `a * b + c` into a fused multiply-add on its own.
 macro_rules! multiversion {
     (
         $(#[$meta:meta])*
@@ -29,9 +31,17 @@ macro_rules! multiversion {
                 unsafe fn avx2<$t: Float>($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if $crate::tensor::has_avx2_fma() {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    return unsafe { avx2($($arg),*) };
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512<$t: Float>($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                match $crate::tensor::kernel_path() {
+                    // SAFETY: a path is in force only where the CPU has its features
+                    // (`set_kernel` and `RNNSCOPE_KERNEL` refuse the others).
+                    $crate::tensor::KernelPath::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::tensor::KernelPath::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::tensor::KernelPath::Generic => {}
                 }
             }
             body($($arg),*)

@@ -64,7 +64,10 @@ impl KernelPath {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                KernelPath::Avx512 if !std::arch::is_x86_feature_detected!("avx512f") => {
+                KernelPath::Avx512
+                    if !(std::arch::is_x86_feature_detected!("avx512f")
+                        && super::has_avx2_fma()) =>
+                {
                     Some("AVX-512F")
                 }
                 KernelPath::Avx2 if !super::has_avx2_fma() => Some("AVX2 and FMA"),
