@@ -91,6 +91,9 @@ pub fn write_dir(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_string_pretty(snap).expect("the snapshot serialises");
     write(dir, SNAPSHOT_FILE, &json)?;
+    if let Some(a) = &snap.attention {
+        a.write_files(dir)?;
+    }
     let steps = snap.summary.bptt;
     for p in &snap.profiles {
         let mut sets = vec![(false, &p.hidden)];
