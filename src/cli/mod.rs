@@ -131,6 +131,19 @@ pub fn with_flags(e: Error, resume: bool) -> Error {
                 d.display()
             ))
         )),
+        Error::Config(m) => match field_of(m) {
+            Some(field) => Error::Config(format!("{m} (--{})", field.replace('_', "-"))),
+            None => e,
+        },
         _ => e,
     }
+}
+
+/// The configuration field a message is about: its first `` `name` = `` (a flag of the same
+/// name, `-` for `_`, sets it).
+fn field_of(msg: &str) -> Option<&str> {
+    let (_, rest) = msg.split_once('`')?;
+    let (name, after) = rest.split_once('`')?;
+    let is_field = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    (is_field && after.starts_with(" = ")).then_some(name)
 }

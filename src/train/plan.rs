@@ -115,8 +115,13 @@ impl Plan {
                     c.length
                 )));
             }
-            c.model_config()
-                .map_err(|e| err(format!("point {k} (`{}`): {e}", p.dir)))?;
+            c.validate().map_err(|e| {
+                let e = match e {
+                    Error::Config(m) => m,
+                    e => e.to_string(),
+                };
+                err(format!("point {k} (`{}`): {e}", p.dir))
+            })?;
         }
         Ok(())
     }
