@@ -177,7 +177,9 @@ pub fn check_positive(name: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(Error::Config(format!("`{name}` = {v} must be a positive number")))
+        Err(Error::Config(format!(
+            "`{name}` = {v} must be a positive number"
+        )))
     }
 }
 
@@ -521,7 +523,10 @@ mod tests {
         check(&|c| c.tie = true, "`tie`");
         check(&|c| c.corpus = None, "no corpus");
         check(&|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN");
-        check(&|c| c.spectral_radius = Some(-1.0), "`spectral_radius` = -1");
+        check(
+            &|c| c.spectral_radius = Some(-1.0),
+            "`spectral_radius` = -1",
+        );
         check(&|c| c.init = "uniform:-1".into(), "positive half-width");
         check(&|c| c.steps = Some(0), "`steps` = 0 must be at least 1");
         check(&|c| c.lr = f64::INFINITY, "`lr` = inf");

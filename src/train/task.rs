@@ -157,7 +157,8 @@ impl TaskRunConfig {
         }
         if self.clip.is_some() && self.clip_value.is_some() {
             return Err(Error::Config(
-                "choose one clipping: `clip` (norm) or `clip_value` (element-wise), not both".into(),
+                "choose one clipping: `clip` (norm) or `clip_value` (element-wise), not both"
+                    .into(),
             ));
         }
         check_at_least_one("batch", self.batch as u64)?;
@@ -519,7 +520,7 @@ pub fn run_task_until(
 fn saved_run(dir: &Path, cfg: &TaskRunConfig) -> Result<Option<SavedState>> {
     let config = dir.join("config.toml");
     if !config.exists() {
-        RunDir::check_new(dir)?;
+        RunDir::check_new(dir, false)?;
         return Ok(None);
     }
     let holds = || {
@@ -536,7 +537,7 @@ fn saved_run(dir: &Path, cfg: &TaskRunConfig) -> Result<Option<SavedState>> {
         return Err(Error::run_dir(dir, RunDirProblem::OtherConfig { detail }));
     }
     if !dir.join("train_state.safetensors").exists() {
-        RunDir::clear_unstarted(dir)?;
+        RunDir::remove_run(dir)?;
         return Ok(None);
     }
     SavedState::read(dir).map(Some)
@@ -670,8 +671,14 @@ mod tests {
         ok.validate().unwrap();
         let cases: [(&dyn Fn(&mut TaskRunConfig), &str); 7] = [
             (&|c| c.lr = f64::NAN, "`lr` = NaN must be a positive number"),
-            (&|c| c.clip = Some(-1.0), "`clip` = -1 must be a positive number"),
-            (&|c| c.clip_value = Some(0.0), "`clip_value` = 0 must be a positive number"),
+            (
+                &|c| c.clip = Some(-1.0),
+                "`clip` = -1 must be a positive number",
+            ),
+            (
+                &|c| c.clip_value = Some(0.0),
+                "`clip_value` = 0 must be a positive number",
+            ),
             (&|c| c.steps = 0, "`steps` = 0 must be at least 1"),
             (&|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN"),
             (&|c| c.init = "uniform:-1".into(), "positive half-width"),
