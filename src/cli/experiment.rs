@@ -76,7 +76,8 @@ fn plan_and_run(a: &Args, config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
     let sweep = SweepFile::parse(&text, config)?;
     let plan = sweep.plan(config, a.max_points)?;
-    if a.force && !(a.dry_run && !a.slurm) && Plan::path(&a.out).exists() {
+    let writes = a.slurm || !a.dry_run;
+    if a.force && writes && Plan::path(&a.out).exists() {
         eprintln!("{}: replacing the sweep there", a.out.display());
         Plan::remove(&a.out)?;
     }

@@ -686,20 +686,21 @@ mod tests {
     fn task_options_are_validated_like_train_options() {
         let ok = config(TaskKind::Adding, 5, 3);
         ok.validate().unwrap();
-        let cases: [(&dyn Fn(&mut TaskRunConfig), &str); 7] = [
-            (&|c| c.lr = f64::NAN, "`lr` = NaN must be a positive number"),
+        type Edit = fn(&mut TaskRunConfig);
+        let cases: [(Edit, &str); 7] = [
+            (|c| c.lr = f64::NAN, "`lr` = NaN must be a positive number"),
             (
-                &|c| c.clip = Some(-1.0),
+                |c| c.clip = Some(-1.0),
                 "`clip` = -1 must be a positive number",
             ),
             (
-                &|c| c.clip_value = Some(0.0),
+                |c| c.clip_value = Some(0.0),
                 "`clip_value` = 0 must be a positive number",
             ),
-            (&|c| c.steps = 0, "`steps` = 0 must be at least 1"),
-            (&|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN"),
-            (&|c| c.init = "uniform:-1".into(), "positive half-width"),
-            (&|c| c.hidden = 0, "hidden"),
+            (|c| c.steps = 0, "`steps` = 0 must be at least 1"),
+            (|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN"),
+            (|c| c.init = "uniform:-1".into(), "positive half-width"),
+            (|c| c.hidden = 0, "hidden"),
         ];
         for (f, want) in cases {
             let mut c = ok.clone();
