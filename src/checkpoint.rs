@@ -166,6 +166,8 @@ impl TensorFile {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         c.validate()
             .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;

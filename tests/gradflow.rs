@@ -25,6 +25,8 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         output: Default::default(),
         recurrence: Default::default(),
         residual: false,
+        attention: Default::default(),
+        attention_span: 0,
     }
 }
 

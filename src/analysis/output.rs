@@ -581,6 +581,8 @@ mod tests {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         let mut model = LanguageModel::<f64>::zeros(config).unwrap();
         let init = InitConfig {

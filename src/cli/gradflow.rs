@@ -13,6 +13,7 @@ use crate::checkpoint;
 use crate::data::{corpus, Vocab};
 use crate::error::{Error, Result};
 use crate::init::{initialize, InitConfig, InitScheme};
+use crate::layers::attention::Attention;
 use crate::model::{LanguageModel, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +45,12 @@ pub struct Args {
     /// Residual connections between the layers of a fresh model.
     #[arg(long, conflicts_with = "checkpoint")]
     pub residual: bool,
+    /// Attention of a fresh model over its earlier states: none, dot or additive.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub attention: Option<String>,
+    /// Attention span K of a fresh model (0 = the whole window).
+    #[arg(long, conflicts_with = "checkpoint", value_name = "K")]
+    pub attention_span: Option<usize>,
     /// Hidden size of a fresh model [default: 64].
     #[arg(long, conflicts_with = "checkpoint")]
     pub hidden: Option<usize>,
@@ -118,6 +125,12 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
             "unknown --recurrence `{rec_name}`: use dense or orthogonal"
         ))
     })?;
+    let att_name = a.attention.as_deref().unwrap_or("none");
+    let attention = Attention::parse(att_name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --attention `{att_name}`: use none, dot or additive"
+        ))
+    })?;
     let config = ModelConfig {
         cell,
         activation,
@@ -131,6 +144,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         output: Default::default(),
         recurrence,
         residual: a.residual,
+        attention,
+        attention_span: a.attention_span.unwrap_or(0),
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {
