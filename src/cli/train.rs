@@ -589,6 +589,7 @@ fn run_loop(
         p.cfg.batch,
         p.cfg.bptt,
     )?;
+    data.tokenizer = Some(p.corpus.vocab.kind());
     let (reason, summary) = train(session, &mut data, Some(dir), monitor, &super::STOP)?;
     let d = dir.path.display();
     let best = summary
