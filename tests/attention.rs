@@ -338,7 +338,11 @@ fn gradflow_writes_the_attention_paths_and_weights() {
         p(&out),
     ]);
     assert!(printed.contains("dot attention (span 5)"), "{printed}");
-    let csv = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let csv = |name: &str| {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert!(text.starts_with("# input: "), "{name}");
+        text.lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
     for (t, row) in csv("attention_weights.csv").lines().enumerate() {
         let cells: Vec<&str> = row.split(',').collect();
         assert_eq!(cells.len(), 12);

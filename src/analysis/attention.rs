@@ -202,8 +202,9 @@ impl AttentionFlow {
         )
     }
 
-    /// Writes the three files of the module docs into `dir`.
-    pub fn write_files(&self, dir: &Path) -> Result<()> {
+    /// Writes the three files of the module docs into `dir`, each starting with `first` (the
+    /// `# input: ...` line of every file in the directory).
+    pub fn write_files(&self, dir: &Path, first: &str) -> Result<()> {
         let num = |x: f64| {
             if x.is_finite() {
                 format!("{x:?}")
@@ -211,7 +212,7 @@ impl AttentionFlow {
                 String::new()
             }
         };
-        let mut s = String::from("distance,mean,median,p10,p90,ratio,mean_weight\n");
+        let mut s = format!("{first}distance,mean,median,p10,p90,ratio,mean_weight\n");
         for r in &self.path {
             s += &format!(
                 "{},{},{},{},{},{},{}\n",
@@ -230,7 +231,7 @@ impl AttentionFlow {
             (INFLUENCE_FILE, &self.influence, true),
             (WEIGHTS_FILE, &self.weights, false),
         ] {
-            let mut s = String::new();
+            let mut s = first.to_string();
             for i in 0..n {
                 let row: Vec<String> = (0..n)
                     .map(|j| {
