@@ -107,6 +107,8 @@ fn main() {
         output: Default::default(),
         recurrence: Default::default(),
         residual: false,
+        attention: Default::default(),
+        attention_span: 0,
     };
     let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % vocab) as u32).collect();
     let tgt: Vec<u32> = (0..steps * batch)

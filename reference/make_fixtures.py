@@ -52,7 +52,11 @@ And the remedies (make_remedy_case): orthogonal_rnn_* (W_hh = matrix_exp of a sk
 generator, tanh and modReLU) and residual_* (3-layer stacks with o^k = h^k + o^(k-1)), written
 out with torch autograd, their rnnscope config in the metadata.
 
+And attention_* (make_attention_case): a torch.nn cell whose top layer's states are attended
+over (dot or additive scores, optional span), its rnnscope config in the metadata.
+
 Usage:  python3 reference/make_fixtures.py      (writes reference/fixtures/)
+        python3 reference/make_fixtures.py attention   (only the attention_* fixtures)
 """
 
 from __future__ import annotations
@@ -832,9 +836,129 @@ def make_remedy_case(name, cell, nonlinearity, recurrence, residual, seed, sz):
     return path
 
 
+# ---------------------------------------------------------------------------
+# Attention of the top layer over its earlier states (rnnscope's src/layers/attention.rs)
+# ---------------------------------------------------------------------------
+# name -> (cell, score, span, seed, sizes)
+ATTENTION_CASES = {
+    "attention_rnn_dot": ("rnn", "dot", 0, 1201, SMALL),
+    "attention_lstm_additive": ("lstm", "additive", 0, 1202, SMALL),
+    "attention_gru_dot_span": ("gru", "dot", 3, 1203, SMALL),
+    "attention_rnn_additive_span_long": ("rnn", "additive", 4, 1204, LONG_TOKENS),
+}
+
+
+class AttentiveLM(nn.Module):
+    """embedding -> torch.nn RNN/LSTM/GRU -> attention over the top layer's earlier states ->
+    linear decoder. With out = h_0..h_{T-1} of the top layer (time-major, per batch element):
+
+        W_t  = { j : max(0, t - K) <= j < t }        (K = span; 0 = the whole window)
+        s_tj = h_t . h_j / sqrt(H)                   (dot)
+             = v^T tanh(W_q h_t + W_k h_j)           (additive: query, key, score)
+        a_t  = softmax over W_t;  c_t = sum a_tj h_j  (c_0 = 0)
+        o_t  = tanh(W_c [h_t ; c_t])                 (combine); logits = decoder(o_t)
+    """
+
+    def __init__(self, cell, sz, score, span):
+        super().__init__()
+        emb, H, V, L = sz.E, sz.H, sz.V, sz.L
+        self.score_kind, self.span = score, span
+        self.embedding = nn.Embedding(V, emb)
+        self.rnn = {"rnn": lambda: nn.RNN(emb, H, num_layers=L, nonlinearity="tanh"),
+                    "lstm": lambda: nn.LSTM(emb, H, num_layers=L),
+                    "gru": lambda: nn.GRU(emb, H, num_layers=L)}[cell]()
+        self.attention = nn.Module()
+        if score == "additive":
+            self.attention.query = nn.Linear(H, H, bias=False)
+            self.attention.key = nn.Linear(H, H, bias=False)
+            self.attention.score = nn.Linear(H, 1, bias=False)
+        self.attention.combine = nn.Linear(2 * H, H, bias=False)
+        self.decoder = nn.Linear(H, V)
+
+    def forward(self, tokens, state):
+        out, final = self.rnn(self.embedding(tokens), state)
+        T, B, H = out.shape
+        att = self.attention
+        o = []
+        for t in range(T):
+            lo = max(0, t - self.span) if self.span > 0 else 0
+            h_t = out[t]
+            if t == lo:
+                c = torch.zeros_like(h_t)
+            else:
+                keys = out[lo:t]  # [n, B, H]
+                if self.score_kind == "dot":
+                    s = (keys * h_t).sum(-1) / H**0.5
+                else:
+                    s = att.score(torch.tanh(att.query(h_t) + att.key(keys))).squeeze(-1)
+                a = torch.softmax(s, dim=0)
+                c = (a.unsqueeze(-1) * keys).sum(0)
+            o.append(torch.tanh(att.combine(torch.cat([h_t, c], -1))))
+        return self.decoder(torch.stack(o)), out, final
+
+
+def make_attention_case(name, cell, score, span, seed, sz):
+    """An attentive model: torch.nn cell and nn.Linear attention weights at PyTorch's default
+    init (float32), forward and backward in float64 under autograd. Tensors as for the torch.nn
+    cases, and the rnnscope config in the metadata."""
+    emb, H, V, T, B, L = sz
+    is_lstm = cell == "lstm"
+    torch.manual_seed(seed)
+    model = AttentiveLM(cell, sz, score, span)
+    h0_32 = torch.randn(L, B, H) * 0.5
+    c0_32 = torch.randn(L, B, H) * 0.5 if is_lstm else None
+    tokens = torch.randint(V, (T, B))
+    target = torch.randint(V, (T, B))
+    model = model.double()
+    h0 = h0_32.double().requires_grad_(True)
+    c0 = c0_32.double().requires_grad_(True) if is_lstm else None
+    state = (h0, c0) if is_lstm else h0
+    logits, out, final = model(tokens, state)
+    step_loss = F.cross_entropy(logits.reshape(T * B, V), target.reshape(T * B),
+                                reduction="none").reshape(T, B)
+    loss = step_loss.mean()
+    loss.backward()
+
+    def f32(t):
+        return t.detach().to(torch.float32).contiguous().numpy()
+
+    tensors = {"input": tokens.to(torch.int64).numpy(), "target": target.to(torch.int64).numpy()}
+    for n, v in model.named_parameters():
+        tensors[n] = f32(v)
+        tensors[f"grad.{n}"] = f32(v.grad)
+    tensors["h0"] = f32(h0)
+    tensors["grad.h0"] = f32(h0.grad)
+    if is_lstm:
+        tensors["c0"] = f32(c0)
+        tensors["grad.c0"] = f32(c0.grad)
+        tensors["cT"] = f32(final[1])
+    # Only the top layer's states come out of torch.nn; the layers below are checked through
+    # every gradient.
+    tensors[f"hidden_l{L - 1}"] = f32(out)
+    tensors["hT"] = f32(final[0] if is_lstm else final)
+    tensors["logits"] = f32(logits)
+    tensors["step_loss"] = f32(step_loss)
+    tensors["loss"] = f32(loss.reshape(1))
+    config = {
+        "cell": cell, "activation": "tanh", "vocab": V, "embedding": emb, "hidden": H,
+        "layers": L, "dropout": 0.0, "tie": False, "input_size": 0, "output": "softmax",
+        "recurrence": "dense", "residual": False, "attention": score, "attention_span": span,
+    }
+    metadata = {
+        "E": str(emb), "H": str(H), "V": str(V), "T": str(T), "B": str(B), "L": str(L),
+        "cell": cell, "tied": "false", "seed": str(seed), "torch_version": torch.__version__,
+        "rnnscope.config": json.dumps(config, separators=(",", ":")),
+    }
+    path = os.path.join(OUT_DIR, f"{name}.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    canonicalise_metadata_order(path)
+    print(f"{name}: loss = {loss.item():.10f}")
+    return path
+
+
 def main():
     """Writes every fixture, or only the groups named on the command line (`cases`,
-    `optimizers`, `state_dict`, `remedies`, `pytorch_models`)."""
+    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`)."""
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
@@ -844,6 +968,7 @@ def main():
         "state_dict": make_state_dict_fixture,
         "remedies": lambda: [make_remedy_case(n, *spec) for n, spec in REMEDY_CASES.items()],
         "pytorch_models": make_pytorch_model_fixtures,
+        "attention": lambda: [make_attention_case(n, *spec) for n, spec in ATTENTION_CASES.items()],
     }
     wanted = sys.argv[1:] or list(groups)
     unknown = [g for g in wanted if g not in groups]

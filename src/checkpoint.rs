@@ -49,17 +49,17 @@ impl TensorFile {
     /// Reads and validates a safetensors file; f32, f64 and integer tensors are accepted.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+).
-        if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"\x80") {
-            return Err(Error::checkpoint(
-                path,
-                format!(
-                    "a PyTorch pickle (torch.save), not safetensors: convert it with {}",
-                    convert_command(path)
-                ),
-            ));
-        }
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+).
+            if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"\x80") {
+                return Error::checkpoint(
+                    path,
+                    format!(
+                        "a PyTorch pickle (torch.save), not safetensors: convert it with {}",
+                        convert_command(path)
+                    ),
+                );
+            }
             Error::checkpoint(
                 path,
                 format!(
@@ -182,6 +182,8 @@ impl TensorFile {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         c.validate()
             .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;

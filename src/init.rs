@@ -12,6 +12,8 @@
 //!              bias b_i = -b_f; GRU update-gate bias b_z = ln u (z keeps h_{t-1}); other
 //!              biases 0
 //! ```
+//! Attention weights (`attention.*`, shape `[out, in]`) start as `nn.Linear`'s,
+//! U(-1/sqrt(in), 1/sqrt(in)), under every scheme but `uniform:A`.
 //! Orthogonal recurrence (`W_hh = expm(A)`) initialises its generator: uniform schemes draw it
 //! as they would `W_hh`; `identity` gives `A = 0` (`W_hh = I`); `orthogonal` gives the
 //! block-diagonal rotations `[[0, -t], [t, 0]]`, `t ~ U(-pi, pi)` of Henaff et al. (2016), the
@@ -175,6 +177,10 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
                 }
             }
             _ if name.starts_with("decoder.") => uniform(&mut rng, block, k_h),
+            // nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            _ if name.starts_with("attention.") => {
+                uniform(&mut rng, block, 1.0 / (e.shape[1] as f64).sqrt())
+            }
             InitScheme::Default | InitScheme::Chrono(_) => uniform(&mut rng, block, k_h),
             InitScheme::Xavier => {
                 if name.contains(".bias_") {
@@ -291,6 +297,8 @@ mod tests {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::cell::{
 };
 use crate::error::{Error, Result};
 use crate::layers;
+use crate::layers::attention::{self, Attention, Memory};
 use crate::params::ParamLayout;
 use crate::tensor::{add_assign, matmul, sum_rows_into, Float, Trans};
 use rand::rngs::StdRng;
@@ -57,6 +58,13 @@ pub struct ModelConfig {
     /// output, `o^k = h^k + o^(k-1)` (`o^0 = h^0`), and the next layer and the decoder read `o`.
     #[serde(default)]
     pub residual: bool,
+    /// Attention of the top layer over its earlier outputs in the window (see
+    /// [`crate::layers::attention`]); default none.
+    #[serde(default)]
+    pub attention: Attention,
+    /// Attention reads at most this many earlier steps (`j >= t - K`); 0 = the whole window.
+    #[serde(default)]
+    pub attention_span: usize,
 }
 
 /// What the decoder's `vocab` outputs `z` are trained to do.
@@ -101,6 +109,7 @@ impl ModelConfig {
                 self.cell.name()
             )));
         }
+        self.attention.validate(self.attention_span)?;
         if self.tie && self.embedding != self.hidden {
             return Err(Error::Config(format!(
                 "`tie` needs embedding == hidden (got {} and {}): set both to the same size",
@@ -152,6 +161,10 @@ impl ModelConfig {
             }
             layers.push(a.start..d.end);
         }
+        let mut attention = l.total()..l.total();
+        for (name, shape) in self.attention.params(self.hidden) {
+            attention.end = l.push(name, &shape).end;
+        }
         let decoder_w = if self.tie {
             embedding.clone()
         } else {
@@ -161,6 +174,7 @@ impl ModelConfig {
         let offsets = Offsets {
             embedding,
             layers,
+            attention,
             decoder_w,
             decoder_b,
         };
@@ -192,6 +206,16 @@ impl ModelConfig {
         for k in 0..self.layers {
             f += 6.0 * (self.layer_input(k) + self.hidden) as f64 * gh;
         }
+        if self.attention.is_on() {
+            // W_c [H, 2H] (and W_q, W_k [H, H]); the per-pair scores depend on the window.
+            let h = self.hidden as f64;
+            let extra = if self.attention == Attention::Additive {
+                2.0
+            } else {
+                0.0
+            };
+            f += 6.0 * (2.0 + extra) * h * h;
+        }
         f + 6.0 * (self.hidden * self.vocab) as f64
     }
 }
@@ -202,6 +226,8 @@ struct Offsets {
     embedding: Range<usize>,
     /// One contiguous block `[w_ih | w_hh | b_ih | b_hh | extra]` per layer.
     layers: Vec<Range<usize>>,
+    /// The attention's block (see [`Attention::params`]); empty without attention.
+    attention: Range<usize>,
     /// Equal to `embedding` when tied.
     decoder_w: Range<usize>,
     decoder_b: Range<usize>,
@@ -286,6 +312,11 @@ pub struct Workspace<T> {
     d_up: Vec<T>,
     /// `[H, H]` `dL/dW_hh` of an orthogonal layer, before it is taken through `expm`.
     dw_hh: Vec<T>,
+    /// Attention of the top layer: its forward values, and backward's `[T, B, H]` `dL/do`
+    /// and the gradient it sends to the top layer's states (empty without attention).
+    attention: attention::Cache<T>,
+    d_att: Vec<T>,
+    dh_att: Vec<T>,
     /// Whether `loss`/`loss_mse` has run since the last forward (backward needs it).
     loss_ready: bool,
     /// `[B, H]` scratch for `dL/dh_0`, `dL/dc_0` when the caller does not want them.
@@ -328,16 +359,20 @@ fn stack_output<'a, T: Float>(
     }
 }
 
-/// Input of the decoder, `[T, B, H]`: the dropout copy `top`, else the top layer's output.
+/// Input of the decoder, `[T, B, H]`: the dropout copy `top`, else the attention's output
+/// `attended` (empty without attention), else the top layer's output.
 fn decoder_input<'a, T: Float>(
     top: &'a [T],
+    attended: &'a [T],
     caches: &'a [LayerCache<T>],
     sums: &'a [Vec<T>],
 ) -> &'a [T] {
-    if top.is_empty() {
-        stack_output(caches, sums, caches.len() - 1)
-    } else {
+    if !top.is_empty() {
         top
+    } else if !attended.is_empty() {
+        attended
+    } else {
+        stack_output(caches, sums, caches.len() - 1)
     }
 }
 
@@ -405,6 +440,10 @@ impl<T: Float> Workspace<T> {
                 0
             }
         ];
+        let attended = vec![T::ZERO; if c.attention.is_on() { n * c.hidden } else { 0 }];
+        self.attention = attention::Cache::default();
+        self.d_att = attended.clone();
+        self.dh_att = attended;
         self.logits = vec![T::ZERO; n * c.vocab];
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
@@ -424,6 +463,11 @@ impl<T: Float> Workspace<T> {
     /// `(T, B)` of the last forward pass.
     pub fn dims(&self) -> Option<(usize, usize)> {
         self.dims
+    }
+
+    /// The attention's forward values (weights, output) of the last forward pass.
+    pub fn attention(&self) -> &attention::Cache<T> {
+        &self.attention
     }
 
     /// Gradient w.r.t. the dense input `[T, B, input_size]` after backward (dense-input models).
@@ -540,6 +584,15 @@ impl<T: Float> LanguageModel<T> {
         p
     }
 
+    /// The attention's parameters (empty views without attention).
+    pub fn attention_params(&self) -> attention::Params<'_, T> {
+        attention::Params::split(
+            self.config.attention,
+            &self.params[self.offsets.attention.clone()],
+            self.config.hidden,
+        )
+    }
+
     /// Adds `dL/dP = L(-A, G)` (see [`crate::cell::orthogonal`]) of orthogonal layer `k` into
     /// its generator's slot of `grads`, from `G = dL/dW_hh [H, H]`.
     fn add_generator_grad(&self, k: usize, g: &[T], grads: &mut [T]) -> Result<()> {
@@ -582,7 +635,37 @@ impl<T: Float> LanguageModel<T> {
             let table = &self.params[self.offsets.embedding.clone()];
             layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
         }
-        self.forward_layers(ws, state, steps, batch);
+        self.forward_layers(ws, state, steps, batch, &Memory::default());
+    }
+
+    /// Sampling with attention: [`Self::forward`] (no dropout) with attention also reading
+    /// the earlier top-layer states in `memory` (empty at the start of a sequence), to which
+    /// this window's states are then appended. Without attention it is [`Self::forward`].
+    /// The result is for reading the logits: it cannot be differentiated.
+    pub fn forward_remembering(
+        &self,
+        ws: &mut Workspace<T>,
+        tokens: &[u32],
+        state: &State<T>,
+        steps: usize,
+        batch: usize,
+        memory: &mut Memory<T>,
+    ) {
+        let c = &self.config;
+        if !c.attention.is_on() {
+            return self.forward(ws, tokens, state, steps, batch, None);
+        }
+        assert_eq!(c.input_size, 0, "forward_remembering reads tokens");
+        assert_eq!(tokens.len(), steps * batch, "tokens must be [T, B]");
+        self.begin(ws, steps, batch, None);
+        ws.tokens.clear();
+        ws.tokens.extend_from_slice(tokens);
+        if !ws.layer_in[0].is_empty() {
+            let table = &self.params[self.offsets.embedding.clone()];
+            layers::embedding_forward(&mut ws.layer_in[0], table, tokens, c.embedding);
+        }
+        self.forward_layers(ws, state, steps, batch, memory);
+        attention::remember(&ws.attention, memory, c.attention_span);
     }
 
     /// Forward pass over dense inputs `x [T, B, input_size]` (a model with `input_size > 0`).
@@ -607,7 +690,7 @@ impl<T: Float> LanguageModel<T> {
         );
         self.begin(ws, steps, batch, dropout_rng);
         ws.layer_in[0].copy_from_slice(x);
-        self.forward_layers(ws, state, steps, batch);
+        self.forward_layers(ws, state, steps, batch, &Memory::default());
     }
 
     /// Sizes the workspace and draws this pass's dropout masks.
@@ -629,8 +712,16 @@ impl<T: Float> LanguageModel<T> {
         }
     }
 
-    /// Runs the cell stack and the decoder on `ws.layer_in[0]`.
-    fn forward_layers(&self, ws: &mut Workspace<T>, state: &State<T>, steps: usize, batch: usize) {
+    /// Runs the cell stack, the attention (reading `memory` before the window) and the
+    /// decoder on `ws.layer_in[0]`.
+    fn forward_layers(
+        &self,
+        ws: &mut Workspace<T>,
+        state: &State<T>,
+        steps: usize,
+        batch: usize,
+        memory: &Memory<T>,
+    ) {
         let c = &self.config;
         let bh = batch * c.hidden;
         for k in 0..c.layers {
@@ -666,13 +757,32 @@ impl<T: Float> LanguageModel<T> {
                 add_assign(&mut this[0], stack_output(&ws.caches, done, k - 1));
             }
             // With dropout, the next layer (or the decoder) reads a copy that its mask scales.
+            // With attention, the decoder's copy is of the attention's output (below).
             let next = if k + 1 < c.layers {
-                &mut ws.layer_in[k + 1]
+                Some(&mut ws.layer_in[k + 1])
+            } else if c.attention.is_on() {
+                None
             } else {
-                &mut ws.top
+                Some(&mut ws.top)
             };
-            if !next.is_empty() {
+            if let Some(next) = next.filter(|n| !n.is_empty()) {
                 next.copy_from_slice(stack_output(&ws.caches, &ws.sums, k));
+            }
+        }
+        if c.attention.is_on() {
+            attention::forward(
+                c.attention,
+                c.attention_span,
+                &mut ws.attention,
+                stack_output(&ws.caches, &ws.sums, c.layers - 1),
+                memory,
+                &self.attention_params(),
+                steps,
+                batch,
+                c.hidden,
+            );
+            if !ws.top.is_empty() {
+                ws.top.copy_from_slice(ws.attention.output());
             }
         }
         if ws.dropout_on {
@@ -682,7 +792,7 @@ impl<T: Float> LanguageModel<T> {
         let n = steps * batch;
         matmul(
             &mut ws.logits,
-            decoder_input(&ws.top, &ws.caches, &ws.sums),
+            decoder_input(&ws.top, ws.attention.output(), &ws.caches, &ws.sums),
             Trans::No,
             &self.params[self.offsets.decoder_w.clone()],
             Trans::Yes,
@@ -812,7 +922,7 @@ impl<T: Float> LanguageModel<T> {
             &mut grads[self.offsets.decoder_w.clone()],
             &ws.logits,
             Trans::Yes,
-            decoder_input(&ws.top, &ws.caches, &ws.sums),
+            decoder_input(&ws.top, ws.attention.output(), &ws.caches, &ws.sums),
             Trans::No,
             c.vocab,
             c.hidden,
@@ -862,9 +972,29 @@ impl<T: Float> LanguageModel<T> {
         }
         let bh = batch * c.hidden;
         let mut dstate = dstate;
+        if c.attention.is_on() {
+            // dL/do (attention output), whole, then through attention to the top layer.
+            top_grad(0..steps, &mut ws.d_att);
+            attention::backward(
+                c.attention,
+                &mut ws.attention,
+                &mut ws.d_att,
+                &mut ws.dh_att,
+                &self.attention_params(),
+                attention::Grads::split(
+                    c.attention,
+                    &mut grads[self.offsets.attention.clone()],
+                    c.hidden,
+                ),
+            );
+        }
         if c.residual {
             // dL/do^(L-1), whole: it also travels down the skip connections.
-            top_grad(0..steps, &mut ws.d_sum);
+            if c.attention.is_on() {
+                ws.d_sum.copy_from_slice(&ws.dh_att);
+            } else {
+                top_grad(0..steps, &mut ws.d_sum);
+            }
         }
         for k in (0..c.layers).rev() {
             let dims_in = c.layer_input(k);
@@ -875,6 +1005,8 @@ impl<T: Float> LanguageModel<T> {
             let upstream = if c.residual {
                 ws.d_up.copy_from_slice(&ws.d_sum);
                 Upstream::Whole(&mut ws.d_up)
+            } else if k + 1 == c.layers && c.attention.is_on() {
+                Upstream::Whole(&mut ws.dh_att)
             } else if k + 1 == c.layers {
                 Upstream::Chunked(&mut top_grad)
             } else {

@@ -238,6 +238,41 @@ fn word_language_model_state_dict_evaluates_and_samples_as_in_pytorch() {
     assert_eq!(r["tokenizer"], "word");
     let out = greedy_sample("wlm_lstm.safetensors", "wlm_vocab.txt", "the dog", 12);
     assert_eq!(out, format!("{}\n", data.metadata["wlm.greedy"]));
+
+    // gradflow on the held-out text, read through the same vocabulary file: 14 words and 2
+    // <eos>, cut into 2 windows of 5 steps (each with its next-word targets).
+    let out_dir = std::env::temp_dir().join(format!("rnnscope-wlm-gf-{}", std::process::id()));
+    let (ckpt, vocab, text) = (
+        fixtures().join("wlm_lstm.safetensors"),
+        fixtures().join("wlm_vocab.txt"),
+        fixtures().join("wlm_eval.txt"),
+    );
+    let (ok, _, err) = rnnscope(&[
+        "gradflow",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--bptt",
+        "5",
+        "--batch",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "gradflow failed: {err}");
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("gradflow.json")).unwrap()).unwrap();
+    let input = &g["summary"]["input"];
+    assert_eq!(
+        (&input["kind"], &input["tokenizer"], &input["unknown"]),
+        (&"text".into(), &"word".into(), &1.into()),
+        "{input}"
+    );
+    assert_eq!(input["source"], text.display().to_string());
+    std::fs::remove_dir_all(&out_dir).unwrap();
 }
 
 #[test]

@@ -99,7 +99,13 @@ fn check(config: ModelConfig, steps: usize, batch: usize, dropout_seed: Option<u
     };
     let (mut m, inp, tgt, mut state) = (0..200)
         .map(|seed| {
-            let m = model(config.clone(), 7 + seed);
+            let mut m = model(config.clone(), 7 + seed);
+            if config.attention.is_on() {
+                // Larger weights, larger states: the query's gradient is a product of several
+                // states, and at PyTorch's init scale (states ~0.1 in an LSTM) it is ~1e-7,
+                // where the stencil's rounding error (~1e-12) alone is a relative 1e-5.
+                m.params_mut().iter_mut().for_each(|p| *p *= 3.0);
+            }
             let inp = tokens(n, config.vocab, 1 + seed);
             let tgt = tokens(n, config.vocab, 2 + seed);
             let state = random_state(&config, batch, 3 + seed);
@@ -357,4 +363,42 @@ fn dense_input_mse_head_last_step() {
             "{cell:?}: input gradient relative error {err:e}"
         );
     }
+}
+
+/// Attention of the top layer over its earlier states (`o_t = tanh(W_c [h_t ; c_t])`), dot and
+/// additive scores, for every cell: the whole window and a span of 3 (shorter than the window),
+/// one and two layers, tied, residual, with dropout (its mask on `o`), and the dense-input
+/// task shape.
+#[test]
+fn attention() {
+    use rnnscope::layers::attention::Attention;
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        for kind in [Attention::Dot, Attention::Additive] {
+            for span in [0, 3] {
+                for (layers, tie) in [(1, false), (2, true)] {
+                    for (steps, batch) in [(1, 1), (2, 3), (9, 2)] {
+                        let mut c = config(cell, Activation::Tanh, layers, tie);
+                        c.attention = kind;
+                        c.attention_span = span;
+                        check(c, steps, batch, None);
+                    }
+                }
+                let mut c = config(cell, Activation::Tanh, 2, false);
+                c.attention = kind;
+                c.attention_span = span;
+                c.dropout = 0.3;
+                check(c, 7, 2, Some(42));
+            }
+            let mut c = config(cell, Activation::Tanh, 2, false);
+            c.attention = kind;
+            c.residual = true;
+            check(c, 6, 2, None);
+        }
+    }
+    // More rows than one backward chunk: the top layer takes the attention's gradient whole.
+    let batch = 4;
+    let mut c = config(CellKind::Rnn, Activation::Tanh, 1, false);
+    c.attention = Attention::Dot;
+    c.attention_span = 5;
+    check(c, rnnscope::cell::CHUNK_ROWS / batch + 3, batch, None);
 }

@@ -25,6 +25,8 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         output: Default::default(),
         recurrence: Default::default(),
         residual: false,
+        attention: Default::default(),
+        attention_span: 0,
     }
 }
 
@@ -713,14 +715,19 @@ fn cli_identity_acceptance() {
         assert!(out.join(f).is_file(), "{f} written");
     }
     let prof = std::fs::read_to_string(out.join("profile_l0.csv")).unwrap();
+    // The input line, the header, one row per distance.
     assert_eq!(
         prof.lines().next(),
+        Some("# input: random tokens: 16 windows of 128 tokens, seed 0")
+    );
+    assert_eq!(
+        prof.lines().nth(1),
         Some("distance,mean,median,p10,p90,ratio")
     );
-    assert_eq!(prof.lines().count(), 129);
+    assert_eq!(prof.lines().count(), 130);
     let infl = std::fs::read_to_string(out.join("influence_l0.csv")).unwrap();
-    assert_eq!(infl.lines().count(), 128);
-    assert!(infl.lines().all(|l| l.split(',').count() == 128));
+    assert_eq!(infl.lines().count(), 129);
+    assert!(infl.lines().skip(1).all(|l| l.split(',').count() == 128));
     let full: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("gradflow.json")).unwrap()).unwrap();
     assert_eq!(
@@ -760,10 +767,6 @@ fn cli_checkpoint_corpus_and_errors() {
         "gradflow",
         "--checkpoint",
         ck.to_str().unwrap(),
-        "--input",
-        "corpus",
-        "--corpus",
-        corpus.to_str().unwrap(),
         "--bptt",
         "24",
         "--batch",
@@ -774,7 +777,9 @@ fn cli_checkpoint_corpus_and_errors() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("lstm, H=8, layers=2") && text.contains("regime: gated"),
+        text.contains("lstm, H=8, layers=2")
+            && text.contains("regime: gated")
+            && text.contains("input: random tokens: 4 windows of 24 tokens, seed 0"),
         "{text}"
     );
     for f in [
@@ -793,19 +798,22 @@ fn cli_checkpoint_corpus_and_errors() {
         "8",
     ]);
     assert!(!o.status.success());
+    // --text needs the checkpoint's vocabulary, which this one lacks
     let o = run_cli(&[
         "gradflow",
-        "--input",
-        "corpus",
-        "--corpus",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--text",
         corpus.to_str().unwrap(),
-        "--bptt",
-        "4096",
         "--out",
         out.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("corpus.txt"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("m.safetensors") && e.contains("no vocabulary"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

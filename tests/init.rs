@@ -31,6 +31,8 @@ fn lstm() -> ModelConfig {
         output: Default::default(),
         recurrence: Default::default(),
         residual: false,
+        attention: Default::default(),
+        attention_span: 0,
     }
 }
 

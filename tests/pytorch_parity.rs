@@ -77,14 +77,21 @@ fn run_case(case: &str) {
         &step_loss,
         &f.get("step_loss").unwrap().data,
     );
-    for k in 0..config.layers {
+    // The attention fixtures hold the top layer's states only (all torch.nn hands out), no
+    // cell states: the final states and every gradient check the rest.
+    let first = if config.attention.is_on() {
+        config.layers - 1
+    } else {
+        0
+    };
+    for k in first..config.layers {
         compare(
             case,
             &format!("hidden_l{k}"),
             ws.caches[k].outputs(),
             &f.get(&format!("hidden_l{k}")).unwrap().data,
         );
-        if config.cell == CellKind::Lstm {
+        if config.cell == CellKind::Lstm && !config.attention.is_on() {
             let cells = ws.caches[k].cell_outputs();
             compare(
                 case,
@@ -269,6 +276,22 @@ fn orthogonal_recurrence_matches_pytorch_matrix_exp() {
 #[test]
 fn residual_stacks_match_pytorch() {
     for case in ["residual_rnn_tanh", "residual_lstm", "residual_gru"] {
+        run_case(case);
+    }
+}
+
+/// Attention of the top layer over its earlier states against the same equations under torch
+/// autograd (`reference/make_fixtures.py`, `AttentiveLM`): dot and additive scores, the whole
+/// window and a span, every cell, a short pass and a long one (packed `W_hh`, token rows).
+#[test]
+fn attention_matches_pytorch() {
+    assert_eq!(paths_of("attention_rnn_additive_span_long"), (true, true));
+    for case in [
+        "attention_rnn_dot",
+        "attention_lstm_additive",
+        "attention_gru_dot_span",
+        "attention_rnn_additive_span_long",
+    ] {
         run_case(case);
     }
 }

@@ -8,6 +8,7 @@
 //! Everything runs on a converted copy of the model, without dropout: spectra, Jacobians and
 //! theory checks in f64, the batched sweep in f64 by default or in f32 ([`Precision`]).
 
+pub mod input;
 pub mod jacobian;
 pub mod output;
 pub mod profile;
@@ -18,6 +19,7 @@ use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::{Error, Result};
 use crate::model::{LanguageModel, State, Workspace};
 use crate::tensor::Float;
+pub use input::{InputKind, InputRecord};
 use jacobian::{JacobianOptions, JacobianProducts};
 use profile::{InfluenceNorms, ProfileRow, Rate};
 use serde::{Deserialize, Serialize};
@@ -111,6 +113,9 @@ pub struct TheoryChecks {
 /// describe the top layer (the one feeding the decoder); `per_layer` has every layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What was analysed (callers that know set it after [`snapshot`]).
+    #[serde(default)]
+    pub input: InputRecord,
     pub cell: CellKind,
     pub activation: Activation,
     /// How `W_hh` is parametrised (dense or orthogonal).
@@ -237,6 +242,12 @@ fn check_inputs<T: Float>(
     batch: usize,
 ) -> Result<usize> {
     let c = &model.config;
+    if c.input_size != 0 {
+        return Err(Error::Config(format!(
+            "the model reads dense inputs (`input_size` = {}), not tokens: the gradient-flow analysis needs a model with a token embedding",
+            c.input_size
+        )));
+    }
     if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
         return Err(Error::Config(format!(
             "tokens ({}) must be a non-empty [T, B] block with B = {batch}",
@@ -387,6 +398,12 @@ pub fn snapshot<T: Float>(
     let sp = &spectrum[top];
     let pr = &profiles[top];
     let summary = Summary {
+        input: InputRecord {
+            windows: batch,
+            window_length: steps,
+            seed: opts.jacobian.as_ref().map_or(0, |j| j.seed),
+            ..Default::default()
+        },
         cell: c.cell,
         activation: c.activation,
         recurrence: c.recurrence,
@@ -459,7 +476,8 @@ impl Summary {
             act += " residual";
         }
         let mut s = format!(
-            "{}{}, H={}, layers={}, T={}, B={}: rho={:.3} sigma_1={:.3}",
+            "input: {}\n{}{}, H={}, layers={}, T={}, B={}: rho={:.3} sigma_1={:.3}",
+            self.input.describe(),
             self.cell.name(),
             act,
             self.hidden,

@@ -24,7 +24,9 @@
 //!                            log-stretch of the m-th direction of A_l = J_(T-1) ... J_(T-l)
 //! ```
 //!
-//! Numbers are in their shortest round-trip form; a non-finite number is an empty cell.
+//! Numbers are in their shortest round-trip form; a non-finite number is an empty cell. Every
+//! CSV file starts with a comment line `# input: ...` naming what was analysed
+//! ([`super::InputRecord::describe`]); the readers skip lines starting with `#`.
 //!
 //! A training run with `--track-gradflow N` holds, besides its own files:
 //!
@@ -85,12 +87,19 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     write_atomic(&dir.join(name), text.as_bytes())
 }
 
+/// The comment line that opens every CSV file of `snap`.
+fn input_line(snap: &GradflowSnapshot) -> String {
+    format!("# input: {}\n", snap.summary.input.describe())
+}
+
 /// Writes the gradient-flow directory of `snap` into `dir` (created if missing): the files
 /// listed in the module docs, each atomically.
 pub fn write_dir(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_string_pretty(snap).expect("the snapshot serialises");
     write(dir, SNAPSHOT_FILE, &json)?;
+    let first = input_line(snap);
+    let write = |dir: &Path, name: &str, text: &str| write(dir, name, &(first.clone() + text));
     let steps = snap.summary.bptt;
     for p in &snap.profiles {
         let mut sets = vec![(false, &p.hidden)];
@@ -217,6 +226,7 @@ pub fn record_track(
         .map_err(|e| Error::io(&csv, e))?;
     let mut text = String::new();
     if new {
+        text += &input_line(snap);
         text.push_str(TrackRow::HEADER);
         text.push('\n');
     }
@@ -337,7 +347,10 @@ pub fn read_influence(path: &Path) -> Result<Option<(usize, Vec<f64>)>> {
     let Some(text) = read_text(path)? else {
         return Ok(None);
     };
-    let rows: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
     let n = rows.len();
     let mut v = vec![f64::NAN; n * n];
     for (i, line) in rows.iter().enumerate() {
@@ -497,7 +510,7 @@ fn read_records<T>(
     let mut lines = text
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
     let first = lines.next().map_or("", |(_, l)| l.trim());
     if first != header {
         return Err(Error::Data(format!(
@@ -568,6 +581,8 @@ mod tests {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         let mut model = LanguageModel::<f64>::zeros(config).unwrap();
         let init = InitConfig {
@@ -655,8 +670,10 @@ mod tests {
         record_track(&dir.0, 20, &snap, 0.5).unwrap();
         record_track(&dir.0, 100, &snap, 0.25).unwrap();
         let text = std::fs::read_to_string(dir.0.join(TRACK_FILE)).unwrap();
-        assert_eq!(text.lines().next(), Some(TrackRow::HEADER));
-        assert_eq!(text.lines().count(), 1 + 2 * 2, "{text}");
+        let first = format!("# input: {}", snap.summary.input.describe());
+        assert_eq!(text.lines().next(), Some(first.as_str()));
+        assert_eq!(text.lines().nth(1), Some(TrackRow::HEADER));
+        assert_eq!(text.lines().count(), 2 + 2 * 2, "{text}");
         let rows = read_track(&dir.0.join(TRACK_FILE)).unwrap().unwrap();
         let mut want = TrackRow::of_snapshot(20, &snap, 0.5);
         want.extend(TrackRow::of_snapshot(100, &snap, 0.25));

@@ -105,6 +105,8 @@ impl BenchConfig {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         }
     }
 

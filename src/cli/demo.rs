@@ -65,7 +65,7 @@ fn gradient_flow(
     dir: &Path,
 ) -> Result<(Option<f64>, Option<f64>)> {
     let b = task.generate(16, &mut StdRng::seed_from_u64(seed ^ 0xD3));
-    let snap = analysis::snapshot(
+    let mut snap = analysis::snapshot(
         model,
         &b.tokens,
         &b.targets,
@@ -73,6 +73,16 @@ fn gradient_flow(
         b.batch,
         &Default::default(),
     )?;
+    snap.summary.input = analysis::InputRecord {
+        kind: analysis::InputKind::Task,
+        source: format!("dependency, l = {} (held-out sentences)", task.length),
+        tokenizer: None,
+        windows: b.batch,
+        window_length: b.steps,
+        seed,
+        offsets: Vec::new(),
+        unknown: 0,
+    };
     analysis::output::write_dir(dir, &snap)?;
     let ratio = snap.profiles[0]
         .hidden

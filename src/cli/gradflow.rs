@@ -5,11 +5,15 @@
 //! files) into `--out`, and prints a short summary (`--json`: the summary as JSON on stdout).
 
 use crate::analysis::jacobian::JacobianOptions;
-use crate::analysis::{output, snapshot, Precision, SnapshotOptions};
+use crate::analysis::{
+    self, input, output, snapshot, InputKind, InputRecord, Precision, SnapshotOptions,
+};
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::checkpoint;
+use crate::data::{corpus, Vocab};
 use crate::error::{Error, Result};
 use crate::init::{initialize, InitConfig, InitScheme};
+use crate::layers::attention::Attention;
 use crate::model::{LanguageModel, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,15 +26,6 @@ pub enum PrecisionArg {
     F64,
     /// Single precision, as models train: about twice as fast, ~1e-7 relative error per step.
     F32,
-}
-
-/// Where the analysed tokens come from.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// Uniformly random tokens (seeded); the target is the next token.
-    Random,
-    /// The bytes of `--corpus`, each mapped to `byte mod vocab`.
-    Corpus,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,6 +45,12 @@ pub struct Args {
     /// Residual connections between the layers of a fresh model.
     #[arg(long, conflicts_with = "checkpoint")]
     pub residual: bool,
+    /// Attention of a fresh model over its earlier states: none, dot or additive.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub attention: Option<String>,
+    /// Attention span K of a fresh model (0 = the whole window).
+    #[arg(long, conflicts_with = "checkpoint", value_name = "K")]
+    pub attention_span: Option<usize>,
     /// Hidden size of a fresh model [default: 64].
     #[arg(long, conflicts_with = "checkpoint")]
     pub hidden: Option<usize>,
@@ -71,21 +72,24 @@ pub struct Args {
     /// LSTM forget-gate bias of a fresh model.
     #[arg(long, conflicts_with = "checkpoint")]
     pub forget_bias: Option<f64>,
-    /// Seed of the init and of the random input.
+    /// Analyse windows of this text file, tokenized with the checkpoint's own vocabulary
+    /// (needs --checkpoint; --corpus is another name for it). Without it the input is
+    /// uniformly random tokens, and every output says so.
+    #[arg(long, value_name = "FILE", alias = "corpus", requires = "checkpoint")]
+    pub text: Option<PathBuf>,
+    /// The model's vocabulary for --text, when the checkpoint has none (a PyTorch state dict):
+    /// one token per line (line i is token i), or a `.json` list of tokens.
+    #[arg(long, value_name = "FILE", requires = "text")]
+    pub vocab_file: Option<PathBuf>,
+    /// Seed of the init, of the random input and of the Jacobian probes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Window length T (time steps analysed).
     #[arg(long, default_value_t = 128)]
     pub bptt: usize,
-    /// Batch size B (independent sequences).
+    /// Windows B (independent sequences; with --text, evenly spaced over the text).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Token source.
-    #[arg(long, value_enum, default_value_t = Input::Random)]
-    pub input: Input,
-    /// Text file for `--input corpus`.
-    #[arg(long)]
-    pub corpus: Option<PathBuf>,
     /// Output directory.
     #[arg(long, default_value = "gradflow_out")]
     pub out: PathBuf,
@@ -125,6 +129,12 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
             "unknown --recurrence `{rec_name}`: use dense or orthogonal"
         ))
     })?;
+    let att_name = a.attention.as_deref().unwrap_or("none");
+    let attention = Attention::parse(att_name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown --attention `{att_name}`: use none, dot or additive"
+        ))
+    })?;
     let config = ModelConfig {
         cell,
         activation,
@@ -138,6 +148,8 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         output: Default::default(),
         recurrence,
         residual: a.residual,
+        attention,
+        attention_span: a.attention_span.unwrap_or(0),
     };
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {
@@ -150,50 +162,39 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
     Ok(model)
 }
 
-/// `[T, B]` inputs and next-token targets: column `b` reads its own contiguous stretch.
-fn window(stream: &[u32], steps: usize, batch: usize) -> Option<(Vec<u32>, Vec<u32>)> {
-    let cols = stream.len().checked_sub(1)? / batch;
-    if cols < steps {
-        return None;
-    }
-    let mut inputs = vec![0u32; steps * batch];
-    let mut targets = vec![0u32; steps * batch];
-    for t in 0..steps {
-        for b in 0..batch {
-            inputs[t * batch + b] = stream[b * cols + t];
-            targets[t * batch + b] = stream[b * cols + t + 1];
-        }
-    }
-    Some((inputs, targets))
-}
-
-fn input_tokens(a: &Args, vocab: usize) -> Result<(Vec<u32>, Vec<u32>)> {
-    let need = a.batch * (a.bptt + 1);
-    let stream: Vec<u32> = match a.input {
-        Input::Random => {
-            let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1));
-            (0..need).map(|_| rng.gen_range(0..vocab as u32)).collect()
-        }
-        Input::Corpus => {
-            let path = a
-                .corpus
-                .as_ref()
-                .ok_or_else(|| Error::Config("--input corpus needs --corpus FILE".into()))?;
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            // Tokens are the file's raw bytes mapped to `byte mod vocab`: no tokenizer here, so
-            // a checkpoint's own vocabulary is not consulted.
-            bytes.iter().map(|&x| x as u32 % vocab as u32).collect()
-        }
+/// The analysed windows `[T, B]` (inputs, next-token targets) and what they are.
+fn input_windows(
+    a: &Args,
+    vocab: usize,
+    tokenizer: Option<&Vocab>,
+) -> Result<(Vec<u32>, Vec<u32>, InputRecord)> {
+    let (Some(path), Some(v)) = (&a.text, tokenizer) else {
+        // A random stream cut like a text: each window's targets are its next tokens.
+        let mut rng = StdRng::seed_from_u64(a.seed.wrapping_add(1));
+        let stream: Vec<u32> = (0..a.batch * (a.bptt + 1))
+            .map(|_| rng.gen_range(0..vocab as u32))
+            .collect();
+        let (inputs, targets, _) = input::text_windows(&stream, a.batch, a.bptt, "random tokens")?;
+        return Ok((
+            inputs,
+            targets,
+            InputRecord::random(a.batch, a.bptt, a.seed),
+        ));
     };
-    window(&stream, a.bptt, a.batch).ok_or_else(|| {
-        Error::Data(format!(
-            "{}: {} tokens are too few for --batch {} x --bptt {} (need {need}); lower them or use a longer file",
-            a.corpus.as_ref().map_or("input".into(), |p| p.display().to_string()),
-            stream.len(),
-            a.batch,
-            a.bptt
-        ))
-    })
+    let enc = corpus::encode_file(path, v)?;
+    let (inputs, targets, offsets) =
+        input::text_windows(&enc.ids, a.batch, a.bptt, &path.display().to_string())?;
+    let record = InputRecord {
+        kind: InputKind::Text,
+        source: path.display().to_string(),
+        tokenizer: Some(v.kind()),
+        windows: a.batch,
+        window_length: a.bptt,
+        seed: a.seed,
+        offsets,
+        unknown: enc.unknown,
+    };
+    Ok((inputs, targets, record))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -203,11 +204,27 @@ pub fn run(a: Args) -> Result<()> {
             "--bptt and --batch must be at least 1".into(),
         ));
     }
-    let model = match &a.checkpoint {
-        Some(p) => checkpoint::load::<f64>(p)?.model,
-        None => fresh_model(&a)?,
+    let (model, vocab) = match (&a.checkpoint, &a.text) {
+        (Some(p), Some(_)) => {
+            let (m, v) = super::eval::load_language_model::<f32>(p, a.vocab_file.as_deref())?;
+            (analysis::to_f64(&m)?, Some(v))
+        }
+        (Some(p), None) => {
+            let m = checkpoint::load::<f64>(p)?.model;
+            if m.config.input_size != 0 {
+                return Err(Error::checkpoint(
+                    p,
+                    format!(
+                        "the model reads dense inputs (input_size {}, a `task adding` model), not tokens: gradflow analyses models with a token embedding (language models, and the dependency, copy and order tasks)",
+                        m.config.input_size
+                    ),
+                ));
+            }
+            (m, None)
+        }
+        (None, _) => (fresh_model(&a)?, None),
     };
-    let (inputs, targets) = input_tokens(&a, model.config.vocab)?;
+    let (inputs, targets, record) = input_windows(&a, model.config.vocab, vocab.as_ref())?;
     let opts = SnapshotOptions {
         jacobian: (!a.no_jacobian).then(|| JacobianOptions {
             batch_index: a.jacobian_batch,
@@ -226,7 +243,8 @@ pub fn run(a: Args) -> Result<()> {
             a.jacobian_batch, a.batch
         )));
     }
-    let snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
+    let mut snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
+    snap.summary.input = record;
     output::write_dir(&a.out, &snap)?;
     if a.json {
         println!(

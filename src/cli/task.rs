@@ -6,6 +6,7 @@
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::TaskKind;
 use crate::error::{Error, Result};
+use crate::layers::attention::Attention;
 use crate::train::optim::OptimizerKind;
 use crate::train::run::{LogLines, StopReason};
 use crate::train::task::{run_task_until, TaskRunConfig};
@@ -35,6 +36,12 @@ pub struct Args {
     /// Residual connections between stacked layers.
     #[arg(long)]
     residual: bool,
+    /// Attention of the top layer over its earlier states: none, dot or additive.
+    #[arg(long, default_value = "none", value_parser = ["none", "dot", "additive"])]
+    attention: String,
+    /// Attention reads at most K earlier steps (0 = the whole sequence).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    attention_span: usize,
     /// default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX.
     #[arg(long, default_value = "default")]
     init: String,
@@ -102,6 +109,13 @@ fn run_args(a: Args) -> Result<()> {
             ))
         })?,
         residual: a.residual,
+        attention: Attention::parse(&a.attention).ok_or_else(|| {
+            Error::Config(format!(
+                "unknown --attention `{}`: use none, dot or additive",
+                a.attention
+            ))
+        })?,
+        attention_span: a.attention_span,
         init: a.init,
         spectral_radius: a.spectral_radius,
         forget_bias: a.forget_bias,

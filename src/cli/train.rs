@@ -7,6 +7,7 @@ use crate::cell::Recurrence;
 use crate::data::{corpus, Batches, TokenizerKind, Vocab, VOCAB_KEY};
 use crate::error::{Error, Result};
 use crate::init::initialize;
+use crate::layers::attention::Attention;
 use crate::model::LanguageModel;
 use crate::train::{
     train, Clip, MetricsRow, Monitor, Progress, RunDir, RunKind, SavedState, Session, StopReason,
@@ -68,6 +69,13 @@ pub struct Args {
     /// Residual connections between stacked layers; --residual=false to turn off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub residual: Option<bool>,
+    /// Attention of the top layer over its earlier states in the window: none, dot or
+    /// additive [default: none].
+    #[arg(long, value_parser = ["none", "dot", "additive"])]
+    pub attention: Option<String>,
+    /// Attention reads at most K earlier steps (0 = the whole window) [default: 0].
+    #[arg(long, value_name = "K")]
+    pub attention_span: Option<usize>,
     /// Stacked recurrent layers [default: 1].
     #[arg(long, value_name = "N")]
     pub layers: Option<usize>,
@@ -182,6 +190,7 @@ impl Args {
             activation => "--activation", layers => "--layers", hidden => "--hidden",
             embedding => "--embedding", dropout => "--dropout", tie => "--tie", init => "--init",
             recurrence => "--recurrence", residual => "--residual",
+            attention => "--attention", attention_span => "--attention-span",
             forget_bias => "--forget-bias", spectral_radius => "--spectral-radius",
             optimizer => "--optimizer", lr => "--lr", momentum => "--momentum",
             beta1 => "--beta1", beta2 => "--beta2", alpha => "--alpha", eps => "--eps",
@@ -209,6 +218,7 @@ impl Args {
             dropout,
             tie,
             residual,
+            attention_span,
             init,
             lr,
             momentum,
@@ -255,6 +265,9 @@ impl Args {
         }
         if let Some(r) = &self.recurrence {
             cfg.recurrence = parse_enum("recurrence", r, Recurrence::parse)?;
+        }
+        if let Some(a) = &self.attention {
+            cfg.attention = parse_enum("attention", a, Attention::parse)?;
         }
         if let Some(o) = &self.optimizer {
             cfg.optimizer = crate::train::OptimizerKind::parse(o)?;
@@ -572,6 +585,7 @@ fn run_loop(
         p.cfg.batch,
         p.cfg.bptt,
     )?;
+    data.tokenizer = Some(p.corpus.vocab.kind());
     let (reason, summary) = train(session, &mut data, Some(dir), monitor, &super::STOP)?;
     let d = dir.path.display();
     let best = summary

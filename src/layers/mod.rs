@@ -1,5 +1,7 @@
 //! Embedding, dropout and softmax cross-entropy: the non-recurrent pieces of a language model.
 
+pub mod attention;
+
 use crate::tensor::Float;
 use rand::Rng;
 

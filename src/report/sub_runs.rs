@@ -94,7 +94,8 @@ fn run_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// One run of a demo or experiment: where it is and how to label and group it.
+/// One run of a demo or experiment: where it is and how to label and group it (the label is
+/// the group, the demo's cell or the experiment's model name, and the run's length).
 pub(super) struct SubRun {
     pub(super) dir: PathBuf,
     pub(super) name: String,
@@ -123,8 +124,7 @@ pub(super) fn sub_runs(
                     "T"
                 };
                 format!(
-                    "{}, {what} = {}",
-                    jstr(v, "label").unwrap_or_else(|| group.clone()),
+                    "{group}, {what} = {}",
                     jstr(v, "length").unwrap_or_default()
                 )
             })

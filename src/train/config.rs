@@ -11,6 +11,7 @@ use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::{CorpusSpec, TokenizerKind};
 use crate::error::{Error, Result};
 use crate::init::{InitConfig, InitScheme};
+use crate::layers::attention::Attention;
 use crate::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,10 @@ pub struct TrainConfig {
     pub recurrence: Recurrence,
     /// Residual connections between stacked layers.
     pub residual: bool,
+    /// Attention of the top layer over its earlier states: `none`, `dot` or `additive`.
+    pub attention: Attention,
+    /// Attention reads at most this many earlier steps; 0 = the whole window.
+    pub attention_span: usize,
     /// `default`, `uniform:A`, `xavier`, `orthogonal`, `identity` or `chrono:T_MAX`.
     pub init: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +120,8 @@ impl Default for TrainConfig {
             tie: false,
             recurrence: Recurrence::Dense,
             residual: false,
+            attention: Attention::None,
+            attention_span: 0,
             init: "default".into(),
             forget_bias: None,
             spectral_radius: None,
@@ -317,6 +324,8 @@ impl TrainConfig {
             output: Default::default(),
             recurrence: self.recurrence,
             residual: self.residual,
+            attention: self.attention,
+            attention_span: self.attention_span,
         }
     }
 

@@ -10,6 +10,7 @@
 //! from a zero state, so a column's first predictions see less context than in one long pass.
 
 use crate::error::{Error, Result};
+use crate::layers::attention::Memory;
 use crate::model::{LanguageModel, State, Workspace};
 use crate::tensor::Float;
 use rand::rngs::StdRng;
@@ -181,7 +182,16 @@ pub fn sample<T: Float>(
     let v = model.config.vocab;
     let mut ws = Workspace::default();
     let mut state = State::zeros(&model.config, 1);
-    model.forward(&mut ws, prime, &state, prime.len(), 1, None);
+    // With attention, every new token attends over the states of all tokens before it (or
+    // the last `attention_span`), kept in `memory`.
+    let mut memory = Memory::default();
+    let keep = match model.config.attention_span {
+        0 => prime.len() + length,
+        k => k + 1,
+    };
+    memory.h.reserve(keep * model.config.hidden);
+    memory.k.reserve(keep * model.config.hidden);
+    model.forward_remembering(&mut ws, prime, &state, prime.len(), 1, &mut memory);
     model.final_state(&ws, &mut state);
     let mut next = draw(&ws.logits[(prime.len() - 1) * v..], opts, rng);
     for i in 0..length {
@@ -189,7 +199,7 @@ pub fn sample<T: Float>(
         if i + 1 == length {
             break;
         }
-        model.forward(&mut ws, &[next], &state, 1, 1, None);
+        model.forward_remembering(&mut ws, &[next], &state, 1, 1, &mut memory);
         model.final_state(&ws, &mut state);
         next = draw(&ws.logits, opts, rng);
     }
@@ -218,6 +228,8 @@ mod tests {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

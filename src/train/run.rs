@@ -34,6 +34,7 @@ use super::records::MetricsRow;
 use super::rundir::RunDir;
 use super::schedule::{exact_f64, Schedule, ScheduleState, IMPROVEMENT};
 use super::step::{Batch, Clip, Trainer};
+use crate::analysis::{InputKind, InputRecord};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 use rand::rngs::StdRng;
@@ -163,6 +164,16 @@ pub trait RunData {
     const ROW_PER_UPDATE: bool;
     /// The batch of update `step` (0-based), a function of `step` alone.
     fn batch(&mut self, step: u64) -> Feed<'_>;
+    /// What a gradient-flow snapshot tracked at update `step` (0-based) analyses: the batch of
+    /// that update, from a zero state.
+    fn tracked_input(&self, step: u64, seed: u64) -> InputRecord {
+        InputRecord {
+            kind: InputKind::TrainingBatch,
+            source: format!("update {}", step + 1),
+            seed,
+            ..Default::default()
+        }
+    }
     /// Scores `model` on the held-out data (`None` when there is none).
     fn evaluate(&mut self, model: &LanguageModel<f32>) -> Result<Option<Evaluation>>;
     /// Whether evaluation `a` is better than `than` (which may be [`Progress::best`] before
@@ -342,6 +353,8 @@ pub fn train<D: RunData>(
     while session.progress.step < total {
         let step = session.progress.step;
         let lr = session.lr();
+        let tracked = (s.track_gradflow > 0 && (step + 1).is_multiple_of(s.track_gradflow))
+            .then(|| data.tracked_input(step, s.seed));
         let feed = data.batch(step);
         if !feed.carry {
             session.trainer.reset_state();
@@ -363,12 +376,12 @@ pub fn train<D: RunData>(
                 sums.loss += stats.loss;
                 sums.grad_norm += stats.grad_norm;
                 sums.finite += 1;
-                let track = s.track_gradflow;
-                if track > 0 && p.step.is_multiple_of(track) {
+                if let Some(input) = tracked {
                     if let (Some(d), Batch::Tokens { inputs, targets }) =
                         (dir.as_deref(), feed.batch)
                     {
-                        if let Err(e) = d.track_gradflow(session, inputs, targets, stats.grad_norm)
+                        if let Err(e) =
+                            d.track_gradflow(session, inputs, targets, input, stats.grad_norm)
                         {
                             monitor.log(&format!("warning: gradient-flow tracking failed: {e}"));
                         }
@@ -497,6 +510,8 @@ mod tests {
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
+            attention: Default::default(),
+            attention_span: 0,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

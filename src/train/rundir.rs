@@ -266,6 +266,7 @@ impl RunDir {
         session: &Session,
         inputs: &[u32],
         targets: &[u32],
+        input: analysis::InputRecord,
         grad_norm: f64,
     ) -> Result<()> {
         let opts = analysis::SnapshotOptions {
@@ -274,7 +275,13 @@ impl RunDir {
             ..Default::default()
         };
         let model = &session.trainer.model;
-        let snap = analysis::snapshot(model, inputs, targets, None, session.settings.batch, &opts)?;
+        let mut snap =
+            analysis::snapshot(model, inputs, targets, None, session.settings.batch, &opts)?;
+        snap.summary.input = analysis::InputRecord {
+            windows: snap.summary.input.windows,
+            window_length: snap.summary.input.window_length,
+            ..input
+        };
         analysis::output::record_track(&self.path, session.progress.step, &snap, grad_norm)
     }
 

@@ -10,7 +10,8 @@ use super::eval::evaluate;
 use super::records::TrainSummary;
 use super::run::{Evaluation, Feed, Monitor, RunData, Session};
 use super::step::Batch;
-use crate::data::Batches;
+use crate::analysis::{InputKind, InputRecord};
+use crate::data::{Batches, TokenizerKind};
 use crate::error::Result;
 use crate::model::{LanguageModel, Workspace};
 
@@ -24,6 +25,9 @@ pub struct StreamData<'a> {
     inputs: Vec<u32>,
     targets: Vec<u32>,
     ws: Workspace<f32>,
+    /// The training stream's name (its file) and tokenizer, for tracked analyses.
+    source: String,
+    pub tokenizer: Option<TokenizerKind>,
 }
 
 impl<'a> StreamData<'a> {
@@ -45,6 +49,8 @@ impl<'a> StreamData<'a> {
             inputs: vec![0; batch * bptt],
             targets: vec![0; batch * bptt],
             ws: Workspace::default(),
+            source: name.to_string(),
+            tokenizer: None,
         })
     }
 
@@ -87,6 +93,21 @@ impl RunData for StreamData<'_> {
             weights: None,
             carry: w != 0,
             tokens: self.inputs.len() as u64,
+        }
+    }
+
+    fn tracked_input(&self, step: u64, seed: u64) -> InputRecord {
+        let b = &self.batches;
+        let w = (step % b.windows as u64) as usize;
+        InputRecord {
+            kind: InputKind::TrainingBatch,
+            source: self.source.clone(),
+            tokenizer: self.tokenizer,
+            windows: b.batch,
+            window_length: b.bptt,
+            seed,
+            offsets: (0..b.batch).map(|k| k * b.cols + w * b.bptt).collect(),
+            unknown: 0,
         }
     }
 

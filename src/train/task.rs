@@ -28,6 +28,7 @@ use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::{Task, TaskBatch, TaskKind};
 use crate::error::{Error, Result, RunDirProblem};
 use crate::init::{initialize, InitConfig, InitScheme};
+use crate::layers::attention::Attention;
 use crate::model::{LanguageModel, ModelConfig, Output, State, Workspace};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -54,6 +55,12 @@ pub struct TaskRunConfig {
     /// Residual connections between stacked layers.
     #[serde(default)]
     pub residual: bool,
+    /// Attention of the top layer over its earlier states: `none`, `dot` or `additive`.
+    #[serde(default)]
+    pub attention: Attention,
+    /// Attention reads at most this many earlier steps; 0 = the whole window.
+    #[serde(default)]
+    pub attention_span: usize,
     /// `default`, `uniform:A`, `xavier`, `orthogonal`, `identity` or `chrono:T_MAX`.
     pub init: String,
     pub spectral_radius: Option<f64>,
@@ -91,6 +98,8 @@ impl TaskRunConfig {
             embedding: 16,
             recurrence: Recurrence::Dense,
             residual: false,
+            attention: Attention::None,
+            attention_span: 0,
             init: "default".into(),
             spectral_radius: None,
             forget_bias: None,
@@ -135,6 +144,8 @@ impl TaskRunConfig {
             },
             recurrence: self.recurrence,
             residual: self.residual,
+            attention: self.attention,
+            attention_span: self.attention_span,
         };
         c.validate()?;
         Ok(c)
@@ -199,6 +210,12 @@ impl TaskRunConfig {
         }
         if self.residual {
             s.push_str(" residual");
+        }
+        if self.attention.is_on() {
+            s.push_str(&format!(" {}-attention", self.attention.name()));
+            if self.attention_span > 0 {
+                s.push_str(&format!(":{}", self.attention_span));
+            }
         }
         if self.init != "default" {
             s.push_str(&format!(" {}", self.init));

@@ -19,6 +19,8 @@ pub fn config(cell: CellKind, activation: Activation, layers: usize, tie: bool) 
         output: Default::default(),
         recurrence: Default::default(),
         residual: false,
+        attention: Default::default(),
+        attention_span: 0,
     }
 }
 

@@ -1,0 +1,282 @@
+//! Gradient flow on the user's own text: `gradflow --text` against the library call on the same
+//! windows, outputs that name their input, dense-input checkpoints, task metric names.
+
+use rnnscope::analysis::{self, output, InputKind, SnapshotOptions};
+use rnnscope::data::{Vocab, VOCAB_KEY};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn run(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rnnscope"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn p(x: &Path) -> &str {
+    x.to_str().unwrap()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let d =
+            std::env::temp_dir().join(format!("rnnscope-textflow-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small text with structure a char model picks up in a few updates.
+fn corpus() -> String {
+    let mut s = String::new();
+    for k in 0..200 {
+        s += &format!(
+            "the cat sat on mat {}. the dog ran to log {}.\n",
+            k % 7,
+            k % 5
+        );
+    }
+    s
+}
+
+/// Trains a tiny char LSTM on `corpus` and returns its last checkpoint.
+fn trained_char_model(dir: &Path, corpus: &Path) -> PathBuf {
+    let run_dir = dir.join("run");
+    ok(&[
+        "train",
+        "--corpus",
+        p(corpus),
+        "--out",
+        p(&run_dir),
+        "--cell",
+        "lstm",
+        "--hidden",
+        "16",
+        "--embedding",
+        "8",
+        "--batch",
+        "4",
+        "--bptt",
+        "16",
+        "--steps",
+        "30",
+        "--eval-every",
+        "30",
+        "--lr",
+        "0.01",
+        "--threads",
+        "1",
+    ]);
+    run_dir.join("last.safetensors")
+}
+
+#[test]
+fn gradflow_on_text_is_the_library_call_on_the_same_windows_and_names_its_input() {
+    let dir = TempDir::new("text");
+    let corpus_path = dir.0.join("corpus.txt");
+    std::fs::write(&corpus_path, corpus()).unwrap();
+    let ck = trained_char_model(&dir.0, &corpus_path);
+    let out = dir.0.join("gf");
+    let (steps, windows) = (20, 3);
+    let o = ok(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--text",
+        p(&corpus_path),
+        "--bptt",
+        "20",
+        "--batch",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        p(&out),
+        "--threads",
+        "1",
+    ]);
+    let describe = format!(
+        "text {} (char tokenizer): 3 windows of 20 tokens, seed 5",
+        corpus_path.display()
+    );
+    assert!(
+        text(&o.stdout).contains(&format!("input: {describe}")),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // The same windows, cut here from the checkpoint's own vocabulary: window b starts at
+    // token b * ((n - 1) / B).
+    let ckpt = rnnscope::checkpoint::load::<f64>(&ck).unwrap();
+    let vocab = Vocab::from_json(&ckpt.metadata[VOCAB_KEY]).unwrap();
+    let ids = vocab.encode(corpus().as_bytes()).unwrap().ids;
+    let cols = (ids.len() - 1) / windows;
+    let (mut inputs, mut targets) = (vec![0u32; steps * windows], vec![0u32; steps * windows]);
+    for t in 0..steps {
+        for b in 0..windows {
+            inputs[t * windows + b] = ids[b * cols + t];
+            targets[t * windows + b] = ids[b * cols + t + 1];
+        }
+    }
+    let mut opts = SnapshotOptions::default();
+    opts.jacobian.as_mut().unwrap().seed = 5;
+    let lib = analysis::snapshot(&ckpt.model, &inputs, &targets, None, windows, &opts).unwrap();
+
+    let snap = output::read_snapshot(&out.join(output::SNAPSHOT_FILE))
+        .unwrap()
+        .unwrap();
+    let input = &snap.summary.input;
+    assert_eq!(input.kind, InputKind::Text);
+    assert_eq!(input.source, corpus_path.display().to_string());
+    assert_eq!(input.tokenizer, Some(rnnscope::data::TokenizerKind::Char));
+    assert_eq!((input.windows, input.window_length, input.seed), (3, 20, 5));
+    assert_eq!(input.offsets, vec![0, cols, 2 * cols]);
+    assert_eq!(input.describe(), describe);
+    for (k, layer) in lib.profiles.iter().enumerate() {
+        for cell_state in [false, true] {
+            let csv = output::read_profile(&out.join(output::profile_file(k, cell_state)))
+                .unwrap()
+                .unwrap();
+            let rows = if cell_state {
+                layer.cell.as_ref().unwrap()
+            } else {
+                &layer.hidden
+            };
+            let want: Vec<output::ProfilePoint> = rows.iter().map(Into::into).collect();
+            assert_eq!(csv, want, "layer {k}, cell state {cell_state}");
+        }
+    }
+    // Random tokens would give another profile: the test above can fail.
+    let random = ok(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--bptt",
+        "20",
+        "--batch",
+        "3",
+        "--out",
+        p(&dir.0.join("rnd")),
+        "--json",
+        "--threads",
+        "1",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&random.stdout).unwrap();
+    assert_eq!(v["input"]["kind"], "random");
+    assert_eq!(v["input"]["source"], "random tokens");
+    let rnd = output::read_profile(&dir.0.join("rnd").join("profile_l0.csv"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(rnd[3].mean, lib.profiles[0].hidden[3].mean);
+
+    // Every CSV file opens with the input line.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "csv") {
+            let first = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(
+                first.lines().next(),
+                Some(format!("# input: {describe}").as_str()),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn text_shorter_than_the_windows_is_an_error_naming_the_file() {
+    let dir = TempDir::new("short");
+    let corpus_path = dir.0.join("corpus.txt");
+    std::fs::write(&corpus_path, corpus()).unwrap();
+    let ck = trained_char_model(&dir.0, &corpus_path);
+    let short = dir.0.join("short.txt");
+    std::fs::write(&short, "the cat sat").unwrap();
+    let o = run(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--text",
+        p(&short),
+        "--bptt",
+        "20",
+        "--out",
+        p(&dir.0.join("gf")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("short.txt") && e.contains("11 tokens"), "{e}");
+    // --text without a checkpoint: no tokenizer to read it with.
+    let o = run(&["gradflow", "--text", p(&short)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--checkpoint"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_dense_input_checkpoint_is_refused_in_one_line() {
+    let dir = TempDir::new("dense");
+    let run_dir = dir.0.join("adding");
+    ok(&[
+        "task",
+        "adding",
+        "--length",
+        "10",
+        "--hidden",
+        "8",
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--test-size",
+        "8",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        p(&run_dir),
+    ]);
+    let ck = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|x| {
+            x.extension().is_some_and(|e| e == "safetensors") && !p(x).contains("train_state")
+        })
+        .expect("a checkpoint");
+    for extra in [vec![], vec!["--text", p(&ck)]] {
+        let mut args = vec!["gradflow", "--checkpoint", p(&ck), "--out", p(&dir.0)];
+        args.extend(extra.iter().copied());
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o.stderr));
+        let e = text(&o.stderr);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains("dense inputs") && e.contains(p(&ck)), "{e}");
+    }
+}
