@@ -68,7 +68,14 @@ impl InitScheme {
             "orthogonal" => InitScheme::Orthogonal,
             "identity" | "irnn" => InitScheme::Identity,
             _ => match s.strip_prefix("uniform:") {
-                Some(a) => InitScheme::Uniform(a.parse().map_err(|_| bad())?),
+                Some(a) => match a.parse::<f64>() {
+                    Ok(a) if a.is_finite() && a > 0.0 => InitScheme::Uniform(a),
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "init `{s}`: uniform needs a positive half-width A (e.g. uniform:0.08)"
+                        )))
+                    }
+                },
                 None => return Err(bad()),
             },
         })
@@ -95,6 +102,28 @@ pub struct InitConfig {
     /// LSTM forget-gate bias.
     pub forget_bias: Option<f64>,
     pub seed: u64,
+}
+
+impl InitConfig {
+    /// Checks the values a user gives: `spectral_radius` positive and finite, `forget_bias`
+    /// finite (the scheme was checked when parsed).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(r) = self.spectral_radius {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(Error::Config(format!(
+                    "`spectral_radius` = {r} must be a positive number (leave it out to keep the initial radius)"
+                )));
+            }
+        }
+        if let Some(b) = self.forget_bias {
+            if !b.is_finite() {
+                return Err(Error::Config(format!(
+                    "`forget_bias` = {b} must be a finite number (e.g. 1)"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for InitConfig {
@@ -138,6 +167,7 @@ pub fn random_orthogonal(rng: &mut StdRng, n: usize) -> Vec<f64> {
 
 /// Initialises all parameters of `model` in place.
 pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> Result<()> {
+    init.validate()?;
     let c = model.config.clone();
     let mut rng = StdRng::seed_from_u64(init.seed);
     let h = c.hidden;
@@ -353,10 +383,14 @@ mod tests {
         initialize(&mut b, &init).unwrap();
         assert_eq!(a.params(), b.params());
         assert!(InitScheme::parse("uniform:0.1").unwrap() == InitScheme::Uniform(0.1));
-        for bad in ["nonsense", "uniform:x"] {
+        assert_eq!(
+            InitScheme::parse("nonsense").unwrap_err().to_string(),
+            "invalid configuration: unknown init `nonsense`: use default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX"
+        );
+        for bad in ["uniform:x", "uniform:-1", "uniform:0", "uniform:nan"] {
             assert_eq!(
                 InitScheme::parse(bad).unwrap_err().to_string(),
-                format!("invalid configuration: unknown init `{bad}`: use default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX")
+                format!("invalid configuration: init `{bad}`: uniform needs a positive half-width A (e.g. uniform:0.08)")
             );
         }
         assert_eq!(

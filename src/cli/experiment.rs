@@ -33,6 +33,10 @@ pub struct Args {
     /// Runs in parallel (0 = one per core), each on one thread; with --run-index, the threads of the one run.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Replace the sweep already in --out (its plan, run folders, logs and tables are removed
+    /// once the new sweep is checked).
+    #[arg(long, conflicts_with_all = ["run_index", "collect"])]
+    force: bool,
     /// Print the planned runs and exit; with --slurm, write plan.json and the batch scripts without submitting them.
     #[arg(long)]
     dry_run: bool,
@@ -72,6 +76,11 @@ fn plan_and_run(a: &Args, config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
     let sweep = SweepFile::parse(&text, config)?;
     let plan = sweep.plan(config, a.max_points)?;
+    let writes = a.slurm || !a.dry_run;
+    if a.force && writes && Plan::path(&a.out).exists() {
+        eprintln!("{}: replacing the sweep there", a.out.display());
+        Plan::remove(&a.out)?;
+    }
     if a.slurm {
         return submit(a, &plan);
     }
@@ -113,7 +122,7 @@ fn plan_and_run(a: &Args, config: &Path) -> Result<()> {
 fn with_fix(e: Error) -> Error {
     match e {
         Error::RunDir { .. } => Error::Data(format!(
-            "{e}: move that folder away, or choose another --out"
+            "{e}: move that folder away, replace the sweep with --force, or choose another --out"
         )),
         e => e,
     }

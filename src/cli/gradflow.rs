@@ -89,6 +89,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long, default_value = "gradflow_out")]
     pub out: PathBuf,
+    /// Replace the result already in --out (its files are removed first, so none is left stale).
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -239,8 +242,10 @@ pub fn run(a: Args) -> Result<()> {
             a.jacobian_batch, a.batch
         )));
     }
+    super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, false)?;
     let mut snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
     snap.summary.input = record;
+    super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, true)?;
     output::write_dir(&a.out, &snap)?;
     if a.json {
         println!(

@@ -12,6 +12,7 @@ pub mod train;
 
 use crate::error::{Error, Result, RunDirProblem};
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
@@ -82,6 +83,47 @@ pub fn set_threads(threads: usize) -> usize {
     n
 }
 
+/// An output folder that a command fills with its files (`marker` first among them): absent,
+/// empty, or holding an earlier result of the command, replaced with `--force`: then, when
+/// `remove`, its files (`marker`, `*.csv`, `report.html`; nothing else) are removed so that
+/// none is left stale.
+pub fn clear_out(out: &Path, force: bool, marker: &str, remove: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        if out.exists() {
+            return Err(Error::Data(format!(
+                "{}: exists and is not a directory: choose another --out",
+                out.display()
+            )));
+        }
+        return Ok(());
+    };
+    let paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if !out.join(marker).is_file() {
+        return Err(Error::Data(format!(
+            "{}: not empty and holds no earlier result ({marker} is missing): choose another --out",
+            out.display()
+        )));
+    }
+    if !force {
+        return Err(Error::Data(format!(
+            "{}: holds an earlier result ({marker} exists): replace it with --force or choose another --out",
+            out.display()
+        )));
+    }
+    if remove {
+        for p in paths {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if p.is_file() && (name == marker || name == "report.html" || name.ends_with(".csv")) {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Raised by Ctrl-C (see [`install_ctrlc`]); training loops stop at it.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -106,15 +148,17 @@ pub fn with_flags(e: Error, resume: bool) -> Error {
             let p = path.display();
             let hint = match problem {
                 RunDirProblem::NotADirectory => "choose another --out".to_string(),
-                RunDirProblem::HoldsRun { .. } if resume => {
-                    format!("continue it with --resume {p} or choose another --out")
+                RunDirProblem::HoldsRun { .. } if resume => format!(
+                    "continue it with --resume {p}, replace it with --force, or choose another --out"
+                ),
+                RunDirProblem::HoldsRun { .. } => {
+                    "replace it with --force or choose another --out".to_string()
                 }
-                RunDirProblem::HoldsRun { .. } => "choose another --out".to_string(),
                 RunDirProblem::NotFound | RunDirProblem::NothingToResume => {
                     format!("start a run with --out {p}")
                 }
                 RunDirProblem::OtherConfig { .. } => {
-                    "give the same options as that run to continue it, or choose another --out"
+                    "give the same options as that run to continue it, replace it with --force, or choose another --out"
                         .to_string()
                 }
             };
@@ -131,6 +175,19 @@ pub fn with_flags(e: Error, resume: bool) -> Error {
                 d.display()
             ))
         )),
+        Error::Config(m) => match field_of(m) {
+            Some(field) => Error::Config(format!("{m} (--{})", field.replace('_', "-"))),
+            None => e,
+        },
         _ => e,
     }
+}
+
+/// The configuration field a message is about: its first `` `name` = `` (a flag of the same
+/// name, `-` for `_`, sets it).
+fn field_of(msg: &str) -> Option<&str> {
+    let (_, rest) = msg.split_once('`')?;
+    let (name, after) = rest.split_once('`')?;
+    let is_field = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    (is_field && after.starts_with(" = ")).then_some(name)
 }

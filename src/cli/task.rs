@@ -10,6 +10,7 @@ use crate::layers::attention::Attention;
 use crate::train::optim::OptimizerKind;
 use crate::train::run::{LogLines, StopReason};
 use crate::train::task::{run_task_until, TaskRunConfig};
+use crate::train::RunDir;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +78,9 @@ pub struct Args {
     /// Run directory (the same options again continue the run there).
     #[arg(long)]
     out: PathBuf,
+    /// Replace the run already in --out (its files are removed once the options are checked).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -131,6 +135,10 @@ fn run_args(a: Args) -> Result<()> {
         stop_when_solved: a.stop_when_solved,
         max_bad_steps: 0,
     };
+    cfg.validate()?;
+    if a.force {
+        RunDir::make_fresh(&a.out, true, &mut |m| eprintln!("{m}"))?;
+    }
     super::install_ctrlc();
     let (reason, r, _) = run_task_until(
         &cfg,

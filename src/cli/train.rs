@@ -30,6 +30,9 @@ pub struct Args {
     /// TOML file with the same fields as these flags (unknown fields are an error); flags override it.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub config: Option<PathBuf>,
+    /// Replace the run already in --out (its files are removed once the new run is checked).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Continue the run in RUN_DIR where it stopped (only --steps, --epochs, --max-time, --threads,
     /// --eval-every, --max-bad-steps and moved data files may be given).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
@@ -489,13 +492,14 @@ fn start(args: Args) -> Result<()> {
         None => TrainConfig::default(),
     };
     args.apply(&mut cfg)?;
-    RunDir::check_new(&out)?;
+    RunDir::check_new(&out, args.force)?;
     let p = prepare(cfg)?;
     let model_cfg = p.cfg.model_config(p.corpus.vocab.len());
     let mut model = LanguageModel::<f32>::zeros(model_cfg)?;
     initialize(&mut model, &p.cfg.init_config()?)?;
     let mut session = Session::new(model, p.settings.clone())?;
     let mut monitor = ProgressMonitor::new(args.quiet);
+    RunDir::make_fresh(&out, args.force, &mut |m| eprintln!("{m}"))?;
     monitor.log(&describe(&p, &session.trainer.model));
     let mut dir = RunDir::create(
         &out,

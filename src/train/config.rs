@@ -87,6 +87,7 @@ pub struct TrainConfig {
     pub epochs: Option<f64>,
     /// Evaluate on the validation text and checkpoint every this many updates (0 = only at the end).
     pub eval_every: u64,
+    #[serde(with = "seed64")]
     pub seed: u64,
     /// Threads for GEMM (0 = all cores).
     pub threads: usize,
@@ -147,6 +148,54 @@ impl Default for TrainConfig {
             max_bad_steps: 5,
             track_gradflow: 0,
         }
+    }
+}
+
+/// Seeds are 64-bit, TOML integers signed 64-bit: a seed of 2^63 or more is written as a string
+/// (`seed = "18446744073709551615"`), and either form is read back.
+pub mod seed64 {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*seed) {
+            Ok(v) => s.serialize_i64(v),
+            Err(_) => s.serialize_str(&seed.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Seed {
+            Int(u64),
+            Text(String),
+        }
+        let bad = || D::Error::custom("a seed is a whole number from 0 to 18446744073709551615");
+        match Seed::deserialize(d).map_err(|_| bad())? {
+            Seed::Int(v) => Ok(v),
+            Seed::Text(t) => t.trim().parse().map_err(|_| bad()),
+        }
+    }
+}
+
+/// `name` = `v` must be a positive, finite number.
+pub fn check_positive(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "`{name}` = {v} must be a positive number"
+        )))
+    }
+}
+
+/// `name` = `v` must be at least 1.
+pub fn check_at_least_one(name: &str, v: u64) -> Result<()> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("`{name}` = {v} must be at least 1")))
     }
 }
 
@@ -253,17 +302,13 @@ impl TrainConfig {
                 "no corpus: give --corpus FILE (or `corpus = \"FILE\"` in the config)".into(),
             );
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return cfg(format!("`lr` = {} must be a positive number", self.lr));
-        }
+        check_positive("lr", self.lr)?;
         in_unit("momentum", self.momentum)?;
         in_unit("beta1", self.beta1)?;
         in_unit("beta2", self.beta2)?;
         in_unit("alpha", self.alpha)?;
         in_unit("dropout", self.dropout)?;
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return cfg(format!("`eps` = {} must be a positive number", self.eps));
-        }
+        check_positive("eps", self.eps)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return cfg(format!(
                 "`weight_decay` = {} must be >= 0",
@@ -272,21 +317,15 @@ impl TrainConfig {
         }
         self.clip()?;
         self.schedule()?;
-        self.init_config()?;
-        if self.batch == 0 || self.bptt == 0 {
-            return cfg(format!(
-                "`batch` = {} and `bptt` = {} must both be at least 1",
-                self.batch, self.bptt
-            ));
-        }
+        self.init_config()?.validate()?;
+        check_at_least_one("batch", self.batch as u64)?;
+        check_at_least_one("bptt", self.bptt as u64)?;
         match (self.steps, self.epochs) {
             (Some(_), Some(_)) => {
                 return cfg("give `steps` or `epochs`, not both".into());
             }
-            (Some(0), _) => return cfg("`steps` must be at least 1".into()),
-            (_, Some(e)) if !(e.is_finite() && e > 0.0) => {
-                return cfg(format!("`epochs` = {e} must be a positive number"));
-            }
+            (Some(s), _) => check_at_least_one("steps", s)?,
+            (_, Some(e)) => check_positive("epochs", e)?,
             _ => {}
         }
         if let Some(m) = self.max_time {
@@ -296,9 +335,7 @@ impl TrainConfig {
                 ));
             }
         }
-        if self.max_bad_steps == 0 {
-            return cfg("`max_bad_steps` must be at least 1".into());
-        }
+        check_at_least_one("max_bad_steps", self.max_bad_steps.into())?;
         if self.tokenizer == TokenizerKind::Word && self.vocab_size != 0 && self.vocab_size < 3 {
             return cfg(format!(
                 "`vocab_size` = {} is too small: a word vocabulary needs <unk>, <eos> and at least one word (0 = no cap)",
@@ -452,6 +489,23 @@ mod tests {
     }
 
     #[test]
+    fn seeds_of_64_bits_round_trip_through_toml() {
+        for seed in [0, 1 << 63, u64::MAX] {
+            let c = TrainConfig {
+                corpus: Some("c.txt".into()),
+                seed,
+                ..Default::default()
+            };
+            let back = TrainConfig::from_toml(&c.to_toml(), Path::new("x.toml")).unwrap();
+            assert_eq!(back.seed, seed);
+        }
+        let e = TrainConfig::from_toml("seed = -1\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a seed is a whole number"), "{e}");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let ok = TrainConfig {
             corpus: Some("c.txt".into()),
@@ -477,6 +531,14 @@ mod tests {
         );
         check(&|c| c.tie = true, "`tie`");
         check(&|c| c.corpus = None, "no corpus");
+        check(&|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN");
+        check(
+            &|c| c.spectral_radius = Some(-1.0),
+            "`spectral_radius` = -1",
+        );
+        check(&|c| c.init = "uniform:-1".into(), "positive half-width");
+        check(&|c| c.steps = Some(0), "`steps` = 0 must be at least 1");
+        check(&|c| c.lr = f64::INFINITY, "`lr` = inf");
         assert_eq!(ok.total_steps(7), 7);
         let e = TrainConfig {
             epochs: Some(2.5),

@@ -55,6 +55,19 @@ pub struct PlanPoint {
 }
 
 /// The run directory name of a model at a length and seed.
+/// The files a sweep writes at the top of its directory (`plan.json` last).
+const SWEEP_FILES: [&str; 9] = [
+    "runs.csv",
+    "runs.json",
+    "results.csv",
+    "results.json",
+    "results.md",
+    "report.html",
+    "sweep.sbatch",
+    "collect.sbatch",
+    "plan.json",
+];
+
 pub fn run_dir_name(model: &str, length: usize, seed: u64) -> String {
     format!("{model}_T{length}_s{seed}")
 }
@@ -115,8 +128,13 @@ impl Plan {
                     c.length
                 )));
             }
-            c.model_config()
-                .map_err(|e| err(format!("point {k} (`{}`): {e}", p.dir)))?;
+            c.validate().map_err(|e| {
+                let e = match e {
+                    Error::Config(m) => m,
+                    e => e.to_string(),
+                };
+                err(format!("point {k} (`{}`): {e}", p.dir))
+            })?;
         }
         Ok(())
     }
@@ -127,6 +145,34 @@ impl Plan {
     }
 
     /// Reads and checks `DIR/plan.json`.
+    /// Removes the sweep planned in `dir` (if any): its plan, its points' run directories (whose
+    /// names the plan's validation keeps inside `dir`), `logs/`, the tables, the report and the
+    /// batch scripts. Nothing else in `dir` is touched.
+    pub fn remove(dir: &Path) -> Result<()> {
+        if !Self::path(dir).exists() {
+            return Ok(());
+        }
+        let plan = Self::read(dir)?;
+        let folders = plan
+            .points
+            .iter()
+            .map(|p| p.dir.as_str())
+            .chain(["logs", "plots"]);
+        for f in folders {
+            let p = dir.join(f);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        for f in SWEEP_FILES {
+            let p = dir.join(f);
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let path = Self::path(dir);
         if !path.exists() {
@@ -154,7 +200,7 @@ impl Plan {
             })?;
             if let Some(d) = self.difference(&there) {
                 return Err(Error::Data(format!(
-                    "{}: holds another sweep ({d}): choose another --out, or give the same sweep file to continue it",
+                    "{}: holds another sweep ({d}): choose another --out, replace it with --force, or give the same sweep file to continue it",
                     path.display()
                 )));
             }
@@ -324,7 +370,7 @@ mod tests {
         other.points[1].config.hidden = 3;
         let e = other.save(&dir).unwrap_err().to_string();
         assert!(
-            e.ends_with("plan.json: holds another sweep (point 1 `b_T5_s0` has another configuration): choose another --out, or give the same sweep file to continue it"),
+            e.ends_with("plan.json: holds another sweep (point 1 `b_T5_s0` has another configuration): choose another --out, replace it with --force, or give the same sweep file to continue it"),
             "{e}"
         );
         assert_eq!(Plan::read(&dir).unwrap(), longer);

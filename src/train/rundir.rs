@@ -44,6 +44,21 @@ const RUN_FILES: [&str; 5] = [
     "summary.json",
 ];
 
+/// Other files and folders a run writes (removed with the run by [`RunDir::remove_run`]).
+const OTHER_RUN_FILES: [&str; 3] = ["best.safetensors", "gradflow_track.csv", "report.html"];
+const RUN_FOLDERS: [&str; 2] = ["gradflow", "plots"];
+
+/// How a directory can take a new run ([`RunDir::check_new`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fresh {
+    /// Absent, or a directory without run files.
+    Empty,
+    /// It holds a run that never reached its first checkpoint: nothing to lose, it starts over.
+    Unstarted,
+    /// It holds a run, and replacing it was asked for.
+    Replace,
+}
+
 /// What kind of run a directory holds: it fixes the columns of `metrics.csv`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunKind {
@@ -75,19 +90,60 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Checks that `path` can hold a new run (absent, or a directory without run files);
-    /// creates nothing.
-    pub fn check_new(path: &Path) -> Result<()> {
+    /// Checks that `path` can take a new run: absent, a directory without run files, a run
+    /// that never reached its first checkpoint (no `train_state.safetensors` nor
+    /// `last.safetensors`), or any run when `replace`; creates and removes nothing.
+    pub fn check_new(path: &Path, replace: bool) -> Result<Fresh> {
         if path.exists() && !path.is_dir() {
             return Err(Error::run_dir(path, RunDirProblem::NotADirectory));
         }
-        if let Some(f) = RUN_FILES.iter().find(|f| path.join(f).exists()) {
-            return Err(Error::run_dir(
+        if !RUN_FILES.iter().any(|f| path.join(f).exists()) {
+            return Ok(Fresh::Empty);
+        }
+        if replace {
+            return Ok(Fresh::Replace);
+        }
+        match ["train_state.safetensors", "last.safetensors"]
+            .iter()
+            .find(|f| path.join(f).exists())
+        {
+            None => Ok(Fresh::Unstarted),
+            Some(f) => Err(Error::run_dir(
                 path,
                 RunDirProblem::HoldsRun {
                     file: f.to_string(),
                 },
-            ));
+            )),
+        }
+    }
+
+    /// Prepares `path` for a new run as [`Self::check_new`] allows: removes the files of the
+    /// run there (if any) and says so through `log`.
+    pub fn make_fresh(path: &Path, replace: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
+        match Self::check_new(path, replace)? {
+            Fresh::Empty => return Ok(()),
+            Fresh::Unstarted => log(&format!(
+                "{}: the run there never reached its first checkpoint: starting it over",
+                path.display()
+            )),
+            Fresh::Replace => log(&format!("{}: replacing the run there", path.display())),
+        }
+        Self::remove_run(path)
+    }
+
+    /// Removes every file and folder a run writes in `path` (nothing else).
+    pub fn remove_run(path: &Path) -> Result<()> {
+        for f in RUN_FILES.iter().chain(&OTHER_RUN_FILES) {
+            let p = path.join(f);
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        for d in RUN_FOLDERS {
+            let p = path.join(d);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
         }
         Ok(())
     }
@@ -100,7 +156,14 @@ impl RunDir {
         metadata: HashMap<String, String>,
         fingerprint: Option<String>,
     ) -> Result<Self> {
-        Self::check_new(path)?;
+        if let Some(f) = RUN_FILES.iter().find(|f| path.join(f).exists()) {
+            return Err(Error::run_dir(
+                path,
+                RunDirProblem::HoldsRun {
+                    file: f.to_string(),
+                },
+            ));
+        }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         write_atomic(&path.join("config.toml"), config_toml.as_bytes())?;
         write_atomic(
@@ -114,29 +177,6 @@ impl RunDir {
             metadata,
             fingerprint,
         })
-    }
-
-    /// Removes the files of a run that never reached its first checkpoint (no
-    /// `train_state.safetensors`), so that [`Self::create`] can start it over.
-    pub fn clear_unstarted(path: &Path) -> Result<()> {
-        if path.join("train_state.safetensors").exists() {
-            return Err(Error::run_dir(
-                path,
-                RunDirProblem::HoldsRun {
-                    file: "train_state.safetensors".into(),
-                },
-            ));
-        }
-        for f in RUN_FILES
-            .iter()
-            .chain(&["best.safetensors", "gradflow_track.csv"])
-        {
-            let p = path.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
-        Ok(())
     }
 
     /// Reopens a run directory to continue at update `step`: rows of `metrics.csv` beyond it
@@ -216,10 +256,17 @@ impl RunDir {
         }
         let model = &session.trainer.model;
         if model.params().iter().any(|p| !p.is_finite()) {
+            let kept = if self.path.join("train_state.safetensors").exists() {
+                format!(
+                    "the last good checkpoint in {} is kept",
+                    self.path.display()
+                )
+            } else {
+                "no checkpoint was written".to_string()
+            };
             return Err(Error::Numeric(format!(
-                "the parameters are no longer finite at update {}; the last good checkpoint in {} is kept: lower the learning rate `lr` or set `clip`",
+                "the parameters are no longer finite at update {}; {kept}: lower the learning rate `lr` or set `clip`",
                 session.progress.step,
-                self.path.display()
             )));
         }
         let meta = self.checkpoint_metadata(session);

@@ -16,6 +16,7 @@
 //! parameters go to `best.safetensors`. [`run_task`] starts a run in a directory, or continues
 //! the run already there when its configuration is the same but for `steps`.
 
+use super::config::{check_at_least_one, check_positive};
 use super::optim::{OptimizerConfig, OptimizerKind};
 use super::records::TaskSummary;
 use super::run::{
@@ -76,6 +77,7 @@ pub struct TaskRunConfig {
     pub eval_every: usize,
     /// Sequences in the held-out test set.
     pub test_size: usize,
+    #[serde(with = "super::config::seed64")]
     pub seed: u64,
     /// Stop at the first evaluation that meets the task's success criterion.
     pub stop_when_solved: bool,
@@ -151,6 +153,42 @@ impl TaskRunConfig {
         Ok(c)
     }
 
+    /// Checks every value (the message names the field): what `rnnscope train` checks of the
+    /// same fields, and the task's own.
+    pub fn validate(&self) -> Result<()> {
+        check_positive("lr", self.lr)?;
+        for (name, v) in [("clip", self.clip), ("clip_value", self.clip_value)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::Config(format!(
+                        "`{name}` = {v} must be a positive number (leave it out for no clipping)"
+                    )));
+                }
+            }
+        }
+        if self.clip.is_some() && self.clip_value.is_some() {
+            return Err(Error::Config(
+                "choose one clipping: `clip` (norm) or `clip_value` (element-wise), not both"
+                    .into(),
+            ));
+        }
+        check_at_least_one("batch", self.batch as u64)?;
+        check_at_least_one("steps", self.steps as u64)?;
+        check_at_least_one("eval_every", self.eval_every as u64)?;
+        check_at_least_one("test_size", self.test_size as u64)?;
+        self.init_config()?.validate()?;
+        self.model_config().map(|_| ())
+    }
+
+    fn init_config(&self) -> Result<InitConfig> {
+        Ok(InitConfig {
+            scheme: InitScheme::parse(&self.init)?,
+            spectral_radius: self.spectral_radius,
+            forget_bias: self.forget_bias,
+            seed: self.seed,
+        })
+    }
+
     fn clip(&self) -> Clip {
         match (self.clip, self.clip_value) {
             (Some(x), _) => Clip::Norm(x),
@@ -183,19 +221,9 @@ impl TaskRunConfig {
 
     /// A fresh session: the model initialised from `seed`.
     fn session(&self) -> Result<Session> {
-        if self.batch == 0 || self.eval_every == 0 || self.test_size == 0 {
-            return Err(Error::Config(
-                "`batch`, `eval_every` and `test_size` must be at least 1".into(),
-            ));
-        }
+        self.validate()?;
         let mut model = LanguageModel::<f32>::zeros(self.model_config()?)?;
-        let init = InitConfig {
-            scheme: InitScheme::parse(&self.init)?,
-            spectral_radius: self.spectral_radius,
-            forget_bias: self.forget_bias,
-            seed: self.seed,
-        };
-        initialize(&mut model, &init)?;
+        initialize(&mut model, &self.init_config()?)?;
         Session::new(model, self.settings())
     }
 
@@ -516,7 +544,7 @@ pub fn run_task_until(
 fn saved_run(dir: &Path, cfg: &TaskRunConfig) -> Result<Option<SavedState>> {
     let config = dir.join("config.toml");
     if !config.exists() {
-        RunDir::check_new(dir)?;
+        RunDir::check_new(dir, false)?;
         return Ok(None);
     }
     let holds = || {
@@ -533,7 +561,7 @@ fn saved_run(dir: &Path, cfg: &TaskRunConfig) -> Result<Option<SavedState>> {
         return Err(Error::run_dir(dir, RunDirProblem::OtherConfig { detail }));
     }
     if !dir.join("train_state.safetensors").exists() {
-        RunDir::clear_unstarted(dir)?;
+        RunDir::remove_run(dir)?;
         return Ok(None);
     }
     SavedState::read(dir).map(Some)
@@ -658,6 +686,34 @@ mod tests {
             for d in [full_dir, half_dir, stop_dir] {
                 std::fs::remove_dir_all(d).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn task_options_are_validated_like_train_options() {
+        let ok = config(TaskKind::Adding, 5, 3);
+        ok.validate().unwrap();
+        type Edit = fn(&mut TaskRunConfig);
+        let cases: [(Edit, &str); 7] = [
+            (|c| c.lr = f64::NAN, "`lr` = NaN must be a positive number"),
+            (
+                |c| c.clip = Some(-1.0),
+                "`clip` = -1 must be a positive number",
+            ),
+            (
+                |c| c.clip_value = Some(0.0),
+                "`clip_value` = 0 must be a positive number",
+            ),
+            (|c| c.steps = 0, "`steps` = 0 must be at least 1"),
+            (|c| c.forget_bias = Some(f64::NAN), "`forget_bias` = NaN"),
+            (|c| c.init = "uniform:-1".into(), "positive half-width"),
+            (|c| c.hidden = 0, "hidden"),
+        ];
+        for (f, want) in cases {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
         }
     }
 
