@@ -203,7 +203,7 @@ fn train_resume_and_sample_an_attentive_model() {
         m.forward(&mut ws, &seq, &State::zeros(&m.config, 1), n, 1, None);
         let last = &ws.logits[(n - 1) * m.config.vocab..];
         let best = (0..last.len() as u32)
-            .filter(|&i| i != vocab.unk())
+            .filter(|&i| Some(i) != vocab.unk())
             .max_by(|&a, &b| {
                 last[a as usize]
                     .total_cmp(&last[b as usize])
