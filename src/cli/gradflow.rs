@@ -258,6 +258,9 @@ pub fn run(a: Args) -> Result<()> {
         );
     } else {
         println!("{}", snap.summary.human());
+        if let (Some(att), Some(top)) = (&snap.attention, snap.profiles.last()) {
+            println!("{}", att.human(&top.hidden));
+        }
         println!("wrote {}", a.out.join(output::SNAPSHOT_FILE).display());
     }
     Ok(())
