@@ -100,7 +100,7 @@ fn plan_and_run(a: &Args, config: &Path) -> Result<()> {
     }
     let workers = super::set_threads(a.threads);
     eprintln!(
-        "{} runs of task `{}` on {workers} cores",
+        "{} runs of task `{}`, at most {workers} at a time (--threads)",
         plan.points.len(),
         plan.task.name()
     );
