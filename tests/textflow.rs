@@ -280,3 +280,60 @@ fn a_dense_input_checkpoint_is_refused_in_one_line() {
         assert!(e.contains("dense inputs") && e.contains(p(&ck)), "{e}");
     }
 }
+
+#[test]
+fn copy_task_prints_and_reports_accuracy_against_chance_and_loss_against_the_memoryless_loss() {
+    let dir = TempDir::new("copy");
+    let run_dir = dir.0.join("copy");
+    let o = ok(&[
+        "task",
+        "copy",
+        "--length",
+        "5",
+        "--hidden",
+        "8",
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--test-size",
+        "8",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        p(&run_dir),
+    ]);
+    // 10 ln 8 / (T + 20) with T = 5: a loss; chance accuracy on the 8 symbols: 1/8.
+    let loss_base = 10.0 * 8f64.ln() / 25.0;
+    let (log, out) = (text(&o.stderr), text(&o.stdout));
+    let acc = "(chance accuracy 0.1250)";
+    let loss = format!("(memoryless loss baseline {loss_base:.4})");
+    assert!(
+        log.contains(acc) && log.contains(&loss) && log.contains("test loss"),
+        "{log}"
+    );
+    assert!(out.contains(acc) && out.contains(&loss), "{out}");
+    assert!(
+        !out.contains(&format!("{loss_base:.4})  accuracy")),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["metric_name"], "accuracy");
+    assert_eq!(v["baseline"], 0.125);
+    assert_eq!(v["baseline_name"], "chance accuracy");
+    assert!((v["loss_baseline"].as_f64().unwrap() - loss_base).abs() < 1e-12);
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("chance accuracy (12.5%)"), "no chance line");
+    // The headline and the loss plot's line (its legend wraps after the name).
+    let head = format!("memoryless loss baseline</div><div class=\"v\">{loss_base:.4}</div>");
+    assert!(html.contains(&head), "no loss baseline in the headline");
+    let svg = std::fs::read_to_string(run_dir.join("plots/task_loss.svg")).unwrap();
+    assert!(svg.contains("memoryless loss baseline"), "no loss line");
+    let metric = std::fs::read_to_string(run_dir.join("plots/metric.svg")).unwrap();
+    assert!(!metric.contains("83.2%") && !metric.contains("memoryless"));
+    assert!(!html.contains("chance (83.2%)") && !html.contains("chance accuracy (83.2%)"));
+}

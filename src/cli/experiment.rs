@@ -184,11 +184,12 @@ fn run_one(a: &Args) -> Result<()> {
     };
     let r = &o.result;
     println!(
-        "point {} ({}): {} {:.4} (baseline {:.4}) -> {} after {} updates, {:.1} s",
+        "point {} ({}): {} {:.4} ({} {:.4}) -> {} after {} updates, {:.1} s",
         point.index,
         point.dir,
         r.metric_name,
         r.metric,
+        r.baseline_name,
         r.baseline,
         if r.solved { "solved" } else { "not solved" },
         r.updates,

@@ -155,14 +155,19 @@ fn run_args(a: Args) -> Result<()> {
         );
         return Ok(());
     }
+    let loss_vs = r.loss_baseline.map_or(String::new(), |b| {
+        format!(" (memoryless loss baseline {b:.4})")
+    });
     println!(
-        "{} {} length {}: {} {:.4} (baseline {:.4}) -> {} after {} updates, {:.1} s",
+        "{} {} length {}: {} {:.4} ({} {:.4}), test loss {:.4}{loss_vs} -> {} after {} updates, {:.1} s",
         r.label,
         cfg.task.name(),
         r.length,
         r.metric_name,
         r.metric,
+        r.baseline_name,
         r.baseline,
+        r.test_loss,
         if r.solved { "solved" } else { "not solved" },
         r.updates,
         r.seconds

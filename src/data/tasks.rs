@@ -1,12 +1,12 @@
 //! Synthetic long-range tasks, generated from a seed at any length, each with its published
 //! success criterion and chance baseline.
 //!
-//! | task | input | target | baseline | solved |
-//! |---|---|---|---|---|
-//! | `dependency` | `when she tried to print her N , <filler> she finally printed her N .`: key noun `l` steps before its repeat | next token (LM) | chance `1/K` on the repeated noun | accuracy >= 99% |
-//! | `copy` (Arjovsky et al. 2016) | 10 symbols of 8, `T-1` blanks, delimiter, 10 blanks | `T+10` blanks, the 10 symbols | `10 ln 8 / (T + 20)` nats/step | recall accuracy >= 99% |
-//! | `adding` (Le et al. 2015) | `T` pairs (value ~ U[0,1], marker), two markers | sum of the marked values at step `T` | MSE 1/6 (predict the mean) | test MSE < 0.01 |
-//! | `order` (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013) | `L` symbols: A/B at `[0.1L, 0.2L)` and `[0.5L, 0.6L)`, distractors elsewhere | AA/AB/BA/BB at the end | chance 1/4 | error < 1% |
+//! | task | input | target | metric baseline | memoryless loss | solved |
+//! |---|---|---|---|---|---|
+//! | `dependency` | `when she tried to print her N , <filler> she finally printed her N .`: key noun `l` steps before its repeat | next token (LM) | chance accuracy `1/8` on the repeated noun | - | accuracy >= 99% |
+//! | `copy` (Arjovsky et al. 2016) | 10 symbols of 8, `T-1` blanks, delimiter, 10 blanks | `T+10` blanks, the 10 symbols | chance accuracy 1/8 on the recalled symbols | `10 ln 8 / (T + 20)` nats/step | recall accuracy >= 99% |
+//! | `adding` (Le et al. 2015) | `T` pairs (value ~ U[0,1], marker), two markers | sum of the marked values at step `T` | MSE 1/6 (predict the mean) | 1/6 | test MSE < 0.01 |
+//! | `order` (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013) | `L` symbols: A/B at `[0.1L, 0.2L)` and `[0.5L, 0.6L)`, distractors elsewhere | AA/AB/BA/BB at the end | chance accuracy 1/4 | `ln 4` | error < 1% |
 //!
 //! All sequences are time-major `[T, B]`; every task fixes `T` from its length parameter so a
 //! batch is one rectangular window trained from a zero state.
@@ -203,15 +203,38 @@ impl Task {
         }
     }
 
-    /// The baseline a model without memory reaches, in the task metric's units.
+    /// The metric a model without memory reaches: chance accuracy (`1/K` over the `K` equally
+    /// likely answers: 8 nouns, 8 copied symbols, 4 orders) or, for the adding problem, the
+    /// MSE of predicting the mean sum (`1/6`). Named by [`Self::baseline_name`].
     pub fn baseline(&self) -> f64 {
         match self.kind {
             TaskKind::Dependency => 1.0 / NOUNS.len() as f64,
-            TaskKind::Copy => {
-                COPY_LEN as f64 * (COPY_SYMBOLS as f64).ln() / (self.length + 2 * COPY_LEN) as f64
-            }
+            TaskKind::Copy => 1.0 / COPY_SYMBOLS as f64,
             TaskKind::Adding => 1.0 / 6.0,
             TaskKind::Order => 0.25,
+        }
+    }
+
+    /// What [`Self::baseline`] is.
+    pub fn baseline_name(&self) -> &'static str {
+        match self.kind {
+            TaskKind::Adding => "MSE of predicting the mean",
+            _ => "chance accuracy",
+        }
+    }
+
+    /// The training loss (nats per weighted step, or the MSE) of the best model without
+    /// memory, where it has a closed form: copy `10 ln 8 / (T + 20)` (every step is scored and
+    /// only the 10 recalled symbols are unpredictable without memory), order `ln 4`, adding
+    /// `1/6`. `None` for the dependency language (its filler words are partly predictable).
+    pub fn loss_baseline(&self) -> Option<f64> {
+        match self.kind {
+            TaskKind::Dependency => None,
+            TaskKind::Copy => Some(
+                COPY_LEN as f64 * (COPY_SYMBOLS as f64).ln() / (self.length + 2 * COPY_LEN) as f64,
+            ),
+            TaskKind::Adding => Some(1.0 / 6.0),
+            TaskKind::Order => Some(4f64.ln()),
         }
     }
 
@@ -475,8 +498,14 @@ mod tests {
             (per_step - formula).abs() < 0.002 * formula + 1e-3,
             "{per_step} vs {formula}"
         );
-        assert!((task.baseline() - formula).abs() < 1e-15);
-        assert!((Task::new(TaskKind::Copy, 100).unwrap().baseline() - 0.1733).abs() < 1e-4);
+        // A loss baseline; the accuracy baseline is chance on the 8 symbols.
+        assert!((task.loss_baseline().unwrap() - formula).abs() < 1e-15);
+        let long = Task::new(TaskKind::Copy, 100).unwrap();
+        assert!((long.loss_baseline().unwrap() - 0.1733).abs() < 1e-4);
+        assert_eq!(
+            (task.baseline(), task.baseline_name()),
+            (0.125, "chance accuracy")
+        );
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub(super) fn baseline_word(metric_name: &str) -> &'static str {
     if is_mse(metric_name) {
         "baseline"
     } else {
-        "chance"
+        "chance accuracy"
     }
 }
 
@@ -165,7 +165,7 @@ pub(super) fn baseline_name(metric_name: &str, b: f64) -> String {
     if is_mse(metric_name) {
         format!("baseline {} (predict the mean)", num(b))
     } else {
-        format!("chance ({})", pct(b))
+        format!("chance accuracy ({})", pct(b))
     }
 }
 

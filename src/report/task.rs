@@ -3,7 +3,7 @@
 
 use super::common::{
     baseline_name, baseline_word, capitalise, criterion, fig, is_mse, jnum, jstr, length_word,
-    metric_axis, metric_value, seconds, steps_axis, Part, Prefix,
+    metric_axis, metric_value, num, seconds, steps_axis, Part, Prefix,
 };
 use super::data::Csv;
 use super::plot::{Axis, Figure, HLine, LineChart, Marker, Series, PALETTE};
@@ -29,6 +29,7 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
         .and_then(|v| jstr(v, "metric_name"))
         .unwrap_or_else(|| "metric".into());
     let baseline = summary.and_then(|v| jnum(v, "baseline"));
+    let loss_baseline = summary.and_then(|v| jnum(v, "loss_baseline"));
     let metric = m.pairs("step", "metric");
     if !metric.is_empty() {
         let mut c = LineChart::new(
@@ -71,11 +72,18 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
         );
         c.series
             .push(Series::line_points("test", test, Marker::Triangle).color(PALETTE[1]));
-        s.blocks.push(fig(
-            p.name("task_loss"),
-            Figure::Line(c),
-            "Task loss on the training sequences (averaged between evaluations) and on the held-out test set.",
-        ));
+        let caption = match loss_baseline {
+            Some(b) => {
+                c.hlines.push(HLine {
+                    name: format!("memoryless loss baseline ({})", num(b)),
+                    y: b,
+                });
+                "Task loss on the training sequences (averaged between evaluations) and on the held-out test set, with the loss of the best model that remembers nothing (a loss, not an accuracy)."
+            }
+            None => "Task loss on the training sequences (averaged between evaluations) and on the held-out test set.",
+        };
+        s.blocks
+            .push(fig(p.name("task_loss"), Figure::Line(c), caption));
     }
     if let Some(v) = summary {
         let task = jstr(v, "task").unwrap_or_default();
@@ -99,6 +107,10 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
         if let Some(b) = baseline {
             part.headline
                 .push((baseline_word(&metric_name).into(), fmt_metric(b)));
+        }
+        if let Some(b) = loss_baseline {
+            part.headline
+                .push(("memoryless loss baseline".into(), num(b)));
         }
         if let Some(sv) = solved {
             part.headline

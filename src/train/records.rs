@@ -62,8 +62,14 @@ pub struct TaskSummary {
     /// Best metric over all evaluations.
     #[serde(deserialize_with = "nan_if_null")]
     pub best_metric: f64,
-    /// What a model without memory reaches, in the metric's units.
+    /// What a model without memory reaches, in the metric's units (named by `baseline_name`).
     pub baseline: f64,
+    /// `chance accuracy`, or `MSE of predicting the mean`.
+    #[serde(default)]
+    pub baseline_name: String,
+    /// The test loss of the best model without memory (`None`: no closed form).
+    #[serde(default)]
+    pub loss_baseline: Option<f64>,
     /// Whether the last evaluation meets the task's success criterion.
     pub solved: bool,
     /// Loss of the last evaluation on the held-out test set.

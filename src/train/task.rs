@@ -438,12 +438,17 @@ impl RunData for TaskData {
     }
 
     fn describe(&self, _step: u64, e: &Evaluation) -> String {
+        let t = &self.task;
+        let loss_vs = t.loss_baseline().map_or(String::new(), |b| {
+            format!(" (memoryless loss baseline {b:.4})")
+        });
         format!(
-            "test {:.4}  {} {:.4} (baseline {:.4})",
+            "test loss {:.4}{loss_vs}  {} {:.4} ({} {:.4})",
             e.loss,
-            self.task.metric_name(),
+            t.metric_name(),
             e.metric.unwrap_or(f64::NAN),
-            self.task.baseline()
+            t.baseline_name(),
+            t.baseline()
         )
     }
 
@@ -458,6 +463,8 @@ impl RunData for TaskData {
             metric: p.last_metric,
             best_metric: p.best_metric,
             baseline: self.task.baseline(),
+            baseline_name: self.task.baseline_name().into(),
+            loss_baseline: self.task.loss_baseline(),
             solved: self.task.solved(p.last_metric),
             test_loss: p.last_valid,
             updates,
