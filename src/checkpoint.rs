@@ -77,7 +77,9 @@ impl TensorFile {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+).
-            if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"\x80") {
+            // (A safetensors file whose header length starts with 0x80 has `{` at byte 8.)
+            let pickle = bytes.starts_with(b"\x80") && bytes.get(8) != Some(&b'{');
+            if bytes.starts_with(b"PK\x03\x04") || pickle {
                 return Error::checkpoint(
                     path,
                     format!(

@@ -73,8 +73,10 @@ pub fn human(bytes: f64) -> String {
     const G: f64 = 1024.0 * 1024.0 * 1024.0;
     if bytes >= G {
         format!("{:.1} GiB", bytes / G)
-    } else {
+    } else if bytes >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", bytes / 1024.0)
     }
 }
 
