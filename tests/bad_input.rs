@@ -64,7 +64,7 @@ struct Case {
 }
 
 const TRAIN: &str = "--corpus corpus.txt --hidden 8 --embedding 4 --batch 2 --bptt 8 --steps 3 --eval-every 0 --quiet";
-const TASK: &str = "--length 5 --hidden 4 --steps 3 --eval-every 3 --test-size 20";
+const TASK: &str = "--length 5 --steps 3 --eval-every 3 --test-size 20";
 
 fn case(args: &'static str, want: Want) -> Case {
     Case {
@@ -96,7 +96,7 @@ fn cases() -> Vec<Case> {
         case(
             "task adding {TASK} --hidden 5 --out taskrun",
             Refused(&[
-                "taskrun: holds a run of another configuration (`hidden` is 4 there, 5 here)",
+                "taskrun: holds a run of another configuration (`hidden` is 64 there, 5 here)",
                 "--force",
             ]),
         ),
@@ -125,7 +125,7 @@ fn cases() -> Vec<Case> {
             ]),
         ),
         case(
-            "task adding {TASK} --steps 0 --out t1",
+            "task adding --length 5 --steps 0 --out t1",
             Refused(&["`steps` = 0 must be at least 1", "(--steps)"]),
         ),
         case(
@@ -218,7 +218,7 @@ fn cases() -> Vec<Case> {
         ),
         // Memory: refused with the estimate and the limit before allocating.
         case(
-            "train {TRAIN} --hidden 100000 --out t1",
+            "train --corpus corpus.txt --hidden 100000 --out t1",
             Refused(&[
                 "training this model needs about",
                 "more than the memory limit of",
