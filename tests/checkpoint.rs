@@ -346,3 +346,99 @@ fn a_torch_save_file_is_refused_with_the_conversion_command() {
         "{err}"
     );
 }
+
+/// `tensors` (renamed by `rename`, dropped when it gives `None`) written without metadata, as
+/// `safetensors.torch.save_file` writes a state dict, then loaded.
+fn renamed_state_dict(
+    from: &TensorFile,
+    name: &str,
+    rename: impl Fn(&str) -> Option<String>,
+) -> rnnscope::Result<checkpoint::Checkpoint<f32>> {
+    let tensors: checkpoint::NamedTensors = from
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| {
+            let v = t.data.iter().map(|&x| x as f32).collect();
+            rename(n).map(|n| (n, t.shape.clone(), v))
+        })
+        .collect();
+    let path = tmp(name);
+    write_tensors(&path, &tensors, &HashMap::new()).unwrap();
+    checkpoint::load::<f32>(&path)
+}
+
+#[test]
+fn any_module_names_load_by_structure_and_unsupported_layouts_are_refused_by_name() {
+    let wlm = TensorFile::open(&fixtures().join("wlm_lstm.safetensors")).unwrap();
+    let reference = checkpoint::load::<f32>(&wlm.path).unwrap().model;
+    // embed / lstm / fc: the modules are found by their shapes.
+    let custom = renamed_state_dict(&wlm, "custom", |n| {
+        Some(
+            n.replace("encoder.", "embed.")
+                .replace("rnn.", "lstm.")
+                .replace("decoder.", "fc."),
+        )
+    })
+    .unwrap()
+    .model;
+    assert_eq!(custom.config, reference.config);
+    assert_eq!(custom.params(), reference.params());
+    assert_eq!(logits(&custom), logits(&reference));
+    // A decoder without bias (nn.Linear(bias=False)) reads as bias 0.
+    let no_bias = renamed_state_dict(&wlm, "nobias", |n| {
+        (n != "decoder.bias").then(|| n.to_string())
+    })
+    .unwrap()
+    .model;
+    let b = no_bias
+        .layout
+        .view(no_bias.params(), "decoder.bias")
+        .unwrap();
+    assert!(b.iter().all(|&x| x == 0.0));
+
+    let refused = |name: &str, rename: &dyn Fn(&str) -> Option<String>| {
+        renamed_state_dict(&wlm, name, rename)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    // nn.LSTM(proj_size=P) adds weight_hr_l{k}.
+    let err = refused("proj", &|n| {
+        Some(n.replace("rnn.weight_hh_l1", "rnn.weight_hr_l1"))
+    });
+    assert!(
+        err.contains("tensor `rnn.weight_hr_l1`: LSTMs with a projection (nn.LSTM(proj_size=...)) are not supported"),
+        "{err}"
+    );
+    let err = refused("bidir", &|n| {
+        Some(n.replace("rnn.bias_hh_l1", "rnn.bias_hh_l0_reverse"))
+    });
+    assert!(
+        err.contains(
+            "tensor `rnn.bias_hh_l0_reverse`: bidirectional recurrent layers are not supported"
+        ),
+        "{err}"
+    );
+    let err = refused("two", &|n| {
+        Some(n.replace("rnn.weight_ih_l1", "rnn2.weight_ih_l0"))
+    });
+    assert!(
+        err.contains("several recurrent modules (`rnn.weight_ih_l0`, `rnn2.weight_ih_l0`)"),
+        "{err}"
+    );
+    let err = refused("none", &|n| (!n.starts_with("rnn.")).then(|| n.to_string()));
+    assert!(
+        err.contains("no recurrent layer: expected a tensor named `rnn.weight_ih_l0`"),
+        "{err}"
+    );
+    // Only the recurrent layers, but input 8 and output 10: neither one-hot nor logits fit.
+    let err = refused("bare", &|n| n.strip_prefix("rnn.").map(str::to_string));
+    assert!(
+        err.contains("no decoder: the top layer's output would be the logits, which needs its size (10) to equal the vocabulary size (8"),
+        "{err}"
+    );
+    assert!(
+        err.contains("model.safetensors"),
+        "the error names the file: {err}"
+    );
+}
