@@ -262,6 +262,10 @@ fn cases() -> Vec<Case> {
             "task adding {TASK} --threads 100000 --out threads",
             Ok(&["note: --threads 100000 is more than the", "after 3 updates"]),
         ),
+        case(
+            "train --corpus one_line.txt --tokenizer word --out t1",
+            Refused(&["word splits fall between lines", "--valid-file"]),
+        ),
         // Corrupt checkpoints are refused naming the tensor or the damage.
         case(
             "eval --checkpoint nan.safetensors --corpus corpus.txt",
@@ -336,6 +340,10 @@ fn cases() -> Vec<Case> {
 fn prepare(dir: &Path) {
     let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
     w("corpus.txt", &corpus());
+    w(
+        "one_line.txt",
+        "just one line of words without a newline at all",
+    );
     w("lr_nan.toml", "lr = nan\n");
     w("typo.toml", "hiden = 3\n");
     w("nan_bias.toml", "forget_bias = nan\n");
