@@ -6,7 +6,9 @@
 
 The checkpoint's metadata holds the model config (`rnnscope.config`) and, for models trained
 on text, the vocabulary (`rnnscope.vocab`). Prints the config, the loaded modules and, with
---text, the next-token distribution after reading the text.
+--text, the next-token distribution after reading the text, cut into tokens as rnnscope
+cuts a prime: characters, bytes, or whitespace-separated words with `<eos>` for every line
+break in the text.
 """
 import argparse
 import json
@@ -39,6 +41,21 @@ class LanguageModel(nn.Module):
         return self.decoder(out)
 
 
+def tokenize(kind, text):
+    """The text's tokens as rnnscope's tokenizer of `kind` cuts a fragment (a prime)."""
+    if kind == "char":
+        return list(text)
+    if kind == "byte":
+        return [str(b) for b in text.encode("utf-8")]
+    words = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        words.extend(line.split())
+        if i + 1 < len(lines):
+            words.append("<eos>")
+    return words
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
@@ -57,7 +74,9 @@ def main():
         tokens = vocab["tokens"]
         index = {t: i for i, t in enumerate(tokens)}
         unk = index.get("<unk>", 0)
-        ids = torch.tensor([[index.get(ch, unk)] for ch in args.text])
+        units = tokenize(vocab["kind"], args.text)
+        print("tokens:", units)
+        ids = torch.tensor([[index.get(u, unk)] for u in units])
         with torch.no_grad():
             probs = model(ids)[-1, 0].softmax(-1)
         top = probs.topk(5)

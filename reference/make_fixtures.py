@@ -538,6 +538,173 @@ def make_state_dict_fixture():
 
 
 # ---------------------------------------------------------------------------
+# Models as PyTorch users save them: word_language_model and a bare nn.LSTM
+# ---------------------------------------------------------------------------
+WLM_TRAIN = """the cat sat on the mat
+the dog sat on the log
+a cat saw a dog <unk>
+the dog saw the cat on the mat
+a bird sat on the dog
+"""
+# Held-out text: `fish` is not in the vocabulary (read as `<unk>`).
+WLM_EVAL = """the bird saw a cat
+a dog sat on the fish
+"""
+
+
+class RNNModel(nn.Module):
+    """PyTorch's examples/word_language_model/model.py (RNNModel, LSTM/GRU branch), verbatim in
+    its names: encoder, rnn, decoder."""
+
+    def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+        super().__init__()
+        self.ntoken = ntoken
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        initrange = 0.1
+        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+    def forward(self, input, hidden=None):
+        emb = self.drop(self.encoder(input))
+        output, hidden = self.rnn(emb, hidden)
+        return self.decoder(self.drop(output)), hidden
+
+
+def wlm_tokenize(text, idx2word, word2idx, add):
+    """word_language_model's data.py: words split on whitespace, `<eos>` after every line,
+    words added to the dictionary in order of first appearance. Unknown words (add=False) are
+    read as `<unk>`."""
+    ids = []
+    for line in text.splitlines():
+        for w in line.split() + ["<eos>"]:
+            if w not in word2idx:
+                if add:
+                    word2idx[w] = len(idx2word)
+                    idx2word.append(w)
+                else:
+                    w = "<unk>"
+            ids.append(word2idx[w])
+    return torch.tensor(ids)
+
+
+def train_briefly(model, forward, ids, steps=150):
+    """A few full-batch Adam steps on `ids` (so that greedy samples follow the text)."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = forward(ids[:-1].unsqueeze(1))
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[1:]).backward()
+        opt.step()
+    model.eval()
+
+
+def greedy(forward, prime, n):
+    """Greedy continuation of `prime` (token ids) by `n` tokens; the state runs on from the
+    prime. Returns the new ids and the smallest gap between the best and second-best logit."""
+    out, gap, state = [], float("inf"), None
+    x = torch.tensor(prime).unsqueeze(1)
+    with torch.no_grad():
+        for _ in range(n):
+            logits, state = forward(x, state)
+            top = torch.topk(logits[-1, 0], 2).values
+            gap = min(gap, (top[0] - top[1]).item())
+            nxt = int(logits[-1, 0].argmax())
+            out.append(nxt)
+            x = torch.tensor([[nxt]])
+    return out, gap
+
+
+def make_pytorch_model_fixtures():
+    """wlm_lstm.safetensors: `model.state_dict()` of word_language_model's RNNModel('LSTM', V,
+    8, 10, 2, tied=False) after a few Adam steps on WLM_TRAIN, cloned and saved with
+    safetensors.torch.save_file as a user would; wlm_vocab.txt: its dictionary, one word per
+    line (`idx2word`; `<unk>` is not token 0); wlm_eval.txt: held-out text.
+    bare_lstm.safetensors: `nn.LSTM(V, V).state_dict()` (names `weight_ih_l0`, ... without a
+    module prefix) of a char model reading one-hot characters and emitting logits as its output,
+    trained likewise on WLM_TRAIN (bare_lstm.pt: the same, written by torch.save); bare_vocab.json: its characters as a JSON list (no `<unk>`).
+    pytorch_models_data.safetensors (float64): for each model `<m>.loss` [1] on its eval text
+    (one pass from a zero state, as `rnnscope eval --batch 1`), and in the metadata `<m>.prime`
+    and `<m>.greedy`: the greedy continuation of the prime as the text rnnscope prints."""
+    from safetensors.torch import save_file as save_torch
+
+    paths, data, meta = [], {}, {"torch_version": torch.__version__}
+
+    # word_language_model
+    idx2word, word2idx = [], {}
+    train_ids = wlm_tokenize(WLM_TRAIN, idx2word, word2idx, add=True)
+    assert idx2word.index("<unk>") > 1
+    V = len(idx2word)
+    torch.manual_seed(1201)
+    wlm = RNNModel("LSTM", V, 8, 10, 2, dropout=0.0)
+    train_briefly(wlm, lambda x: wlm(x)[0], train_ids)
+    path = os.path.join(OUT_DIR, "wlm_lstm.safetensors")
+    save_torch({k: v.detach().contiguous().clone() for k, v in wlm.state_dict().items()}, path)
+    os.chmod(path, 0o644)
+    paths.append(path)
+    with open(os.path.join(OUT_DIR, "wlm_vocab.txt"), "w") as f:
+        f.write("\n".join(idx2word) + "\n")
+    with open(os.path.join(OUT_DIR, "wlm_eval.txt"), "w") as f:
+        f.write(WLM_EVAL)
+    w64 = wlm.double()
+    eval_ids = wlm_tokenize(WLM_EVAL, idx2word, word2idx, add=False)
+    with torch.no_grad():
+        logits = w64(eval_ids[:-1].unsqueeze(1))[0]
+        data["wlm.loss"] = F.cross_entropy(logits.reshape(-1, V), eval_ids[1:]).reshape(1)
+    prime = "the dog"
+    ids, gap = greedy(w64, [word2idx[w] for w in prime.split()], 12)
+    assert gap > 1e-3, gap
+    text = prime
+    for i in ids:
+        text += "\n" if idx2word[i] == "<eos>" else ("" if text.endswith("\n") else " ") + idx2word[i]
+    meta["wlm.prime"], meta["wlm.greedy"] = prime, text
+    print(f"wlm_lstm: eval loss = {data['wlm.loss'].item():.10f}; greedy: {text!r}")
+
+    # a bare nn.LSTM over one-hot characters whose output is the logits
+    chars = sorted(set(WLM_TRAIN))
+    C = len(chars)
+    cid = {c: i for i, c in enumerate(chars)}
+    torch.manual_seed(1202)
+    bare = nn.LSTM(C, C)
+    onehot = lambda x: F.one_hot(x, C).to(next(bare.parameters()).dtype)
+    char_ids = torch.tensor([cid[c] for c in WLM_TRAIN])
+    train_briefly(bare, lambda x: bare(onehot(x))[0], char_ids, steps=300)
+    path = os.path.join(OUT_DIR, "bare_lstm.safetensors")
+    save_torch({k: v.detach().contiguous().clone() for k, v in bare.state_dict().items()}, path)
+    os.chmod(path, 0o644)
+    paths.append(path)
+    # The same state dict as torch.save writes it (a zip of pickles), which rnnscope refuses
+    # with the conversion command.
+    torch.save(bare.state_dict(), os.path.join(OUT_DIR, "bare_lstm.pt"))
+    with open(os.path.join(OUT_DIR, "bare_vocab.json"), "w") as f:
+        json.dump(chars, f)
+    bare64 = bare.double()
+    eval_text = "the cat saw a bird\n"
+    ev = torch.tensor([cid[c] for c in eval_text])
+    with torch.no_grad():
+        logits = bare64(onehot(ev[:-1].unsqueeze(1)))[0]
+        data["bare.loss"] = F.cross_entropy(logits.reshape(-1, C), ev[1:]).reshape(1)
+    prime = "the "
+    ids, gap = greedy(lambda x, s: bare64(onehot(x), s), [cid[c] for c in prime], 20)
+    assert gap > 1e-3, gap
+    meta["bare.eval"] = eval_text
+    meta["bare.prime"], meta["bare.greedy"] = prime, prime + "".join(chars[i] for i in ids)
+    print(f"bare_lstm: eval loss = {data['bare.loss'].item():.10f}; greedy: {meta['bare.greedy']!r}")
+
+    data_path = os.path.join(OUT_DIR, "pytorch_models_data.safetensors")
+    save_file({k: v.numpy() for k, v in data.items()}, data_path, metadata=meta)
+    canonicalise_metadata_order(data_path)
+    paths.append(data_path)
+    return paths
+
+
+# ---------------------------------------------------------------------------
 # Remedies: orthogonal recurrence W_hh = matrix_exp(A) and residual stacks
 # ---------------------------------------------------------------------------
 # name -> (cell, nonlinearity, recurrence, residual, seed, sizes)
@@ -790,17 +957,24 @@ def make_attention_case(name, cell, score, span, seed, sz):
 
 
 def main():
+    """Writes every fixture, or only the groups named on the command line (`cases`,
+    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`)."""
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
-    attention = [make_attention_case(name, *spec) for name, spec in ATTENTION_CASES.items()]
-    if sys.argv[1:] == ["attention"]:
-        return 0
-    paths = [make_case(name, *spec) for name, spec in CASES.items()]
-    paths.append(make_optimizer_fixture())
-    paths.extend(make_state_dict_fixture())
-    paths.extend(make_remedy_case(name, *spec) for name, spec in REMEDY_CASES.items())
-    paths.extend(attention)
+    groups = {
+        "cases": lambda: [make_case(name, *spec) for name, spec in CASES.items()],
+        "optimizers": lambda: [make_optimizer_fixture()],
+        "state_dict": make_state_dict_fixture,
+        "remedies": lambda: [make_remedy_case(n, *spec) for n, spec in REMEDY_CASES.items()],
+        "pytorch_models": make_pytorch_model_fixtures,
+        "attention": lambda: [make_attention_case(n, *spec) for n, spec in ATTENTION_CASES.items()],
+    }
+    wanted = sys.argv[1:] or list(groups)
+    unknown = [g for g in wanted if g not in groups]
+    if unknown:
+        sys.exit(f"unknown fixture group(s) {unknown}: choose from {list(groups)}")
+    paths = [p for g in wanted for p in groups[g]()]
 
     # Re-load every file and list its contents.
     for path in paths:

@@ -11,6 +11,12 @@
 //! state dict lists both keys). The model config (JSON under `rnnscope.config`), the vocabulary
 //! and any caller metadata go in the safetensors header. Writes are atomic: temp file, fsync,
 //! rename.
+//!
+//! State dicts saved from other PyTorch models load too ([`TensorFile::adopt_pytorch_names`]):
+//! the recurrent module may have any name (`rnn.`, `lstm.`, none for a bare `nn.LSTM`), the
+//! embedding may be called `encoder` (PyTorch's `examples/word_language_model`), and a model
+//! without an embedding reads one-hot tokens, one without a decoder reads its top layer's
+//! output as logits. A `torch.save` pickle is refused with the one-line conversion.
 
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::{Error, Result};
@@ -44,6 +50,16 @@ impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+).
+            if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"\x80") {
+                return Error::checkpoint(
+                    path,
+                    format!(
+                        "a PyTorch pickle (torch.save), not safetensors: convert it with {}",
+                        convert_command(path)
+                    ),
+                );
+            }
             Error::checkpoint(
                 path,
                 format!(
@@ -174,6 +190,169 @@ impl TensorFile {
         Ok(c)
     }
 
+    /// Renames a PyTorch state dict's tensors to rnnscope's (a file with rnnscope's config
+    /// metadata is left as it is):
+    ///
+    /// ```text
+    /// P.weight_ih_l{k}, P.weight_hh_l{k}, ...   -> rnn.*      the one module with `weight_ih_l0`
+    /// encoder.weight, or the one other          -> embedding.weight
+    ///   bias-less matrix with input_size columns
+    /// the one other matrix with the top           -> decoder.weight (decoder.bias: its bias or 0)
+    ///   layer's output size as columns
+    /// no embedding                              -> the identity: one-hot tokens (needs vocab = input_size)
+    /// no decoder                                -> the identity and bias 0: the output is the logits
+    /// ```
+    pub fn adopt_pytorch_names(&mut self) -> Result<()> {
+        if self.metadata.contains_key(CONFIG_KEY) {
+            return Ok(());
+        }
+        let err = |m: String| Error::checkpoint(&self.path, m);
+        let prefixes: std::collections::BTreeSet<String> = self
+            .tensors
+            .keys()
+            .filter_map(|n| n.strip_suffix("weight_ih_l0").map(str::to_string))
+            .collect();
+        let prefix = match prefixes.len() {
+            1 => prefixes.into_iter().next().expect("one"),
+            0 => return Err(err("no recurrent layer: expected a tensor named `rnn.weight_ih_l0` (or `weight_ih_l0` under any module name), as nn.RNN, nn.LSTM and nn.GRU name them".into())),
+            _ => return Err(err(format!("several recurrent modules ({}): save one model with one nn.RNN/LSTM/GRU", prefixes.iter().map(|p| format!("`{p}weight_ih_l0`")).collect::<Vec<_>>().join(", ")))),
+        };
+        if let Some(n) = self.tensors.keys().find(|n| n.ends_with("_reverse")) {
+            return Err(err(format!(
+                "tensor `{n}`: bidirectional recurrent layers are not supported"
+            )));
+        }
+        if let Some(n) = self.tensors.keys().find(|n| n.contains("weight_hr_l")) {
+            return Err(err(format!(
+                "tensor `{n}`: LSTMs with a projection (nn.LSTM(proj_size=...)) are not supported"
+            )));
+        }
+        let recurrent = |rest: &str| {
+            [
+                "weight_ih_l",
+                "weight_hh_l",
+                "bias_ih_l",
+                "bias_hh_l",
+                "weight_hr_l",
+            ]
+            .iter()
+            .any(|s| {
+                rest.strip_prefix(s)
+                    .is_some_and(|k| k.parse::<usize>().is_ok())
+            })
+        };
+        let mut renamed = BTreeMap::new();
+        for (name, t) in std::mem::take(&mut self.tensors) {
+            let name = match name.strip_prefix(&prefix) {
+                Some(rest) if recurrent(rest) => format!("rnn.{rest}"),
+                _ => name,
+            };
+            renamed.insert(name, t);
+        }
+        self.tensors = renamed;
+        let cols = |name: &str| match self.tensors.get(name).map(|t| &t.shape[..]) {
+            Some([_, c]) => Some(*c),
+            _ => None,
+        };
+        let input = cols("rnn.weight_ih_l0")
+            .ok_or_else(|| err("tensor `weight_ih_l0` is not a matrix".into()))?;
+        let layers = (0..)
+            .take_while(|k| self.tensors.contains_key(&format!("rnn.weight_ih_l{k}")))
+            .count();
+        let top = layers - 1;
+        let output = cols(&format!("rnn.weight_hr_l{top}"))
+            .or_else(|| cols(&format!("rnn.weight_hh_l{top}")))
+            .ok_or_else(|| err(format!("tensor `rnn.weight_hh_l{top}` is missing")))?;
+        // Other modules: name -> its leaves (weight, bias).
+        let mut modules: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in self.tensors.keys().filter(|n| !n.starts_with("rnn.")) {
+            if let Some((m, leaf)) = n.rsplit_once('.') {
+                modules
+                    .entry(m.to_string())
+                    .or_default()
+                    .push(leaf.to_string());
+            }
+        }
+        let matrix_with = |m: &str, c: usize, bias: bool| {
+            cols(&format!("{m}.weight")) == Some(c)
+                && modules[m].iter().all(|l| l == "weight" || l == "bias")
+                && modules[m].iter().any(|l| l == "bias") == bias
+        };
+        let unique = |mut found: Vec<String>| (found.len() == 1).then(|| found.pop().expect("one"));
+        let embedding = ["embedding", "encoder"]
+            .into_iter()
+            .find(|m| modules.contains_key(*m))
+            .map(str::to_string)
+            .or_else(|| {
+                unique(
+                    modules
+                        .keys()
+                        .filter(|m| matrix_with(m, input, false))
+                        .cloned()
+                        .collect(),
+                )
+            });
+        let decoder = Some("decoder".to_string())
+            .filter(|m| modules.contains_key(m))
+            .or_else(|| {
+                let not_emb = |m: &&String| Some(m.as_str()) != embedding.as_deref();
+                unique(
+                    modules
+                        .keys()
+                        .filter(not_emb)
+                        .filter(|m| matrix_with(m, output, true) || matrix_with(m, output, false))
+                        .cloned()
+                        .collect(),
+                )
+            });
+        let mut rename = |from: String, to: &str| {
+            if from != to {
+                if let Some(t) = self.tensors.remove(&from) {
+                    self.tensors.insert(to.to_string(), t);
+                }
+            }
+        };
+        if let Some(m) = &embedding {
+            rename(format!("{m}.weight"), "embedding.weight");
+        }
+        if let Some(m) = &decoder {
+            rename(format!("{m}.weight"), "decoder.weight");
+            rename(format!("{m}.bias"), "decoder.bias");
+        }
+        let rows = |name: &str| self.tensors.get(name).map(|t| t.shape[0]);
+        let vocab = rows("embedding.weight")
+            .or(rows("decoder.weight"))
+            .unwrap_or(input);
+        let identity = |n: usize| Tensor {
+            shape: vec![n, n],
+            data: (0..n * n)
+                .map(|i| f64::from(u8::from(i % (n + 1) == 0)))
+                .collect(),
+        };
+        if embedding.is_none() {
+            if input != vocab {
+                return Err(err(format!("no embedding: the model would read one-hot tokens, which needs input_size = vocabulary size, but `weight_ih_l0` takes {input} inputs and the decoder has {vocab} outputs")));
+            }
+            self.tensors
+                .insert("embedding.weight".into(), identity(vocab));
+        }
+        if decoder.is_none() {
+            if output != vocab {
+                return Err(err(format!("no decoder: the top layer's output would be the logits, which needs its size ({output}) to equal the vocabulary size ({vocab}, the input size of a one-hot model); save the whole model's state_dict (embedding, recurrent layers, decoder)")));
+            }
+            self.tensors
+                .insert("decoder.weight".into(), identity(vocab));
+        }
+        if !self.tensors.contains_key("decoder.bias") {
+            let zeros = Tensor {
+                shape: vec![vocab],
+                data: vec![0.0; vocab],
+            };
+            self.tensors.insert("decoder.bias".into(), zeros);
+        }
+        Ok(())
+    }
+
     /// Copies this file's parameters into `model`, checking every name and shape. With `strict`,
     /// a tensor the model does not have is an error too (as `load_state_dict(strict=True)`).
     pub fn load_params<T: Float>(&self, model: &mut LanguageModel<T>, strict: bool) -> Result<()> {
@@ -218,6 +397,16 @@ impl TensorFile {
     }
 }
 
+/// The one-line Python conversion of a `torch.save` state dict to safetensors (the clone
+/// unshares a tied decoder's weight, which `save_file` refuses).
+pub fn convert_command(path: &Path) -> String {
+    let p = path.display().to_string();
+    let q = path.with_extension("safetensors").display().to_string();
+    format!(
+        "python -c \"import torch, safetensors.torch as st; st.save_file({{k: v.contiguous().clone() for k, v in torch.load('{p}', map_location='cpu').items()}}, '{q}')\""
+    )
+}
+
 fn decode(view: &TensorView) -> Option<Vec<f64>> {
     let b = view.data();
     Some(match view.dtype() {
@@ -247,9 +436,11 @@ pub struct Checkpoint<T> {
     pub metadata: HashMap<String, String>,
 }
 
-/// Loads a model checkpoint (ours, or a PyTorch state dict saved with safetensors), strictly.
+/// Loads a model checkpoint (ours, or a PyTorch state dict saved with safetensors, see
+/// [`TensorFile::adopt_pytorch_names`]), strictly.
 pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
-    let file = TensorFile::open(path)?;
+    let mut file = TensorFile::open(path)?;
+    file.adopt_pytorch_names()?;
     let config = file.model_config()?;
     let mut model = LanguageModel::zeros(config)?;
     file.load_params(&mut model, true)?;

@@ -203,7 +203,7 @@ fn train_resume_and_sample_an_attentive_model() {
         m.forward(&mut ws, &seq, &State::zeros(&m.config, 1), n, 1, None);
         let last = &ws.logits[(n - 1) * m.config.vocab..];
         let best = (0..last.len() as u32)
-            .filter(|&i| i != vocab.unk())
+            .filter(|&i| Some(i) != vocab.unk())
             .max_by(|&a, &b| {
                 last[a as usize]
                     .total_cmp(&last[b as usize])
@@ -216,4 +216,176 @@ fn train_resume_and_sample_an_attentive_model() {
         printed.trim_end(),
         format!("the {}", vocab.decode(&seq[4..])).trim_end()
     );
+}
+
+/// The gradient-flow analysis's one-hop attention path `dJ^(i)/dh_j` (`j < i`) and its
+/// injection (`j = i`) equal finite differences of the loss of target `i` with the top layer's
+/// states held as inputs of the attention and the decoder (perturbing `h_j` moves `o_i` only
+/// through the value and key at step `i`), for both scores with and without a span.
+#[test]
+fn attention_path_is_the_one_hop_derivative() {
+    use rnnscope::layers::attention::{self as att, Cache, VjpScratch};
+    let (steps, batch) = (7, 2);
+    for (kind, span) in [(Attention::Dot, 0), (Attention::Additive, 3)] {
+        let mut m = attentive(CellKind::Lstm, kind, span, 1);
+        m.params_mut().iter_mut().for_each(|p| *p *= 3.0);
+        let c = m.config.clone();
+        let (h, v) = (c.hidden, c.vocab);
+        let toks = tokens(steps * batch, v, 8);
+        let tgts = tokens(steps * batch, v, 9);
+        let mut ws = Workspace::default();
+        m.forward(&mut ws, &toks, &State::zeros(&c, batch), steps, batch, None);
+        let states = ws.caches[0].outputs().to_vec();
+        let w_dec = m.layout.view(m.params(), "decoder.weight").unwrap();
+        let b_dec = m.layout.view(m.params(), "decoder.bias").unwrap();
+        let p = m.attention_params();
+        // J^(i) of batch element b as a function of the states.
+        let loss = |states: &[f64], i: usize, b: usize| {
+            let mut cache = Cache::default();
+            att::forward(
+                kind,
+                span,
+                &mut cache,
+                states,
+                &Memory::default(),
+                &p,
+                steps,
+                batch,
+                h,
+            );
+            let o = &cache.output()[(i * batch + b) * h..][..h];
+            let z: Vec<f64> = (0..v)
+                .map(|k| b_dec[k] + (0..h).map(|m| w_dec[k * h + m] * o[m]).sum::<f64>())
+                .collect();
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            lse - z[tgts[i * batch + b] as usize]
+        };
+        let mut scratch = VjpScratch::default();
+        for i in [0, 3, steps - 1] {
+            for b in 0..batch {
+                // g = dJ/do_i = (softmax(z) - onehot(y)) W_dec
+                let o = &ws.attention().output()[(i * batch + b) * h..][..h];
+                let z: Vec<f64> = (0..v)
+                    .map(|k| b_dec[k] + (0..h).map(|m| w_dec[k * h + m] * o[m]).sum::<f64>())
+                    .collect();
+                let sum: f64 = z.iter().map(|x| x.exp()).sum();
+                let mut dz: Vec<f64> = z.iter().map(|x| x.exp() / sum).collect();
+                dz[tgts[i * batch + b] as usize] -= 1.0;
+                let g: Vec<f64> = (0..h)
+                    .map(|m| (0..v).map(|k| dz[k] * w_dec[k * h + m]).sum())
+                    .collect();
+                let mut dh_i = vec![0.0; h];
+                let mut window = vec![0.0; steps * h];
+                let lo = att::target_vjp(
+                    kind,
+                    ws.attention(),
+                    &p,
+                    i,
+                    b,
+                    &g,
+                    &mut dh_i,
+                    &mut window,
+                    &mut scratch,
+                );
+                assert_eq!(lo, if span > 0 { i.saturating_sub(span) } else { 0 });
+                for j in lo..=i {
+                    let analytic = if j == i {
+                        &dh_i[..]
+                    } else {
+                        &window[(j - lo) * h..][..h]
+                    };
+                    let numeric: Vec<f64> = (0..h)
+                        .map(|m| {
+                            let at = (j * batch + b) * h + m;
+                            let f = |d: f64| {
+                                let mut s = states.clone();
+                                s[at] += d;
+                                loss(&s, i, b)
+                            };
+                            let e = 1e-5;
+                            (8.0 * (f(e) - f(-e)) - (f(2.0 * e) - f(-2.0 * e))) / (12.0 * e)
+                        })
+                        .collect();
+                    let err = rel_err(analytic, &numeric);
+                    assert!(err < 1e-7, "{kind:?}: dJ^({i})/dh_{j} (b {b}): {err:e}");
+                }
+            }
+        }
+    }
+}
+
+/// `rnnscope gradflow --attention dot --attention-span 5`: the attention files; every row of
+/// the heat map is a distribution over exactly the window, the attention path is zero beyond
+/// the span and the mean weights over the reachable distances add up to 1.
+#[test]
+fn gradflow_writes_the_attention_paths_and_weights() {
+    let dir = TempDir::new("gradflow");
+    let out = dir.0.join("g");
+    let printed = ok(&[
+        "gradflow",
+        "--attention",
+        "dot",
+        "--attention-span",
+        "5",
+        "--bptt",
+        "12",
+        "--batch",
+        "3",
+        "--hidden",
+        "8",
+        "--out",
+        p(&out),
+    ]);
+    assert!(printed.contains("dot attention (span 5)"), "{printed}");
+    let csv = |name: &str| {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert!(text.starts_with("# input: "), "{name}");
+        text.lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    for (t, row) in csv("attention_weights.csv").lines().enumerate() {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), 12);
+        let lo = t.saturating_sub(5);
+        let mut sum = 0.0;
+        for (j, c) in cells.iter().enumerate() {
+            assert_eq!(
+                !c.is_empty(),
+                (lo..t).contains(&j),
+                "row {t} column {j}: `{c}`"
+            );
+            sum += c.parse::<f64>().unwrap_or(0.0);
+        }
+        if t > 0 {
+            assert!(
+                (sum - 1.0).abs() < 1e-12,
+                "weights of step {t} sum to {sum}"
+            );
+        }
+    }
+    let rows: Vec<Vec<f64>> = csv("attention_profile.csv")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 12);
+    for r in &rows {
+        let l = r[0] as usize;
+        assert_eq!(
+            r[1] > 0.0,
+            l <= 5,
+            "attention path at distance {l}: {}",
+            r[1]
+        );
+    }
+    // mean weight at l, over the steps that reach l, times how many do, summed = steps read.
+    let reached: f64 = (1..=5).map(|l| rows[l][6] * (12 - l) as f64).sum();
+    assert!((reached - 11.0).abs() < 1e-9, "{reached}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gradflow.json")).unwrap()).unwrap();
+    assert_eq!(json["attention"]["span"], 5);
 }

@@ -150,3 +150,295 @@ fn wrong_shape_missing_tensor_and_truncation_are_refused_by_name() {
         "the error names the file: {err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Models as PyTorch users save them (reference/make_fixtures.py, `make_pytorch_model_fixtures`)
+// ---------------------------------------------------------------------------------------------
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/fixtures")
+}
+
+/// Runs the built binary; returns (success, stdout, stderr).
+fn rnnscope(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnnscope"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// PyTorch's numbers for the models: `<m>.loss` tensors and `<m>.prime`/`<m>.greedy` metadata.
+fn pytorch_data() -> TensorFile {
+    TensorFile::open(&fixtures().join("pytorch_models_data.safetensors")).unwrap()
+}
+
+/// `rnnscope eval --json` in one pass from a zero state (as the fixture's PyTorch loss).
+fn eval_json(ckpt: &str, vocab: &str, corpus: &std::path::Path) -> serde_json::Value {
+    let (ckpt, vocab) = (fixtures().join(ckpt), fixtures().join(vocab));
+    let (ok, out, err) = rnnscope(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--batch",
+        "1",
+        "--bptt",
+        "1000",
+        "--json",
+    ]);
+    assert!(ok, "eval failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `rnnscope sample` at temperature 0 (greedy): PyTorch's greedy continuation, exactly.
+fn greedy_sample(ckpt: &str, vocab: &str, prime: &str, length: usize) -> String {
+    let (ckpt, vocab) = (fixtures().join(ckpt), fixtures().join(vocab));
+    let (ok, out, err) = rnnscope(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--prime",
+        prime,
+        "--length",
+        &length.to_string(),
+        "--temperature",
+        "0",
+    ]);
+    assert!(ok, "sample failed: {err}");
+    out
+}
+
+#[test]
+fn word_language_model_state_dict_evaluates_and_samples_as_in_pytorch() {
+    // encoder.weight / rnn.* / decoder.*: PyTorch's examples/word_language_model names, with its
+    // dictionary as a one-word-per-line file in which <unk> is not token 0.
+    let data = pytorch_data();
+    let r = eval_json(
+        "wlm_lstm.safetensors",
+        "wlm_vocab.txt",
+        &fixtures().join("wlm_eval.txt"),
+    );
+    let want = data.get("wlm.loss").unwrap().data[0];
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - want) / want).abs() <= 1e-4,
+        "loss {loss} vs PyTorch {want}"
+    );
+    assert_eq!(r["unknown"], 1, "`fish` is read as <unk>");
+    assert_eq!(r["tokenizer"], "word");
+    let out = greedy_sample("wlm_lstm.safetensors", "wlm_vocab.txt", "the dog", 12);
+    assert_eq!(out, format!("{}\n", data.metadata["wlm.greedy"]));
+
+    // gradflow on the held-out text, read through the same vocabulary file: 14 words and 2
+    // <eos>, cut into 2 windows of 5 steps (each with its next-word targets).
+    let out_dir = std::env::temp_dir().join(format!("rnnscope-wlm-gf-{}", std::process::id()));
+    let (ckpt, vocab, text) = (
+        fixtures().join("wlm_lstm.safetensors"),
+        fixtures().join("wlm_vocab.txt"),
+        fixtures().join("wlm_eval.txt"),
+    );
+    let (ok, _, err) = rnnscope(&[
+        "gradflow",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--bptt",
+        "5",
+        "--batch",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "gradflow failed: {err}");
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("gradflow.json")).unwrap()).unwrap();
+    let input = &g["summary"]["input"];
+    assert_eq!(
+        (&input["kind"], &input["tokenizer"], &input["unknown"]),
+        (&"text".into(), &"word".into(), &1.into()),
+        "{input}"
+    );
+    assert_eq!(input["source"], text.display().to_string());
+    std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
+#[test]
+fn bare_lstm_state_dict_reads_one_hot_characters_and_emits_logits() {
+    // weight_ih_l0, ... with no module prefix and no embedding or decoder; the vocabulary is a
+    // JSON list of characters without <unk>.
+    let data = pytorch_data();
+    let text = std::env::temp_dir().join(format!("rnnscope-bare-{}.txt", std::process::id()));
+    std::fs::write(&text, &data.metadata["bare.eval"]).unwrap();
+    let r = eval_json("bare_lstm.safetensors", "bare_vocab.json", &text);
+    let want = data.get("bare.loss").unwrap().data[0];
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - want) / want).abs() <= 1e-4,
+        "loss {loss} vs PyTorch {want}"
+    );
+    assert_eq!(r["tokenizer"], "char");
+    let out = greedy_sample("bare_lstm.safetensors", "bare_vocab.json", "the ", 20);
+    assert_eq!(out, format!("{}\n", data.metadata["bare.greedy"]));
+
+    // A character the vocabulary lacks, with no <unk> to stand for it: one line naming it.
+    std::fs::write(&text, "the cat saw a zebra\n").unwrap();
+    let bare = fixtures().join("bare_lstm.safetensors");
+    let vocab = fixtures().join("bare_vocab.json");
+    let (ok, _, err) = rnnscope(&[
+        "eval",
+        "--checkpoint",
+        bare.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--corpus",
+        text.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(text.to_str().unwrap())
+            && err.contains("character 'z' is not in the vocabulary, which has no <unk>"),
+        "{err}"
+    );
+    // Without a vocabulary the model cannot read text: the error says what to give.
+    let (ok, _, err) = rnnscope(&["sample", "--checkpoint", bare.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bare_lstm.safetensors") && err.contains("--vocab-file FILE"),
+        "{err}"
+    );
+    std::fs::remove_file(&text).unwrap();
+}
+
+#[test]
+fn a_torch_save_file_is_refused_with_the_conversion_command() {
+    let pt = fixtures().join("bare_lstm.pt");
+    let (ok, _, err) = rnnscope(&[
+        "eval",
+        "--checkpoint",
+        pt.to_str().unwrap(),
+        "--corpus",
+        pt.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let p = pt.display().to_string();
+    let q = fixtures()
+        .join("bare_lstm.safetensors")
+        .display()
+        .to_string();
+    assert!(
+        err.contains(&format!("{p}: a PyTorch pickle (torch.save), not safetensors"))
+            && err.contains(&format!("st.save_file({{k: v.contiguous().clone() for k, v in torch.load('{p}', map_location='cpu').items()}}, '{q}')")),
+        "{err}"
+    );
+}
+
+/// `tensors` (renamed by `rename`, dropped when it gives `None`) written without metadata, as
+/// `safetensors.torch.save_file` writes a state dict, then loaded.
+fn renamed_state_dict(
+    from: &TensorFile,
+    name: &str,
+    rename: impl Fn(&str) -> Option<String>,
+) -> rnnscope::Result<checkpoint::Checkpoint<f32>> {
+    let tensors: checkpoint::NamedTensors = from
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| {
+            let v = t.data.iter().map(|&x| x as f32).collect();
+            rename(n).map(|n| (n, t.shape.clone(), v))
+        })
+        .collect();
+    let path = tmp(name);
+    write_tensors(&path, &tensors, &HashMap::new()).unwrap();
+    checkpoint::load::<f32>(&path)
+}
+
+#[test]
+fn any_module_names_load_by_structure_and_unsupported_layouts_are_refused_by_name() {
+    let wlm = TensorFile::open(&fixtures().join("wlm_lstm.safetensors")).unwrap();
+    let reference = checkpoint::load::<f32>(&wlm.path).unwrap().model;
+    // embed / lstm / fc: the modules are found by their shapes.
+    let custom = renamed_state_dict(&wlm, "custom", |n| {
+        Some(
+            n.replace("encoder.", "embed.")
+                .replace("rnn.", "lstm.")
+                .replace("decoder.", "fc."),
+        )
+    })
+    .unwrap()
+    .model;
+    assert_eq!(custom.config, reference.config);
+    assert_eq!(custom.params(), reference.params());
+    assert_eq!(logits(&custom), logits(&reference));
+    // A decoder without bias (nn.Linear(bias=False)) reads as bias 0.
+    let no_bias = renamed_state_dict(&wlm, "nobias", |n| {
+        (n != "decoder.bias").then(|| n.to_string())
+    })
+    .unwrap()
+    .model;
+    let b = no_bias
+        .layout
+        .view(no_bias.params(), "decoder.bias")
+        .unwrap();
+    assert!(b.iter().all(|&x| x == 0.0));
+
+    let refused = |name: &str, rename: &dyn Fn(&str) -> Option<String>| {
+        renamed_state_dict(&wlm, name, rename)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    // nn.LSTM(proj_size=P) adds weight_hr_l{k}.
+    let err = refused("proj", &|n| {
+        Some(n.replace("rnn.weight_hh_l1", "rnn.weight_hr_l1"))
+    });
+    assert!(
+        err.contains("tensor `rnn.weight_hr_l1`: LSTMs with a projection (nn.LSTM(proj_size=...)) are not supported"),
+        "{err}"
+    );
+    let err = refused("bidir", &|n| {
+        Some(n.replace("rnn.bias_hh_l1", "rnn.bias_hh_l0_reverse"))
+    });
+    assert!(
+        err.contains(
+            "tensor `rnn.bias_hh_l0_reverse`: bidirectional recurrent layers are not supported"
+        ),
+        "{err}"
+    );
+    let err = refused("two", &|n| {
+        Some(n.replace("rnn.weight_ih_l1", "rnn2.weight_ih_l0"))
+    });
+    assert!(
+        err.contains("several recurrent modules (`rnn.weight_ih_l0`, `rnn2.weight_ih_l0`)"),
+        "{err}"
+    );
+    let err = refused("none", &|n| (!n.starts_with("rnn.")).then(|| n.to_string()));
+    assert!(
+        err.contains("no recurrent layer: expected a tensor named `rnn.weight_ih_l0`"),
+        "{err}"
+    );
+    // Only the recurrent layers, but input 8 and output 10: neither one-hot nor logits fit.
+    let err = refused("bare", &|n| n.strip_prefix("rnn.").map(str::to_string));
+    assert!(
+        err.contains("no decoder: the top layer's output would be the logits, which needs its size (10) to equal the vocabulary size (8"),
+        "{err}"
+    );
+    assert!(
+        err.contains("model.safetensors"),
+        "the error names the file: {err}"
+    );
+}

@@ -8,6 +8,7 @@
 //! Everything runs on a converted copy of the model, without dropout: spectra, Jacobians and
 //! theory checks in f64, the batched sweep in f64 by default or in f32 ([`Precision`]).
 
+pub mod attention;
 pub mod input;
 pub mod jacobian;
 pub mod output;
@@ -207,6 +208,10 @@ pub struct GradflowSnapshot {
     /// LSTM per layer `[T, T]`: the same for `|dJ^(i)/dc^(j)|`.
     #[serde(skip)]
     pub influence_cell: Vec<Vec<f64>>,
+    /// An attentive model's attention path and weights; the profiles are then the recurrent
+    /// path (see [`attention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<attention::AttentionFlow>,
 }
 
 /// Flops of the batched sweep's GEMMs (see [`profile`]'s cost statement).
@@ -235,7 +240,11 @@ pub fn influence<T: Float>(
     let steps = tokens.len() / batch;
     model.forward(ws, tokens, state, steps, batch, None);
     model.loss(ws, targets);
-    let inject = profile::decoder_injection(model, &ws.logits, targets);
+    let mut inject = profile::decoder_injection(model, &ws.logits, targets);
+    if model.config.attention.is_on() {
+        // The output reads h_i through W_c and the query too (the recurrent path's start).
+        inject = attention::injection(model, ws, &inject);
+    }
     profile::sweep(model, &ws.caches, &inject, visit)
 }
 
@@ -462,7 +471,12 @@ pub fn snapshot<T: Float>(
             })
             .collect(),
     };
+    let attention = c
+        .attention
+        .is_on()
+        .then(|| attention::flow(&m, tokens, targets, &state, batch));
     Ok(GradflowSnapshot {
+        attention,
         summary,
         spectrum,
         profiles,

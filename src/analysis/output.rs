@@ -99,6 +99,9 @@ pub fn write_dir(dir: &Path, snap: &GradflowSnapshot) -> Result<()> {
     let json = serde_json::to_string_pretty(snap).expect("the snapshot serialises");
     write(dir, SNAPSHOT_FILE, &json)?;
     let first = input_line(snap);
+    if let Some(a) = &snap.attention {
+        a.write_files(dir, &first)?;
+    }
     let write = |dir: &Path, name: &str, text: &str| write(dir, name, &(first.clone() + text));
     let steps = snap.summary.bptt;
     for p in &snap.profiles {

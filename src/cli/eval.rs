@@ -4,17 +4,23 @@ use crate::checkpoint;
 use crate::data::{corpus, TokenizerKind, Vocab, VOCAB_KEY};
 use crate::error::{Error, Result};
 use crate::model::{LanguageModel, Output, Workspace};
+use crate::tensor::Float;
 use crate::train::evaluate;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint written by `rnnscope train` (last.safetensors or best.safetensors).
+    /// Checkpoint written by `rnnscope train` (last.safetensors or best.safetensors), or a PyTorch
+    /// state dict saved as safetensors.
     #[arg(long, value_name = "CKPT")]
     pub checkpoint: PathBuf,
     /// Text file to evaluate on (tokenized with the checkpoint's vocabulary).
     #[arg(long, value_name = "FILE")]
     pub corpus: PathBuf,
+    /// The model's vocabulary, for a checkpoint without one (a PyTorch state dict): one token
+    /// per line (line i is token i), or a `.json` list of tokens.
+    #[arg(long, value_name = "FILE")]
+    pub vocab_file: Option<PathBuf>,
     /// Print one JSON object: loss, perplexity, bits_per_token, tokens, unknown.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +37,16 @@ pub struct Args {
 
 /// Loads a checkpoint of `rnnscope train` with its vocabulary.
 pub fn load_checkpoint(path: &Path) -> Result<(LanguageModel<f32>, Vocab)> {
-    let ck = checkpoint::load::<f32>(path)?;
+    load_language_model(path, None)
+}
+
+/// Loads a language model (a checkpoint of `rnnscope train` or a PyTorch state dict saved as
+/// safetensors) with its vocabulary: from `vocab_file` when given, else from the checkpoint.
+pub fn load_language_model<T: Float>(
+    path: &Path,
+    vocab_file: Option<&Path>,
+) -> Result<(LanguageModel<T>, Vocab)> {
+    let ck = checkpoint::load::<T>(path)?;
     let c = &ck.model.config;
     if c.input_size != 0 || c.output != Output::Softmax {
         return Err(Error::checkpoint(
@@ -39,18 +54,24 @@ pub fn load_checkpoint(path: &Path) -> Result<(LanguageModel<f32>, Vocab)> {
             "a model with dense inputs or a regression head, not a language model: use a checkpoint written by `rnnscope train`",
         ));
     }
-    let json = ck.metadata.get(VOCAB_KEY).ok_or_else(|| {
-        Error::checkpoint(
-            path,
-            format!("no vocabulary (metadata `{VOCAB_KEY}`): use a checkpoint written by `rnnscope train`"),
-        )
-    })?;
-    let vocab = Vocab::from_json(json).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let (vocab, source) = match vocab_file {
+        Some(f) => (Vocab::from_file(f)?, f.display().to_string()),
+        None => {
+            let json = ck.metadata.get(VOCAB_KEY).ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    format!("no vocabulary (metadata `{VOCAB_KEY}`): give the model's vocabulary with --vocab-file FILE (one token per line, or a JSON list of tokens)"),
+                )
+            })?;
+            let v = Vocab::from_json(json).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+            (v, path.display().to_string())
+        }
+    };
     if vocab.len() != ck.model.config.vocab {
         return Err(Error::checkpoint(
             path,
             format!(
-                "the vocabulary has {} tokens but the model's embedding has {} rows: the file is inconsistent",
+                "the vocabulary ({source}) has {} tokens but the model's embedding has {} rows: give the vocabulary the model was trained with",
                 vocab.len(),
                 ck.model.config.vocab
             ),
@@ -76,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     super::set_threads(args.threads);
-    let (model, vocab) = load_checkpoint(&args.checkpoint)?;
+    let (model, vocab) = load_language_model::<f32>(&args.checkpoint, args.vocab_file.as_deref())?;
     let enc = corpus::encode_file(&args.corpus, &vocab)?;
     let unit = vocab.kind().unit();
     if enc.ids.len() < 2 {

@@ -77,6 +77,10 @@ pub struct Args {
     /// uniformly random tokens, and every output says so.
     #[arg(long, value_name = "FILE", alias = "corpus", requires = "checkpoint")]
     pub text: Option<PathBuf>,
+    /// The model's vocabulary for --text, when the checkpoint has none (a PyTorch state dict):
+    /// one token per line (line i is token i), or a `.json` list of tokens.
+    #[arg(long, value_name = "FILE", requires = "text")]
+    pub vocab_file: Option<PathBuf>,
     /// Seed of the init, of the random input and of the Jacobian probes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -205,7 +209,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (model, vocab) = match (&a.checkpoint, &a.text) {
         (Some(p), Some(_)) => {
-            let (m, v) = super::eval::load_checkpoint(p)?;
+            let (m, v) = super::eval::load_language_model::<f32>(p, a.vocab_file.as_deref())?;
             (analysis::to_f64(&m)?, Some(v))
         }
         (Some(p), None) => {
@@ -254,6 +258,9 @@ pub fn run(a: Args) -> Result<()> {
         );
     } else {
         println!("{}", snap.summary.human());
+        if let (Some(att), Some(top)) = (&snap.attention, snap.profiles.last()) {
+            println!("{}", att.human(&top.hidden));
+        }
         println!("wrote {}", a.out.join(output::SNAPSHOT_FILE).display());
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `rnnscope sample`: generate text from a checkpoint, one token at a time.
 
-use super::eval::load_checkpoint;
+use super::eval::load_language_model;
 use crate::data::{Detokenizer, TokenizerKind};
 use crate::error::{Error, Result};
 use crate::train::{sample, SampleOptions};
@@ -11,9 +11,13 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint written by `rnnscope train`.
+    /// Checkpoint written by `rnnscope train`, or a PyTorch state dict saved as safetensors.
     #[arg(long, value_name = "CKPT")]
     pub checkpoint: PathBuf,
+    /// The model's vocabulary, for a checkpoint without one (a PyTorch state dict): one token
+    /// per line (line i is token i), or a `.json` list of tokens.
+    #[arg(long, value_name = "FILE")]
+    pub vocab_file: Option<PathBuf>,
     /// Text to start from (printed first, then continued); default: a line break.
     #[arg(long, value_name = "TEXT")]
     pub prime: Option<String>,
@@ -47,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         )));
     }
     super::set_threads(args.threads);
-    let (model, vocab) = load_checkpoint(&args.checkpoint)?;
+    let (model, vocab) = load_language_model::<f32>(&args.checkpoint, args.vocab_file.as_deref())?;
     let kind = vocab.kind();
     let prime_text = args.prime.clone().unwrap_or_default();
     let (prime, unknown) = if prime_text.is_empty() {
@@ -58,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
                 .encode(b"\n")
                 .ok()
                 .map(|e| e.ids[0])
-                .filter(|&i| i != 0),
+                .filter(|&i| Some(i) != vocab.unk()),
         };
         (
             vec![start.unwrap_or(if vocab.len() > 1 { 1 } else { 0 })],
@@ -79,10 +83,9 @@ pub fn run(args: Args) -> Result<()> {
         temperature: args.temperature,
         top_k: args.top_k,
         // Training never shows a char or byte model <unk>: do not emit it.
-        banned: if kind == TokenizerKind::Word {
-            vec![]
-        } else {
-            vec![vocab.unk()]
+        banned: match vocab.unk() {
+            Some(unk) if kind != TokenizerKind::Word => vec![unk],
+            _ => vec![],
         },
     };
     let stdout = std::io::stdout();

@@ -6,10 +6,14 @@
 //! word   whitespace-separated words, `<eos>` after every line (Mikolov's PTB convention);
 //!        the `cap` most frequent words are kept, the rest become `<unk>`
 //! ```
-//! Token 0 is always `<unk>`, the stand-in for anything the vocabulary has not seen (a character
-//! that occurs only in the evaluation text, a rare word). Word vocabularies put `<eos>` at 1.
-//! The vocabulary travels with every checkpoint (JSON under [`VOCAB_KEY`]), so `eval` and `sample`
-//! need nothing but the checkpoint.
+//! `<unk>` is the stand-in for anything the vocabulary has not seen (a character that occurs only
+//! in the evaluation text, a rare word): token 0 of every vocabulary rnnscope builds, and word
+//! vocabularies put `<eos>` at 1. The vocabulary travels with every checkpoint (JSON under
+//! [`VOCAB_KEY`]), so `eval` and `sample` need nothing but the checkpoint.
+//!
+//! A vocabulary of a model trained elsewhere comes from a file ([`Vocab::from_file`]): token text
+//! by id, with `<unk>` and `<eos>` wherever that model put them (or absent: then a unit the
+//! vocabulary lacks is an error, and lines end without a token).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -99,6 +103,8 @@ pub struct Vocab {
     chars: HashMap<char, u32>,
     bytes: Vec<Option<u32>>,
     words: HashMap<String, u32>,
+    unk: Option<u32>,
+    eos: Option<u32>,
 }
 
 impl PartialEq for Vocab {
@@ -151,13 +157,16 @@ impl Vocab {
         Vocab::from_tokens(kind, tokens)
     }
 
+    /// A vocabulary from token text by id. `<unk>` (and, for words, `<eos>`) may sit at any id
+    /// or be absent; every other token must be one character (char), a byte's decimal value
+    /// (byte) or a word without whitespace (word), and appear once.
     fn from_tokens(kind: TokenizerKind, tokens: Vec<String>) -> Result<Vocab> {
         let bad = |msg: String| Error::Data(format!("vocabulary: {msg}"));
-        if tokens.first().map(String::as_str) != Some(UNK) {
-            return Err(bad("token 0 must be <unk>".into()));
-        }
         if tokens.len() > u32::MAX as usize {
             return Err(bad("too many tokens".into()));
+        }
+        if tokens.is_empty() {
+            return Err(bad("no tokens".into()));
         }
         let mut v = Vocab {
             kind,
@@ -165,26 +174,33 @@ impl Vocab {
             chars: HashMap::new(),
             bytes: vec![None; 256],
             words: HashMap::new(),
+            unk: None,
+            eos: None,
         };
-        for (id, t) in v.tokens.iter().enumerate().skip(1) {
+        for (id, t) in v.tokens.iter().enumerate() {
             let id = id as u32;
-            let dup = match kind {
-                TokenizerKind::Char => {
+            let special = |slot: &mut Option<u32>| slot.replace(id).is_some();
+            let dup = match (kind, t.as_str()) {
+                (_, UNK) => special(&mut v.unk),
+                (TokenizerKind::Word, EOS) => special(&mut v.eos),
+                (TokenizerKind::Char, _) => {
                     let mut it = t.chars();
                     let (Some(c), None) = (it.next(), it.next()) else {
                         return Err(bad(format!("char token {id} is {t:?}, not one character")));
                     };
                     v.chars.insert(c, id).is_some()
                 }
-                TokenizerKind::Byte => {
+                (TokenizerKind::Byte, _) => {
                     let b: u8 = t
                         .parse()
                         .map_err(|_| bad(format!("byte token {id} is {t:?}, not 0..=255")))?;
                     v.bytes[b as usize].replace(id).is_some()
                 }
-                TokenizerKind::Word => {
-                    if id == 1 && t != EOS {
-                        return Err(bad("token 1 of a word vocabulary must be <eos>".into()));
+                (TokenizerKind::Word, _) => {
+                    if t.is_empty() || t.contains(char::is_whitespace) {
+                        return Err(bad(format!(
+                            "word token {id} is {t:?}: words are non-empty and hold no whitespace"
+                        )));
                     }
                     v.words.insert(t.clone(), id).is_some()
                 }
@@ -193,10 +209,52 @@ impl Vocab {
                 return Err(bad(format!("token {t:?} appears twice")));
             }
         }
-        if kind == TokenizerKind::Word && v.tokens.len() < 2 {
-            return Err(bad("a word vocabulary needs <eos>".into()));
-        }
         Ok(v)
+    }
+
+    /// Reads a vocabulary file of a model trained elsewhere. Three forms, token text by id:
+    ///
+    /// ```text
+    /// ["<unk>", "a", "b", "\n"]                a JSON list (`.json`): word tokens, or char
+    ///                                          tokens when every token but <unk>/<eos> is one
+    ///                                          character
+    /// {"kind": "word", "tokens": [...]}        rnnscope's own form (`.json`), kind explicit
+    /// the                                      any other file: one word per line
+    /// <eos>                                    (line i is token i; `<unk>`, `<eos>` anywhere)
+    /// ```
+    pub fn from_file(path: &std::path::Path) -> Result<Vocab> {
+        let at = |e: Error| match e {
+            Error::Data(m) => Error::Data(format!("{}: {m}", path.display())),
+            other => other,
+        };
+        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = std::str::from_utf8(&data).map_err(|e| {
+            at(Error::Data(format!(
+                "vocabulary: not valid UTF-8 (first bad byte at offset {})",
+                e.valid_up_to()
+            )))
+        })?;
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if !json {
+            let tokens = text.lines().map(|l| l.trim().to_string()).collect();
+            return Vocab::from_tokens(TokenizerKind::Word, tokens).map_err(at);
+        }
+        if let Ok(tokens) = serde_json::from_str::<Vec<String>>(text) {
+            let one_char = |t: &String| t == UNK || t == EOS || t.chars().count() == 1;
+            let kind = if tokens.iter().all(one_char) {
+                TokenizerKind::Char
+            } else {
+                TokenizerKind::Word
+            };
+            return Vocab::from_tokens(kind, tokens).map_err(at);
+        }
+        Vocab::from_json(text).map_err(|e| {
+            at(Error::Data(format!(
+                "{e}; expected a JSON list of token strings or {{\"kind\": \"char|byte|word\", \"tokens\": [...]}}"
+            )))
+        })
     }
 
     /// The vocabulary as JSON (for checkpoint metadata).
@@ -228,14 +286,14 @@ impl Vocab {
         self.tokens.is_empty()
     }
 
-    /// Id of `<unk>` (always 0).
-    pub fn unk(&self) -> u32 {
-        0
+    /// Id of `<unk>` (0 in every vocabulary rnnscope builds; a vocabulary file may lack it).
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
     }
 
-    /// Id of `<eos>` (word vocabularies only).
+    /// Id of `<eos>` (word vocabularies only; 1 in those rnnscope builds).
     pub fn eos(&self) -> Option<u32> {
-        (self.kind == TokenizerKind::Word).then_some(1)
+        self.eos
     }
 
     /// Token text by id (`<unk>`, a character, a byte's decimal value, a word).
@@ -248,59 +306,65 @@ impl Vocab {
         self.chars.get(&c).copied()
     }
 
-    /// Encodes `data`; units the vocabulary lacks become `<unk>` and are counted.
+    /// Encodes `data`; units the vocabulary lacks become `<unk>` and are counted (an error when
+    /// the vocabulary has no `<unk>`).
     pub fn encode(&self, data: &[u8]) -> Result<Encoded> {
-        let mut out = Encoded::default();
-        let mut push = |id: Option<u32>| {
-            out.ids.push(id.unwrap_or_else(|| {
-                out.unknown += 1;
-                0
-            }))
-        };
-        match self.kind {
-            TokenizerKind::Char => {
-                for c in as_text(self.kind, data)?.chars() {
-                    push(self.chars.get(&c).copied());
-                }
-            }
-            TokenizerKind::Byte => {
-                for &b in data {
-                    push(self.bytes[b as usize]);
-                }
-            }
-            TokenizerKind::Word => {
-                for line in as_text(self.kind, data)?.lines() {
-                    for w in line.split_whitespace() {
-                        push(self.words.get(w).copied());
-                    }
-                    push(Some(1));
-                }
-            }
-        }
-        Ok(out)
+        self.encode_with(data, true)
     }
 
     /// Encodes a fragment of text such as a prime: like [`Self::encode`], except that a word
     /// fragment gets `<eos>` only for the line breaks it contains (not after its last line).
     pub fn encode_fragment(&self, data: &[u8]) -> Result<Encoded> {
-        if self.kind != TokenizerKind::Word {
-            return self.encode(data);
-        }
+        self.encode_with(data, false)
+    }
+
+    fn encode_with(&self, data: &[u8], eos_after_last_line: bool) -> Result<Encoded> {
         let mut out = Encoded::default();
-        let text = as_text(self.kind, data)?;
-        let lines: Vec<&str> = text.split('\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            for w in line.split_whitespace() {
-                match self.words.get(w) {
-                    Some(&id) => out.ids.push(id),
-                    None => {
-                        out.ids.push(0);
-                        out.unknown += 1;
-                    }
+        let mut push = |id: Option<u32>, unit: &dyn std::fmt::Display| -> Result<()> {
+            let id = match (id, self.unk) {
+                (Some(id), _) => id,
+                (None, Some(unk)) => {
+                    out.unknown += 1;
+                    unk
+                }
+                (None, None) => {
+                    return Err(Error::Data(format!(
+                        "{} {unit} is not in the vocabulary, which has no <unk> to stand for it: add <unk> to the vocabulary or remove it from the text",
+                        self.kind.unit()
+                    )))
+                }
+            };
+            out.ids.push(id);
+            Ok(())
+        };
+        match self.kind {
+            TokenizerKind::Char => {
+                for c in as_text(self.kind, data)?.chars() {
+                    push(self.chars.get(&c).copied(), &format_args!("{c:?}"))?;
                 }
             }
-            if i + 1 < lines.len() {
-                out.ids.push(1);
+            TokenizerKind::Byte => {
+                for &b in data {
+                    push(self.bytes[b as usize], &b)?;
+                }
+            }
+            TokenizerKind::Word => {
+                let text = as_text(self.kind, data)?;
+                let lines: Vec<&str> = if eos_after_last_line {
+                    text.lines().collect()
+                } else {
+                    text.split('\n').collect()
+                };
+                for (i, line) in lines.iter().enumerate() {
+                    for w in line.split_whitespace() {
+                        push(self.words.get(w).copied(), &format_args!("`{w}`"))?;
+                    }
+                    if eos_after_last_line || i + 1 < lines.len() {
+                        if let Some(eos) = self.eos {
+                            push(Some(eos), &EOS)?;
+                        }
+                    }
+                }
             }
         }
         Ok(out)
@@ -344,7 +408,7 @@ impl<'a> Detokenizer<'a> {
         match v.kind {
             TokenizerKind::Char => out.extend_from_slice(t.as_bytes()),
             TokenizerKind::Byte => match t.parse::<u8>() {
-                Ok(b) if id != 0 => out.push(b),
+                Ok(b) if Some(id) != v.unk => out.push(b),
                 _ => out.extend_from_slice(t.as_bytes()),
             },
             TokenizerKind::Word => {
@@ -425,5 +489,50 @@ mod tests {
             .contains("`vocab_size` = 2 is too small: a word vocabulary needs <unk>, <eos> and at least one word (use 0 for no limit)"));
         assert_eq!(v.encode_fragment(b"a b").unwrap().ids, vec![2, 3]);
         assert_eq!(v.encode_fragment(b"a\nz ").unwrap().ids, vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn vocabulary_files_in_each_form_put_specials_where_they_are() {
+        let dir = std::env::temp_dir().join(format!("rnnscope-vocab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // word_language_model's idx2word: <unk> and <eos> wherever they first appeared.
+        let lines = dir.join("vocab.txt");
+        std::fs::write(&lines, "the\ncat\n<eos>\n<unk>\n").unwrap();
+        let v = Vocab::from_file(&lines).unwrap();
+        assert_eq!(
+            (v.kind(), v.unk(), v.eos()),
+            (TokenizerKind::Word, Some(3), Some(2))
+        );
+        let e = v.encode(b"the dog\ncat").unwrap();
+        assert_eq!((e.ids, e.unknown), (vec![0, 3, 2, 1, 2], 1));
+        assert_eq!(v.decode(&[0, 3, 2, 1]), "the <unk>\ncat");
+        // A JSON list of characters without <unk>: a missing character is an error naming it.
+        let chars = dir.join("vocab.json");
+        std::fs::write(&chars, r#"["\n", "a", "b"]"#).unwrap();
+        let v = Vocab::from_file(&chars).unwrap();
+        assert_eq!((v.kind(), v.unk(), v.len()), (TokenizerKind::Char, None, 3));
+        assert_eq!(v.encode(b"ab\n").unwrap().ids, vec![1, 2, 0]);
+        let err = v.encode(b"abc").unwrap_err().to_string();
+        assert!(
+            err.contains("character 'c' is not in the vocabulary, which has no <unk>"),
+            "{err}"
+        );
+        // rnnscope's own form names its kind; a broken file is one line naming it.
+        let own = dir.join("own.json");
+        std::fs::write(&own, r#"{"kind": "byte", "tokens": ["<unk>", "65"]}"#).unwrap();
+        assert_eq!(
+            Vocab::from_file(&own).unwrap().encode(b"AB").unwrap().ids,
+            vec![1, 0]
+        );
+        std::fs::write(&own, r#"{"tokens": 3}"#).unwrap();
+        let err = Vocab::from_file(&own).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: vocabulary is not valid JSON", own.display())),
+            "{err}"
+        );
+        std::fs::write(&lines, "a\nb\na\n").unwrap();
+        let err = Vocab::from_file(&lines).unwrap_err().to_string();
+        assert!(err.contains("token \"a\" appears twice"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

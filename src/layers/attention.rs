@@ -504,3 +504,93 @@ pub fn backward<T: Float>(
         matmul(dh, dk, Trans::No, p.w_k, Trans::No, n, hh, hh, true);
     }
 }
+
+/// Scratch for [`target_vjp`], sized once for a cache.
+#[derive(Debug, Default)]
+pub struct VjpScratch<T> {
+    /// `[H]` `dp`, `[2H]` `[dh ; dc]`, `[W]` `dc . h_j`, `[H]` `e`.
+    dp: Vec<T>,
+    dhc: Vec<T>,
+    da: Vec<T>,
+    e: Vec<T>,
+}
+
+/// The gradient of one target's loss through the attention of its own step `t` (batch
+/// element `b`), from `g = dJ/do_t` `[H]`, after [`forward`] (no memory; before backward):
+/// `dh_t` `[H]` (overwritten: through `W_c` and the query) and, for each `j` of the window
+/// `lo_t..t`, the one-hop gradient `dJ/dh_j` through attention (value and key) into row
+/// `j - lo_t` of `dh_window` `[W, H]` (overwritten). Returns `lo_t`. Same math as
+/// [`backward`], one row at a time (the gradient-flow analysis separates the paths with it).
+#[allow(clippy::too_many_arguments)]
+pub fn target_vjp<T: Float>(
+    kind: Attention,
+    cache: &Cache<T>,
+    p: &Params<T>,
+    t: usize,
+    b: usize,
+    g: &[T],
+    dh_t: &mut [T],
+    dh_window: &mut [T],
+    s: &mut VjpScratch<T>,
+) -> usize {
+    let (_, b_n, hh, w, past) = cache.dims.expect("attention forward has run");
+    assert_eq!(past, 0, "the analysis runs on a window without memory");
+    resize(&mut s.dp, hh);
+    resize(&mut s.dhc, 2 * hh);
+    resize(&mut s.da, w);
+    resize(&mut s.e, hh);
+    let r = t * b_n + b;
+    for ((d, &g), &o) in s.dp.iter_mut().zip(g).zip(&cache.o[r * hh..(r + 1) * hh]) {
+        *d = g * (T::ONE - o * o);
+    }
+    // [dh ; dc] = dp W_c   ([1, H] x [H, 2H])
+    matmul(
+        &mut s.dhc,
+        &s.dp,
+        Trans::No,
+        p.w_c,
+        Trans::No,
+        1,
+        2 * hh,
+        hh,
+        false,
+    );
+    dh_t.copy_from_slice(&s.dhc[..hh]);
+    let dc = &s.dhc[hh..];
+    let (lo, cnt) = window(t, w);
+    let wt = &cache.weights[r * w..r * w + cnt];
+    let h = &cache.h;
+    let mut mean = T::ZERO;
+    for (i, (d, &a)) in s.da[..cnt].iter_mut().zip(wt).enumerate() {
+        let j = (lo + i) * b_n + b;
+        *d = dot(dc, &h[j * hh..(j + 1) * hh]);
+        mean += a * *d;
+    }
+    let scale = T::from_f64(1.0 / (hh as f64).sqrt());
+    let ht = &h[r * hh..(r + 1) * hh];
+    for (i, (&d, &a)) in s.da[..cnt].iter().zip(wt).enumerate() {
+        let j = (lo + i) * b_n + b;
+        let ds = a * (d - mean);
+        let out = &mut dh_window[i * hh..(i + 1) * hh];
+        for (o, &c) in out.iter_mut().zip(dc) {
+            *o = a * c;
+        }
+        if kind == Attention::Additive {
+            let (qt, kj) = (
+                &cache.q[r * hh..(r + 1) * hh],
+                &cache.k[j * hh..(j + 1) * hh],
+            );
+            for m in 0..hh {
+                let u = (qt[m] + kj[m]).tanh();
+                s.e[m] = ds * p.v[m] * (T::ONE - u * u);
+            }
+            // dh_j += e W_k;  dh_t += e W_q
+            matmul(out, &s.e, Trans::No, p.w_k, Trans::No, 1, hh, hh, true);
+            matmul(dh_t, &s.e, Trans::No, p.w_q, Trans::No, 1, hh, hh, true);
+        } else {
+            axpy(out, ds * scale, ht);
+            axpy(dh_t, ds * scale, &h[j * hh..(j + 1) * hh]);
+        }
+    }
+    lo
+}
