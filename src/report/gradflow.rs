@@ -321,6 +321,8 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         }
     }
 
+    super::attention::attention_blocks(g, &snap, p, &mut s, part)?;
+
     // Spectra.
     for sp in &snap.spectrum {
         let k = sp.layer;

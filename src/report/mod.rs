@@ -25,6 +25,7 @@
 //! recorded during training), `run` (one run directory: the parts its files allow), `demo` and
 //! `experiment` (with `sub_runs` for the runs they hold); `common` has what they share.
 
+mod attention;
 mod common;
 pub mod data;
 mod demo;
