@@ -195,6 +195,10 @@ fn cases() -> Vec<Case> {
             "experiment --config sweep_other.toml --out sweep",
             Refused(&["sweep/plan.json: holds another sweep", "--force"]),
         ),
+        case(
+            "experiment --config sweep_big_seed.toml --out bigsweep",
+            Ok(&["1 runs of task `adding`"]),
+        ),
         // Panics from user input.
         case(
             "train {TRAIN} --init uniform:-1 --out t1",
@@ -363,6 +367,10 @@ fn prepare(dir: &Path) {
     w(
         "sweep_names.toml",
         &format!("{sweep}[[model]]\nname = \"a\"\n"),
+    );
+    w(
+        "sweep_big_seed.toml",
+        &sweep.replace("[1]", "[\"18446744073709551615\"]"),
     );
     // A run that was killed before its first checkpoint.
     std::fs::create_dir(dir.join("unstarted")).unwrap();
