@@ -420,6 +420,12 @@ fn every_bad_input_is_refused_in_one_line_and_changes_nothing() {
             damage(&dir);
         }
         let line = c.args.replace("{TRAIN}", TRAIN).replace("{TASK}", TASK);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.contains(&"--force") {
+            // A file of the user's own, which --force must leave alone.
+            let out = words[words.iter().position(|&w| w == "--out").unwrap() + 1];
+            std::fs::write(dir.join(out).join("notes.txt"), "mine").unwrap();
+        }
         let before = snapshot(&dir);
         let mut cmd = Command::new(BIN);
         cmd.args(line.split_whitespace())
@@ -456,8 +462,12 @@ fn every_bad_input_is_refused_in_one_line_and_changes_nothing() {
         }
     }
     // What the --force cases left: the replaced gradflow result has no file of the old one,
-    // the replaced sweep its new plan only.
+    // the replaced sweep its new plan only, and the user's own files are still there.
     assert!(!dir.join("grad/jacobian_l0.csv").exists());
+    for out in ["grad", "taskrun", "run", "sweep"] {
+        let notes = std::fs::read_to_string(dir.join(out).join("notes.txt"));
+        assert_eq!(notes.unwrap(), "mine", "--force removed {out}/notes.txt");
+    }
     assert!(dir.join("grad/gradflow.json").is_file());
     let plan = std::fs::read_to_string(dir.join("sweep/plan.json")).unwrap();
     assert!(
