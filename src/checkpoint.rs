@@ -27,6 +27,32 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Metadata key of the checksum of the tensor data ([`checksum`]), written into every file and
+/// verified when one is read (files without it, such as PyTorch's, are read unverified).
+pub const CHECKSUM_KEY: &str = "rnnscope.checksum";
+
+/// `fnv1a64:HEX`, the 64-bit FNV-1a hash of every tensor in name order: its name, a 0 byte,
+/// its shape (u64 little-endian each) and its data bytes as stored.
+pub fn checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, shape, data) in sorted {
+        eat(name.as_bytes());
+        eat(&[0]);
+        for &d in shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        eat(data);
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
 /// Metadata key holding the model config as JSON.
 pub const CONFIG_KEY: &str = "rnnscope.config";
 
@@ -51,7 +77,9 @@ impl TensorFile {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             // torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+).
-            if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"\x80") {
+            // (A safetensors file whose header length starts with 0x80 has `{` at byte 8.)
+            let pickle = bytes.starts_with(b"\x80") && bytes.get(8) != Some(&b'{');
+            if bytes.starts_with(b"PK\x03\x04") || pickle {
                 return Error::checkpoint(
                     path,
                     format!(
@@ -70,8 +98,18 @@ impl TensorFile {
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::checkpoint(path, format!("unreadable header ({e})")))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
+        let views = st.tensors();
+        if let Some(want) = metadata.get(CHECKSUM_KEY) {
+            let got = checksum(views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+            if &got != want {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("the tensor data does not match its checksum ({got}, written {want}): the file was damaged after it was written; use another checkpoint"),
+                ));
+            }
+        }
         let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
+        for (name, view) in views {
             let data = decode(&view).ok_or_else(|| {
                 Error::checkpoint(
                     path,
@@ -81,6 +119,15 @@ impl TensorFile {
                     ),
                 )
             })?;
+            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                return Err(Error::checkpoint(
+                    path,
+                    format!(
+                        "tensor `{name}` holds a non-finite value ({}) at index {i}: the weights are unusable; use an earlier checkpoint",
+                        data[i]
+                    ),
+                ));
+            }
             tensors.insert(
                 name,
                 Tensor {
@@ -442,6 +489,21 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
     let mut file = TensorFile::open(path)?;
     file.adopt_pytorch_names()?;
     let config = file.model_config()?;
+    config.validate()?;
+    let claimed = crate::memory::parameters(&config);
+    let held: usize = file.tensors.values().map(|t| t.data.len()).sum();
+    // A gross mismatch is refused before allocating; a small one is named by `load_params`.
+    if claimed > 2.0 * held as f64 + 1e6 {
+        return Err(Error::checkpoint(
+            path,
+            format!("its metadata describes a model of {claimed} parameters, but the file holds only {held} values: the header does not belong to the tensors"),
+        ));
+    }
+    crate::memory::check(
+        &format!("the model in {}", path.display()),
+        claimed * std::mem::size_of::<T>() as f64,
+        "use a machine with more memory",
+    )?;
     let mut model = LanguageModel::zeros(config)?;
     file.load_params(&mut model, true)?;
     Ok(Checkpoint {
@@ -524,7 +586,17 @@ pub fn write_tensors(
                 .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, &Some(metadata.clone()))
+    let mut metadata = metadata.clone();
+    metadata.insert(
+        CHECKSUM_KEY.into(),
+        checksum(
+            tensors
+                .iter()
+                .zip(&bytes)
+                .map(|((name, shape, _), b)| (name.as_str(), shape.as_slice(), b.as_slice())),
+        ),
+    );
+    let data = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
     write_atomic(path, &data)
 }

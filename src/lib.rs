@@ -16,6 +16,7 @@ pub mod data;
 pub mod error;
 pub mod init;
 pub mod layers;
+pub mod memory;
 pub mod model;
 pub mod params;
 pub mod report;

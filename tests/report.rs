@@ -604,7 +604,7 @@ fn report_of_a_task_run_inlines_every_plot_its_files_allow() {
         "What the plots show",
         "config.toml",
         "Gradient flow through time",
-        "(top layer): the gradient",
+        "(top layer), measured on",
     ] {
         assert!(html.contains(text), "missing `{text}`");
     }

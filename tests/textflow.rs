@@ -337,3 +337,227 @@ fn copy_task_prints_and_reports_accuracy_against_chance_and_loss_against_the_mem
     assert!(!metric.contains("83.2%") && !metric.contains("memoryless"));
     assert!(!html.contains("chance (83.2%)") && !html.contains("chance accuracy (83.2%)"));
 }
+
+fn reading(dir: &Path) -> Vec<String> {
+    rnnscope::report::build(dir).unwrap().reading
+}
+
+/// A char RNN whose gradient decays like 0.5^l (identity activation, W_hh = 0.5 Q, a learning
+/// rate too small to move it), trained with tracking every 5 updates.
+fn halving_rnn(dir: &Path, corpus: &Path) -> PathBuf {
+    let run_dir = dir.join("rnn");
+    ok(&[
+        "train",
+        "--corpus",
+        p(corpus),
+        "--out",
+        p(&run_dir),
+        "--cell",
+        "rnn",
+        "--activation",
+        "identity",
+        "--init",
+        "orthogonal",
+        "--spectral-radius",
+        "0.5",
+        "--hidden",
+        "8",
+        "--embedding",
+        "4",
+        "--batch",
+        "4",
+        "--bptt",
+        "30",
+        "--steps",
+        "10",
+        "--eval-every",
+        "10",
+        "--lr",
+        "1e-9",
+        "--track-gradflow",
+        "5",
+        "--threads",
+        "1",
+    ]);
+    run_dir
+}
+
+#[test]
+fn gradflow_reports_claim_a_memory_horizon_only_as_measured_on_real_text() {
+    let dir = TempDir::new("claims");
+    let corpus_path = dir.0.join("corpus.txt");
+    std::fs::write(&corpus_path, corpus()).unwrap();
+    let run_dir = halving_rnn(&dir.0, &corpus_path);
+    let ck = run_dir.join("last.safetensors");
+    let (text_dir, rnd_dir) = (dir.0.join("text"), dir.0.join("rnd"));
+    ok(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--text",
+        p(&corpus_path),
+        "--bptt",
+        "30",
+        "--batch",
+        "4",
+        "--out",
+        p(&text_dir),
+        "--threads",
+        "1",
+    ]);
+    ok(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--bptt",
+        "30",
+        "--batch",
+        "4",
+        "--out",
+        p(&rnd_dir),
+        "--threads",
+        "1",
+    ]);
+    // 0.5^l < 1e-3 first at l = 10, in every window: the interval is that one distance.
+    for d in [&text_dir, &rnd_dir] {
+        let s = output::read_snapshot(&d.join(output::SNAPSHOT_FILE))
+            .unwrap()
+            .unwrap()
+            .summary;
+        let h = s.memory_horizon.unwrap();
+        assert_eq!(
+            (h.distance, h.low, h.high),
+            (Some(10), Some(10), Some(10)),
+            "{}",
+            d.display()
+        );
+        assert_eq!(h.distance, s.distance_below_1e3);
+    }
+    let on_text = reading(&text_dir).join("\n");
+    assert!(
+        on_text.contains(&format!("measured on text {}", corpus_path.display())),
+        "{on_text}"
+    );
+    assert!(
+        on_text.contains("the memory horizon measured here"),
+        "{on_text}"
+    );
+    assert!(
+        on_text.contains("l = 10 (95% interval over 4 windows: 10 to 10)"),
+        "{on_text}"
+    );
+    let on_random = reading(&rnd_dir).join("\n");
+    assert!(
+        on_random.contains("measured on random tokens"),
+        "{on_random}"
+    );
+    assert!(
+        on_random.contains("not text the model reads"),
+        "{on_random}"
+    );
+    for claim in [
+        "memory horizon measured here",
+        "cannot learn",
+        "can learn",
+        "learnable",
+    ] {
+        assert!(!on_random.contains(claim), "{claim}: {on_random}");
+        assert!(!on_text.contains("cannot learn"), "{on_text}");
+    }
+
+    // Tracked during training: in summary.json, with its step and input, and in the report.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let h = &v["memory_horizon"];
+    assert_eq!(
+        (h["step"].as_u64(), h["distance"].as_u64()),
+        (Some(10), Some(10)),
+        "{v}"
+    );
+    assert!(
+        h["input"]
+            .as_str()
+            .unwrap()
+            .starts_with("training batch of"),
+        "{h}"
+    );
+    let r = rnnscope::report::build(&run_dir).unwrap();
+    let all = r.reading.join("\n");
+    assert!(
+        all.contains("at step 10 R(l) fell below 1e-3 at l = 10"),
+        "{all}"
+    );
+    let captions: Vec<&str> = r.figures().iter().map(|f| f.caption.as_str()).collect();
+    let titles: Vec<String> = r.figures().iter().map(|f| f.name.clone()).collect();
+    assert!(
+        titles.iter().any(|t| t.contains("track_horizon")),
+        "{titles:?}"
+    );
+    // A vanilla RNN run states the vanilla-RNN rule.
+    assert!(captions
+        .iter()
+        .any(|c| c.contains("For this vanilla RNN, rho > 1")));
+}
+
+#[test]
+fn an_lstm_training_report_states_no_vanilla_rnn_rule() {
+    let dir = TempDir::new("lstm-rule");
+    let corpus_path = dir.0.join("corpus.txt");
+    std::fs::write(&corpus_path, corpus()).unwrap();
+    let run_dir = dir.0.join("lstm");
+    ok(&[
+        "train",
+        "--corpus",
+        p(&corpus_path),
+        "--out",
+        p(&run_dir),
+        "--cell",
+        "lstm",
+        "--hidden",
+        "8",
+        "--embedding",
+        "4",
+        "--batch",
+        "4",
+        "--bptt",
+        "16",
+        "--steps",
+        "4",
+        "--eval-every",
+        "4",
+        "--track-gradflow",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    let r = rnnscope::report::build(&run_dir).unwrap();
+    let mut text: Vec<String> = r.figures().iter().map(|f| f.caption.clone()).collect();
+    text.extend(r.reading.iter().cloned());
+    let text = text.join("\n");
+    assert!(
+        text.contains("For a gated cell they bound nothing on their own"),
+        "{text}"
+    );
+    for rule in [
+        "rho > 1 is necessary",
+        "sigma_1 < 1/gamma guarantees",
+        "cannot learn",
+    ] {
+        assert!(!text.contains(rule), "{rule}: {text}");
+    }
+    // The plot of the gradient norm says only that.
+    let names: Vec<String> = r.figures().iter().map(|f| f.name.clone()).collect();
+    assert!(
+        names.iter().any(|n| n.contains("track_grad_norm")),
+        "{names:?}"
+    );
+    let html = std::fs::read_to_string(
+        rnnscope::report::write(&run_dir, &Default::default())
+            .unwrap()
+            .html,
+    )
+    .unwrap();
+    assert!(html.contains("Gradient norm during training"));
+    assert!(!html.contains("Gradient norm and measured decay"));
+}

@@ -159,6 +159,11 @@ pub struct Summary {
     pub distance_below_1e3: Option<usize>,
     #[serde(rename = "distance_below_1e-6")]
     pub distance_below_1e6: Option<usize>,
+    /// The memory horizon of the top layer: where `R(l)` falls below 1e-3, with its 95%
+    /// interval over the windows (see [`profile::horizon`]); a property of the model on this
+    /// input.
+    #[serde(default)]
+    pub memory_horizon: Option<profile::Horizon>,
     /// Wall time of forward + injection + batched sweep + influence matrices.
     pub influence_seconds: f64,
     /// Flops of the sweep's GEMMs.
@@ -438,6 +443,13 @@ pub fn snapshot<T: Float>(
         cell_decay_per_step: pr.cell_rate.as_ref().map(|r| r.per_step),
         distance_below_1e3: pr.distance_below_1e3,
         distance_below_1e6: pr.distance_below_1e6,
+        memory_horizon: Some(profile::horizon(
+            &norms,
+            &norms.dh[top],
+            1e-3,
+            profile::HORIZON_RESAMPLES,
+            opts.jacobian.as_ref().map_or(0, |j| j.seed),
+        )),
         influence_seconds,
         influence_gflop: sweep_flops(c.cell, c.hidden, c.layers, steps, batch) / 1e9,
         per_layer: spectrum
@@ -542,6 +554,17 @@ impl Summary {
             d(self.distance_below_1e3),
             d(self.distance_below_1e6)
         );
+        if let Some(h) = &self.memory_horizon {
+            s += &format!(
+                "\nmemory horizon (R(l) < 1e-3, top layer) on {}: {}",
+                match self.input.kind {
+                    InputKind::Random => "random tokens, not text",
+                    InputKind::Unspecified => "tokens of unstated origin",
+                    _ => "this input",
+                },
+                h.describe(self.bptt)
+            );
+        }
         if self.layers > 1 {
             let v: Vec<String> = self
                 .per_layer

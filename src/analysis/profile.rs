@@ -484,3 +484,103 @@ mod tests {
         assert_eq!(m[3 + 2], 0.0);
     }
 }
+
+/// The memory horizon: the first distance at which `R(l)` falls below `threshold`, with a 95%
+/// bootstrap interval over the windows (the batch elements, resampled with replacement).
+/// `None` in any field: `R(l)` stays above the threshold within the window (`l <= T - 1`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Horizon {
+    pub threshold: f64,
+    /// On all windows together: [`distance_below`] of the profile.
+    pub distance: Option<usize>,
+    /// 2.5% and 97.5% quantiles over the resamples.
+    pub low: Option<usize>,
+    pub high: Option<usize>,
+    pub windows: usize,
+    pub resamples: usize,
+}
+
+/// Bootstrap resamples of [`horizon`].
+pub const HORIZON_RESAMPLES: usize = 1000;
+
+/// The [`Horizon`] of a packed norm buffer (`norms.dh[k]` or `norms.dc[k]`).
+///
+/// Per window `b` and distance `l`: `N_b(l) = sum_(i >= l) |g^(i)_(i-l,b)|` and
+/// `D_b(l) = sum_(i >= l) |g^(i)_(i,b)|`; a set of windows (with multiplicities) has
+/// `R(l) = sum N_b(l) / sum D_b(l)`, which for all windows once is the profile's `R(l)`.
+/// `resamples` sets of `B` windows drawn with replacement (RNG seeded with `seed`) give the
+/// interval.
+pub fn horizon(
+    norms: &InfluenceNorms,
+    v: &[f64],
+    threshold: f64,
+    resamples: usize,
+    seed: u64,
+) -> Horizon {
+    use rand::{Rng, SeedableRng};
+    let (steps, batch) = (norms.steps, norms.batch);
+    let mut num = vec![0.0; batch * steps];
+    let mut den = vec![0.0; batch * steps];
+    for l in 0..steps {
+        for i in l..steps {
+            for b in 0..batch {
+                num[b * steps + l] += v[norms.index(i, i - l, b)];
+                den[b * steps + l] += v[norms.index(i, i, b)];
+            }
+        }
+    }
+    let first_below = |weights: &[f64]| -> Option<usize> {
+        (0..steps).find(|&l| {
+            let (mut n, mut d) = (0.0, 0.0);
+            for (b, w) in weights.iter().enumerate() {
+                n += w * num[b * steps + l];
+                d += w * den[b * steps + l];
+            }
+            d > 0.0 && n / d < threshold
+        })
+    };
+    let distance = first_below(&vec![1.0; batch]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut weights = vec![0.0; batch];
+    // Beyond the window sorts last, as `steps`.
+    let mut draws: Vec<usize> = (0..resamples)
+        .map(|_| {
+            weights.fill(0.0);
+            for _ in 0..batch {
+                weights[rng.gen_range(0..batch)] += 1.0;
+            }
+            first_below(&weights).unwrap_or(steps)
+        })
+        .collect();
+    draws.sort_unstable();
+    let at = |q: f64| -> Option<usize> {
+        let d = *draws.get((q * (draws.len().max(1) - 1) as f64).round() as usize)?;
+        (d < steps).then_some(d)
+    };
+    Horizon {
+        threshold,
+        distance,
+        low: at(0.025),
+        high: at(0.975),
+        windows: batch,
+        resamples,
+    }
+}
+
+impl Horizon {
+    /// `l = 42 (95% interval over 16 windows: 38-47)`, or `beyond l = T - 1 ...`.
+    pub fn describe(&self, steps: usize) -> String {
+        let d = |x: Option<usize>| {
+            x.map_or(format!("beyond {}", steps.saturating_sub(1)), |l| {
+                l.to_string()
+            })
+        };
+        format!(
+            "l = {} (95% interval over {} windows: {} to {})",
+            d(self.distance),
+            self.windows,
+            d(self.low),
+            d(self.high)
+        )
+    }
+}

@@ -98,9 +98,11 @@ fn plan_and_run(a: &Args, config: &Path) -> Result<()> {
         }
         return Ok(());
     }
+    // Refused here (one line, nothing written) when --out holds another sweep.
+    plan.save(&a.out)?;
     let workers = super::set_threads(a.threads);
     eprintln!(
-        "{} runs of task `{}` on {workers} cores",
+        "{} runs of task `{}`, at most {workers} at a time (--threads)",
         plan.points.len(),
         plan.task.name()
     );

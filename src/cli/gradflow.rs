@@ -154,6 +154,7 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         attention,
         attention_span: a.attention_span.unwrap_or(0),
     };
+    check_memory(a, &config)?;
     let mut model = LanguageModel::<f64>::zeros(config)?;
     let init = InitConfig {
         scheme: InitScheme::parse(a.init.as_deref().unwrap_or("default"))?,
@@ -200,6 +201,17 @@ fn input_windows(
     Ok((inputs, targets, record))
 }
 
+/// Refuses a sweep over the memory limit: the model and its activations in f64, and the
+/// `T x T` influence matrices of every layer (hidden and cell state).
+fn check_memory(a: &Args, c: &ModelConfig) -> Result<()> {
+    let t = a.bptt as f64;
+    crate::memory::check(
+        "this gradient-flow sweep",
+        crate::memory::training_bytes(c, a.batch, a.bptt, 8) + c.layers as f64 * t * t * 16.0,
+        "lower --bptt, --batch or --hidden",
+    )
+}
+
 pub fn run(a: Args) -> Result<()> {
     super::set_threads(a.threads);
     if a.bptt == 0 || a.batch == 0 {
@@ -227,6 +239,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         (None, _) => (fresh_model(&a)?, None),
     };
+    check_memory(&a, &model.config)?;
     let (inputs, targets, record) = input_windows(&a, model.config.vocab, vocab.as_ref())?;
     let opts = SnapshotOptions {
         jacobian: (!a.no_jacobian).then(|| JacobianOptions {

@@ -68,12 +68,17 @@ pub fn run() -> Result<()> {
     }
 }
 
-/// Sets the thread count for GEMMs and rayon (`0` = all cores).
+/// Sets the thread count for GEMMs and rayon (`0` = all cores; more than the cores is capped
+/// at the cores, said once on stderr).
 pub fn set_threads(threads: usize) -> usize {
-    let n = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = match threads {
+        0 => cores,
+        t if t > cores => {
+            eprintln!("note: --threads {t} is more than the {cores} cores here: using {cores}");
+            cores
+        }
+        t => t,
     };
     // The global pool can be built once; later calls keep the first size.
     let _ = rayon::ThreadPoolBuilder::new()

@@ -384,6 +384,16 @@ fn prepare(mut cfg: TrainConfig) -> Result<Prepared> {
     let corpus = corpus::load(&cfg.corpus_spec()?)?;
     let batches = Batches::new(&corpus.train.ids, cfg.batch, cfg.bptt, &corpus.train.source)?;
     let windows = batches.windows;
+    crate::memory::check(
+        "training this model",
+        crate::memory::training_bytes(
+            &cfg.model_config(corpus.vocab.len()),
+            cfg.batch,
+            cfg.bptt,
+            4,
+        ),
+        "lower --hidden, --layers, --batch or --bptt",
+    )?;
     let steps = cfg.total_steps(windows);
     let settings = TrainSettings {
         batch: cfg.batch,

@@ -8,7 +8,8 @@ use super::plot::{
 };
 use super::{Block, Section};
 use crate::analysis::output;
-use crate::analysis::profile::ProfileRow;
+use crate::analysis::profile::{Horizon, ProfileRow};
+use crate::analysis::InputRecord;
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::error::Result;
 use std::path::Path;
@@ -34,16 +35,22 @@ pub(super) fn ratio_points(rows: &[ProfileRow]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Plain-language reading of a measured profile `R(l)`.
+/// Plain-language reading of a measured profile `R(l)`, phrased as what was measured on
+/// `input`: a distance beyond which the gradient is under 1e-3 is stated as the model's memory
+/// horizon only on input the model reads (text, its training batch, task data), never on
+/// random tokens.
 pub(super) fn profile_reading(
     who: &str,
     ratio: &[(f64, f64)],
     decay: Option<f64>,
+    input: &InputRecord,
+    horizon: Option<&Horizon>,
 ) -> Option<String> {
     let &(lmax, rlast) = ratio.last()?;
     if ratio.len() < 2 {
         return None;
     }
+    let on = input.describe();
     let peak = ratio.iter().map(|p| p.1).fold(0.0f64, f64::max);
     if peak > 10.0 {
         let (l, r) = ratio
@@ -52,18 +59,24 @@ pub(super) fn profile_reading(
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((lmax, rlast));
         return Some(format!(
-            "{who}: the gradient grows with distance, to {} times its size at l = 0 by l = {l:.0}: it explodes over long distances; clip it (--clip) or lower the spectral radius of W_hh.",
+            "{who}, measured on {on}: the gradient grows with distance, to {} times its size at l = 0 by l = {l:.0}; on this input it explodes over long distances (clipping the gradient norm or a smaller spectral radius of W_hh counters that).",
             sci(r)
         ));
     }
     let per = decay.map_or(String::new(), |d| format!(" (x{d:.3} per step)"));
+    let steps = lmax as usize + 1;
     match ratio.iter().find(|p| p.1 < 1e-3) {
+        Some(&(l3, _)) if input.is_real() => Some(format!(
+            "{who}, measured on {on}: the gradient falls by a factor of {} over {lmax:.0} steps{per}, and below 1e-3 of its size at distance 0 from {}. On this input, what lies more than about {l3:.0} steps back reaches the loss with under 1e-3 of the gradient of the current step: the memory horizon measured here.",
+            sci(1.0 / rlast.max(1e-300)),
+            horizon.map_or(format!("l = {l3:.0}"), |h| h.describe(steps))
+        )),
         Some(&(l3, _)) => Some(format!(
-            "{who}: the gradient falls by a factor of {} over {lmax:.0} steps{per}; it is below 1e-3 of its size from l = {l3:.0} on, so this model cannot learn dependencies longer than about {l3:.0} steps from its gradient.",
+            "{who}, measured on {on}: the gradient falls by a factor of {} over {lmax:.0} steps{per}, below 1e-3 of its size from l = {l3:.0} on. This input is not text the model reads, so it shows how the weights treat it, not how far back the model remembers its own text: analyse windows of that text for a memory horizon.",
             sci(1.0 / rlast.max(1e-300))
         )),
         None => Some(format!(
-            "{who}: the gradient keeps {} of its size over {lmax:.0} steps{per}: the gradient signal reaches across the whole window, so dependencies that long are learnable as far as the gradient is concerned.",
+            "{who}, measured on {on}: the gradient keeps {} of its size over {lmax:.0} steps{per}: on this input the gradient signal reaches across the whole window (a memory horizon beyond {lmax:.0} steps).",
             sci(rlast)
         )),
     }
@@ -100,8 +113,8 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     }
     let mut s = Section::new(p.name("gradflow"), "Gradient flow through time");
     s.blocks.push(Block::Text(format!(
-        "Measured on one window of T = {} steps and B = {} sequences: the loss J^(i) at each step i is back-propagated alone, and P(l) is the mean norm |dJ^(i)/dh^(i-l)| over i and the batch; R(l) = P(l) / P(0).",
-        sm.bptt, sm.batch
+        "Measured on {}: B = {} windows of T = {} steps. The loss J^(i) at each step i is back-propagated alone, and P(l) is the mean norm |dJ^(i)/dh^(i-l)| over i and the windows; R(l) = P(l) / P(0).",
+        sm.input.describe(), sm.batch, sm.bptt
     )));
     let mut facts = vec![
         (
@@ -113,6 +126,7 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
                 if sm.layers == 1 { "" } else { "s" }
             ),
         ),
+        ("input".into(), sm.input.describe()),
         ("spectral radius rho".into(), num(sm.rho)),
         ("largest singular value sigma_1".into(), num(sm.sigma_1)),
     ];
@@ -136,6 +150,12 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
     };
     facts.push(("R(l) < 1e-3 at".into(), below(sm.distance_below_1e3)));
     facts.push(("R(l) < 1e-6 at".into(), below(sm.distance_below_1e6)));
+    if let Some(h) = &sm.memory_horizon {
+        facts.push((
+            "memory horizon (R(l) < 1e-3, top layer, on this input)".into(),
+            h.describe(sm.bptt),
+        ));
+    }
     if let Some(e) = sm.theory_max_rel_error {
         facts.push(("theory vs measured (max rel. error)".into(), sci(e)));
     }
@@ -199,6 +219,10 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
             color: GUIDE,
         });
     }
+    c.hlines.push(HLine {
+        name: "1e-3: the memory horizon's threshold".into(),
+        y: 1e-3,
+    });
     if !c.series.is_empty() {
         let caption = match &theory {
             Some(_) if identity => "Measured R(l) (log scale) and the theory line rho^l: with the identity activation the gradient is g W_hh^l exactly, so it decays (or grows) like the largest eigenvalue's modulus to the power l.",
@@ -239,6 +263,8 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         &format!("{model} (top layer)"),
         &top_ratio,
         sm.decay_per_step,
+        &sm.input,
+        sm.memory_horizon.as_ref(),
     ) {
         part.reading.push(r);
     }

@@ -1,11 +1,14 @@
 //! Gradient flow tracked during training (`train --track-gradflow`): rho, sigma_1, decay
 //! and gradient norm against step, and R(l) at several steps.
 
-use super::common::{fig, num, reach, steps_axis, Part, Prefix};
+use super::common::{fig, num, steps_axis, Part, Prefix};
 use super::gradflow::ratio_points;
 use super::plot::{viridis, Axis, Figure, HLine, LineChart, Marker, Series, MARKERS, PALETTE};
-use super::Section;
+use super::{Block, Section};
 use crate::analysis::output::{self, TrackRow};
+use crate::analysis::profile::Horizon;
+use crate::analysis::GradflowSnapshot;
+use crate::cell::CellKind;
 use crate::error::Result;
 use std::path::Path;
 
@@ -24,6 +27,21 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         p.name("tracking"),
         "Gradient flow during training (--track-gradflow)",
     );
+    // Every tracked snapshot, by step (the cell, the input and the memory horizon).
+    let snaps: Vec<(u64, GradflowSnapshot)> = snap_files
+        .iter()
+        .map(|(step, path)| Ok(output::read_snapshot(path)?.map(|x| (*step, x))))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let cell = snaps.first().map(|(_, x)| x.summary.cell);
+    if let Some((_, x)) = snaps.first() {
+        s.blocks.push(Block::Text(format!(
+            "Each snapshot is measured on the batch trained at that step, from a zero state: {}.",
+            x.summary.input.describe()
+        )));
+    }
     if let Some(t) = &track {
         let layers: Vec<usize> = {
             let mut v: Vec<usize> = t.iter().map(|r| r.layer).collect();
@@ -77,10 +95,14 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         s.blocks.push(fig(
             p.name("track_spectrum"),
             Figure::Line(c),
-            "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. rho > 1 is necessary for exploding gradients in a linear RNN; sigma_1 < 1/gamma guarantees vanishing ones.",
+            match cell {
+                Some(CellKind::Rnn) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. For this vanilla RNN, rho > 1 is necessary for exploding gradients with the identity activation, and sigma_1 < 1/gamma guarantees vanishing ones (Pascanu et al. 2013).",
+                Some(_) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight's gate blocks (the largest over the blocks) at each tracked step. For a gated cell they bound nothing on their own: the gates scale every path through time, and the cell state (LSTM) or the update gate (GRU) carries gradient additively, so only the measured decay below says how the gradient behaves.",
+                None => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight (the largest over its gate blocks) at each tracked step.",
+            },
         ));
         let mut c = LineChart::new(
-            "Gradient norm and measured decay during training",
+            "Gradient norm during training",
             steps_axis(),
             Axis::log("gradient norm (L2)"),
         );
@@ -135,18 +157,57 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
                 }
                 if let (Some(x), Some(y)) = (d.first(), d.last()) {
                     text += &format!(
-                        "; the measured gradient decay went from {} to {} per step{}",
+                        "; the gradient decay measured on the training batch went from {} to {} per step",
                         num(x.1),
                         num(y.1),
-                        reach(y.1).map_or(String::new(), |l| format!(
-                            " (a factor 1e-3 after about {l:.0} steps)"
-                        ))
+                    );
+                }
+                if let Some((step, h, steps)) = snaps.last().and_then(|(st, x)| {
+                    Some((st, x.summary.memory_horizon.as_ref()?, x.summary.bptt))
+                }) {
+                    text += &format!(
+                        "; at step {step} R(l) fell below 1e-3 at {} on that batch (the memory horizon measured there)",
+                        h.describe(steps)
                     );
                 }
                 text.push('.');
                 part.reading.push(text);
             }
         }
+    }
+    // The memory horizon with its interval over the windows, per tracked step.
+    let horizon = |f: fn(&Horizon) -> Option<usize>| -> Vec<(f64, f64)> {
+        snaps
+            .iter()
+            .filter_map(|(st, x)| Some((*st as f64, f(x.summary.memory_horizon.as_ref()?)? as f64)))
+            .collect()
+    };
+    let (mid, low, high) = (
+        horizon(|h| h.distance),
+        horizon(|h| h.low),
+        horizon(|h| h.high),
+    );
+    if !mid.is_empty() || !high.is_empty() {
+        let mut c = LineChart::new(
+            "Memory horizon during training",
+            steps_axis(),
+            Axis::linear("distance l where R(l) < 1e-3 (time steps)"),
+        );
+        c.series.push(
+            Series::line_points("memory horizon (all windows)", mid, Marker::Circle)
+                .color(PALETTE[0]),
+        );
+        c.series.push(
+            Series::line_points("95% interval, low", low, Marker::Triangle).color(PALETTE[1]),
+        );
+        c.series.push(
+            Series::line_points("95% interval, high", high, Marker::Triangle).color(PALETTE[1]),
+        );
+        s.blocks.push(fig(
+            p.name("track_horizon"),
+            Figure::Line(c),
+            "The distance at which R(l) of the top layer first falls below 1e-3, measured on the training batch at each tracked step, with its 95% bootstrap interval over the batch's windows; missing points lie beyond the window length.",
+        ));
     }
     if !snap_files.is_empty() {
         let n = snap_files.len();

@@ -16,6 +16,7 @@
 //! file, the line and the column in their errors. JSON keys are the field names; fields added
 //! later are read as their defaults from older files.
 
+use crate::analysis::profile::Horizon;
 use crate::checkpoint::write_atomic;
 use crate::data::tasks::TaskKind;
 use crate::error::{Error, Result};
@@ -46,6 +47,21 @@ pub struct TrainSummary {
     pub skipped_steps: u64,
     pub params: usize,
     pub model: ModelConfig,
+    /// The memory horizon of the last gradient-flow snapshot tracked in this invocation
+    /// (`track_gradflow`), on that update's training batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_horizon: Option<TrackedHorizon>,
+}
+
+/// A memory horizon measured during training: where `R(l)` fell below 1e-3, on what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackedHorizon {
+    /// The update it was measured after.
+    pub step: u64,
+    /// What it was measured on ([`crate::analysis::InputRecord::describe`]).
+    pub input: String,
+    #[serde(flatten)]
+    pub horizon: Horizon,
 }
 
 /// `summary.json` of a task run (rewritten at every checkpoint).

@@ -34,7 +34,7 @@ use super::records::MetricsRow;
 use super::rundir::RunDir;
 use super::schedule::{exact_f64, Schedule, ScheduleState, IMPROVEMENT};
 use super::step::{Batch, Clip, Trainer};
-use crate::analysis::{InputKind, InputRecord};
+use crate::analysis::{GradflowSnapshot, InputKind, InputRecord};
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 use rand::rngs::StdRng;
@@ -174,6 +174,8 @@ pub trait RunData {
             ..Default::default()
         }
     }
+    /// Sees the snapshot tracked after update `step` (1-based).
+    fn tracked(&mut self, _step: u64, _snap: &GradflowSnapshot) {}
     /// Scores `model` on the held-out data (`None` when there is none).
     fn evaluate(&mut self, model: &LanguageModel<f32>) -> Result<Option<Evaluation>>;
     /// Whether evaluation `a` is better than `than` (which may be [`Progress::best`] before
@@ -355,6 +357,7 @@ pub fn train<D: RunData>(
         let lr = session.lr();
         let tracked = (s.track_gradflow > 0 && (step + 1).is_multiple_of(s.track_gradflow))
             .then(|| data.tracked_input(step, s.seed));
+        let mut tracked_snap = None;
         let feed = data.batch(step);
         if !feed.carry {
             session.trainer.reset_state();
@@ -380,10 +383,11 @@ pub fn train<D: RunData>(
                     if let (Some(d), Batch::Tokens { inputs, targets }) =
                         (dir.as_deref(), feed.batch)
                     {
-                        if let Err(e) =
-                            d.track_gradflow(session, inputs, targets, input, stats.grad_norm)
-                        {
-                            monitor.log(&format!("warning: gradient-flow tracking failed: {e}"));
+                        match d.track_gradflow(session, inputs, targets, input, stats.grad_norm) {
+                            Ok(snap) => tracked_snap = Some(snap),
+                            Err(e) => {
+                                monitor.log(&format!("warning: gradient-flow tracking failed: {e}"))
+                            }
                         }
                     }
                 }
@@ -399,6 +403,9 @@ pub fn train<D: RunData>(
                 monitor.log(&format!("warning: update {}: {msg}", p.step));
             }
             Err(e) => return Err(e),
+        }
+        if let Some(snap) = tracked_snap {
+            data.tracked(session.progress.step, &snap);
         }
         let p = &session.progress;
         if stop.load(Ordering::SeqCst) {

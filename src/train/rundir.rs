@@ -307,7 +307,7 @@ impl RunDir {
 
     /// Measures gradient flow on the window just trained (from a zero state, no dropout) and
     /// records it ([`analysis::output::record_track`]): one row per layer in `gradflow_track.csv` and the full
-    /// snapshot in `gradflow/step_NNNNNNNN.json`.
+    /// snapshot in `gradflow/step_NNNNNNNN.json`; returns the snapshot.
     pub fn track_gradflow(
         &self,
         session: &Session,
@@ -315,7 +315,7 @@ impl RunDir {
         targets: &[u32],
         input: analysis::InputRecord,
         grad_norm: f64,
-    ) -> Result<()> {
+    ) -> Result<analysis::GradflowSnapshot> {
         let opts = analysis::SnapshotOptions {
             jacobian: None,
             theory_targets: 0,
@@ -329,7 +329,8 @@ impl RunDir {
             window_length: snap.summary.input.window_length,
             ..input
         };
-        analysis::output::record_track(&self.path, session.progress.step, &snap, grad_norm)
+        analysis::output::record_track(&self.path, session.progress.step, &snap, grad_norm)?;
+        Ok(snap)
     }
 
     /// Writes `summary.json`.

@@ -7,10 +7,10 @@
 //! any) is scored with the best parameters.
 
 use super::eval::evaluate;
-use super::records::TrainSummary;
+use super::records::{TrackedHorizon, TrainSummary};
 use super::run::{Evaluation, Feed, Monitor, RunData, Session};
 use super::step::Batch;
-use crate::analysis::{InputKind, InputRecord};
+use crate::analysis::{GradflowSnapshot, InputKind, InputRecord};
 use crate::data::{Batches, TokenizerKind};
 use crate::error::Result;
 use crate::model::{LanguageModel, Workspace};
@@ -28,6 +28,8 @@ pub struct StreamData<'a> {
     /// The training stream's name (its file) and tokenizer, for tracked analyses.
     source: String,
     pub tokenizer: Option<TokenizerKind>,
+    /// The memory horizon of the last tracked snapshot.
+    horizon: Option<TrackedHorizon>,
 }
 
 impl<'a> StreamData<'a> {
@@ -51,6 +53,7 @@ impl<'a> StreamData<'a> {
             ws: Workspace::default(),
             source: name.to_string(),
             tokenizer: None,
+            horizon: None,
         })
     }
 
@@ -109,6 +112,18 @@ impl RunData for StreamData<'_> {
             offsets: (0..b.batch).map(|k| k * b.cols + w * b.bptt).collect(),
             unknown: 0,
         }
+    }
+
+    fn tracked(&mut self, step: u64, snap: &GradflowSnapshot) {
+        self.horizon = snap
+            .summary
+            .memory_horizon
+            .clone()
+            .map(|horizon| TrackedHorizon {
+                step,
+                input: snap.summary.input.describe(),
+                horizon,
+            });
     }
 
     fn evaluate(&mut self, model: &LanguageModel<f32>) -> Result<Option<Evaluation>> {
@@ -172,6 +187,7 @@ impl RunData for StreamData<'_> {
             skipped_steps: p.skipped_steps,
             params: session.trainer.model.layout.total(),
             model: session.trainer.model.config.clone(),
+            memory_horizon: self.horizon.clone(),
         }
     }
 }

@@ -177,7 +177,18 @@ impl TaskRunConfig {
         check_at_least_one("eval_every", self.eval_every as u64)?;
         check_at_least_one("test_size", self.test_size as u64)?;
         self.init_config()?.validate()?;
-        self.model_config().map(|_| ())
+        let model = self.model_config()?;
+        let task = self.task()?;
+        // Training windows plus the test set, each sequence with its inputs and targets.
+        let test_set = (self.test_size as f64 + self.batch as f64)
+            * task.steps() as f64
+            * (task.input_size() as f64 + 2.0)
+            * 8.0;
+        crate::memory::check(
+            &format!("task {} at length {}", self.task.name(), self.length),
+            crate::memory::training_bytes(&model, self.batch, task.steps(), 4) + test_set,
+            "lower `length`, `hidden`, `batch` or `test_size`",
+        )
     }
 
     fn init_config(&self) -> Result<InitConfig> {
