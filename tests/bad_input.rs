@@ -195,6 +195,10 @@ fn cases() -> Vec<Case> {
             "experiment --config sweep_other.toml --out sweep",
             Refused(&["sweep/plan.json: holds another sweep", "--force"]),
         ),
+        case(
+            "experiment --config sweep_big_seed.toml --out bigsweep",
+            Ok(&["1 runs of task `adding`"]),
+        ),
         // Panics from user input.
         case(
             "train {TRAIN} --init uniform:-1 --out t1",
@@ -261,6 +265,10 @@ fn cases() -> Vec<Case> {
         case(
             "task adding {TASK} --threads 100000 --out threads",
             Ok(&["note: --threads 100000 is more than the", "after 3 updates"]),
+        ),
+        case(
+            "train --corpus one_line.txt --tokenizer word --out t1",
+            Refused(&["word splits fall between lines", "--valid-file"]),
         ),
         // Corrupt checkpoints are refused naming the tensor or the damage.
         case(
@@ -336,6 +344,10 @@ fn cases() -> Vec<Case> {
 fn prepare(dir: &Path) {
     let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
     w("corpus.txt", &corpus());
+    w(
+        "one_line.txt",
+        "just one line of words without a newline at all",
+    );
     w("lr_nan.toml", "lr = nan\n");
     w("typo.toml", "hiden = 3\n");
     w("nan_bias.toml", "forget_bias = nan\n");
@@ -355,6 +367,10 @@ fn prepare(dir: &Path) {
     w(
         "sweep_names.toml",
         &format!("{sweep}[[model]]\nname = \"a\"\n"),
+    );
+    w(
+        "sweep_big_seed.toml",
+        &sweep.replace("[1]", "[\"18446744073709551615\"]"),
     );
     // A run that was killed before its first checkpoint.
     std::fs::create_dir(dir.join("unstarted")).unwrap();
@@ -404,6 +420,12 @@ fn every_bad_input_is_refused_in_one_line_and_changes_nothing() {
             damage(&dir);
         }
         let line = c.args.replace("{TRAIN}", TRAIN).replace("{TASK}", TASK);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.contains(&"--force") {
+            // A file of the user's own, which --force must leave alone.
+            let out = words[words.iter().position(|&w| w == "--out").unwrap() + 1];
+            std::fs::write(dir.join(out).join("notes.txt"), "mine").unwrap();
+        }
         let before = snapshot(&dir);
         let mut cmd = Command::new(BIN);
         cmd.args(line.split_whitespace())
@@ -440,8 +462,12 @@ fn every_bad_input_is_refused_in_one_line_and_changes_nothing() {
         }
     }
     // What the --force cases left: the replaced gradflow result has no file of the old one,
-    // the replaced sweep its new plan only.
+    // the replaced sweep its new plan only, and the user's own files are still there.
     assert!(!dir.join("grad/jacobian_l0.csv").exists());
+    for out in ["grad", "taskrun", "run", "sweep"] {
+        let notes = std::fs::read_to_string(dir.join(out).join("notes.txt"));
+        assert_eq!(notes.unwrap(), "mine", "--force removed {out}/notes.txt");
+    }
     assert!(dir.join("grad/gradflow.json").is_file());
     let plan = std::fs::read_to_string(dir.join("sweep/plan.json")).unwrap();
     assert!(

@@ -811,7 +811,10 @@ fn track_gradflow_records_spectrum_and_profile_during_training() {
     args.extend(TINY);
     ok(&args);
     let csv = std::fs::read_to_string(run_dir.join("gradflow_track.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let (input, table) = csv.split_once('\n').unwrap();
+    // The tracked analysis runs on the training batch of that update, and says so first.
+    assert!(input.starts_with("# input: training batch of "), "{input}");
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(
         rows[0].join(","),
         "step,layer,rho,sigma_1,decay_per_step,distance_below_1e-3,grad_norm"

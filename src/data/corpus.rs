@@ -208,8 +208,14 @@ pub fn load(spec: &CorpusSpec) -> Result<Corpus> {
         spec.test.as_deref().unwrap_or(train_path),
     )?;
     if valid.ids.len() < 2 {
+        // Word splits fall between lines: with few lines no fraction can help.
+        let fix = if spec.tokenizer == TokenizerKind::Word && spec.valid.is_none() {
+            "word splits fall between lines: use a corpus of more lines or a separate --valid-file"
+        } else {
+            "use a longer corpus or a larger --valid-fraction"
+        };
         return Err(Error::Data(format!(
-            "{}: {} {unit} tokens are too few to validate on (need at least 2): use a longer corpus or a larger --valid-fraction",
+            "{}: {} {unit} tokens are too few to validate on (need at least 2): {fix}",
             valid.source,
             valid.ids.len()
         )));

@@ -164,18 +164,36 @@ pub mod seed64 {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Seed {
-            Int(u64),
-            Text(String),
-        }
-        let bad = || D::Error::custom("a seed is a whole number from 0 to 18446744073709551615");
-        match Seed::deserialize(d).map_err(|_| bad())? {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seed {
+        Int(u64),
+        Text(String),
+    }
+
+    fn value<E: serde::de::Error>(s: Seed) -> Result<u64, E> {
+        let bad = || E::custom("a seed is a whole number from 0 to 18446744073709551615");
+        match s {
             Seed::Int(v) => Ok(v),
             Seed::Text(t) => t.trim().parse().map_err(|_| bad()),
         }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = Seed::deserialize(d).map_err(|_| {
+            D::Error::custom("a seed is a whole number from 0 to 18446744073709551615")
+        })?;
+        value(s)
+    }
+
+    /// A list of seeds, each an integer or a string.
+    pub fn deserialize_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let v = Vec::<Seed>::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "seeds are whole numbers from 0 to 18446744073709551615 (as strings from 2^63 on)",
+            )
+        })?;
+        v.into_iter().map(value).collect()
     }
 }
 

@@ -45,7 +45,11 @@ use std::sync::Mutex;
 pub struct SweepFile {
     pub task: TaskKind,
     pub lengths: Vec<usize>,
-    #[serde(default = "default_seeds")]
+    /// Integers, or strings for seeds of 2^63 and more (TOML integers are signed).
+    #[serde(
+        default = "default_seeds",
+        deserialize_with = "super::config::seed64::deserialize_vec"
+    )]
     pub seeds: Vec<u64>,
     #[serde(default)]
     pub defaults: toml::Table,
