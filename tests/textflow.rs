@@ -561,3 +561,112 @@ fn an_lstm_training_report_states_no_vanilla_rnn_rule() {
     assert!(html.contains("Gradient norm during training"));
     assert!(!html.contains("Gradient norm and measured decay"));
 }
+
+#[test]
+fn the_influence_view_colours_the_text_by_the_gradient_of_each_chosen_target() {
+    let dir = TempDir::new("view");
+    let corpus_path = dir.0.join("corpus.txt");
+    std::fs::write(&corpus_path, corpus()).unwrap();
+    let ck = trained_char_model(&dir.0, &corpus_path);
+    let out = dir.0.join("gf");
+    let o = ok(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--text",
+        p(&corpus_path),
+        "--bptt",
+        "20",
+        "--batch",
+        "3",
+        "--show-window",
+        "1",
+        "--show-targets",
+        "7,19",
+        "--out",
+        p(&out),
+        "--json",
+        "--threads",
+        "1",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let view = &v["text_influence"];
+    assert_eq!(
+        (view["window"].as_u64(), view["layer"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // The window's tokens are the text at its offset, one character each.
+    let cols = v["input"]["offsets"][1].as_u64().unwrap() as usize;
+    let chars: Vec<String> = corpus().chars().map(String::from).collect();
+    let tokens: Vec<String> = view["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tokens, chars[cols..cols + 20].to_vec());
+    // Each target's row is that window's |dJ^(i)/dh^(j)|, j <= i: the library's norms.
+    let ckpt = rnnscope::checkpoint::load::<f64>(&ck).unwrap();
+    let vocab = Vocab::from_json(&ckpt.metadata[VOCAB_KEY]).unwrap();
+    let ids = vocab.encode(corpus().as_bytes()).unwrap().ids;
+    let (inputs, targets, _) = analysis::input::text_windows(&ids, 3, 20, "corpus").unwrap();
+    let lib = analysis::snapshot(
+        &ckpt.model,
+        &inputs,
+        &targets,
+        None,
+        3,
+        &SnapshotOptions::default(),
+    )
+    .unwrap();
+    for (k, &i) in [7usize, 19].iter().enumerate() {
+        let t = &view["targets"][k];
+        assert_eq!(t["position"].as_u64(), Some(i as u64));
+        assert_eq!(t["next"].as_str().unwrap(), chars[cols + i + 1]);
+        for (name, buf) in [("hidden", &lib.norms.dh[0]), ("cell", &lib.norms.dc[0])] {
+            let row: Vec<f64> = t[name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(row.len(), i + 1);
+            for (j, x) in row.iter().enumerate() {
+                let want = buf[lib.norms.index(i, j, 1)];
+                assert!(
+                    (x - want).abs() <= 1e-12 * want.abs(),
+                    "{name} i {i} j {j}: {x} vs {want}"
+                );
+            }
+        }
+    }
+    // The report shows it: one line per target and state, every token up to the target.
+    let html = std::fs::read_to_string(
+        rnnscope::report::write(&out, &Default::default())
+            .unwrap()
+            .html,
+    )
+    .unwrap();
+    assert_eq!(html.matches("<div class=\"influence\">").count(), 4);
+    assert_eq!(html.matches("<span title=\"j = ").count(), 2 * (8 + 20));
+    // Out-of-range choices are one-line errors.
+    let o = run(&[
+        "gradflow",
+        "--checkpoint",
+        p(&ck),
+        "--text",
+        p(&corpus_path),
+        "--bptt",
+        "20",
+        "--show-targets",
+        "20",
+        "--out",
+        p(&dir.0.join("gf2")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("--show-targets 20 must be below --bptt 20"),
+        "{}",
+        text(&o.stderr)
+    );
+}

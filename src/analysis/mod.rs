@@ -14,6 +14,7 @@ pub mod jacobian;
 pub mod output;
 pub mod profile;
 pub mod spectrum;
+pub mod text_view;
 pub mod theory;
 
 use crate::cell::{Activation, CellKind, Recurrence};
@@ -212,6 +213,12 @@ pub struct GradflowSnapshot {
     /// path (see [`attention`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<attention::AttentionFlow>,
+    /// Every `|dJ^(i)/dh^(j)|` per window (for [`text_view::text_influence`]).
+    #[serde(skip)]
+    pub norms: InfluenceNorms,
+    /// The influence view over the text, when the caller asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_influence: Option<text_view::TextInfluence>,
 }
 
 /// Flops of the batched sweep's GEMMs (see [`profile`]'s cost statement).
@@ -484,6 +491,8 @@ pub fn snapshot<T: Float>(
         theory,
         influence,
         influence_cell,
+        norms,
+        text_influence: None,
     })
 }
 

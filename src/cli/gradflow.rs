@@ -6,7 +6,7 @@
 
 use crate::analysis::jacobian::JacobianOptions;
 use crate::analysis::{
-    self, input, output, snapshot, InputKind, InputRecord, Precision, SnapshotOptions,
+    self, input, output, snapshot, text_view, InputKind, InputRecord, Precision, SnapshotOptions,
 };
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::checkpoint;
@@ -81,6 +81,13 @@ pub struct Args {
     /// one token per line (line i is token i), or a `.json` list of tokens.
     #[arg(long, value_name = "FILE", requires = "text")]
     pub vocab_file: Option<PathBuf>,
+    /// With --text: target positions (0 to T-1, comma-separated) whose dependence on every
+    /// earlier token the influence view shows [default: T/2 and T-1].
+    #[arg(long, value_name = "I,J,...", value_delimiter = ',', requires = "text")]
+    pub show_targets: Vec<usize>,
+    /// With --text: the window (0 to B-1) the influence view shows.
+    #[arg(long, value_name = "B", default_value_t = 0, requires = "text")]
+    pub show_window: usize,
     /// Seed of the init, of the random input and of the Jacobian probes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -212,6 +219,18 @@ fn check_memory(a: &Args, c: &ModelConfig) -> Result<()> {
     )
 }
 
+/// `--json`: the summary, with the influence view over the text under `text_influence`.
+fn json_summary(snap: &analysis::GradflowSnapshot) -> serde_json::Value {
+    let mut v = serde_json::to_value(&snap.summary).expect("the summary serialises");
+    if let (Some(t), Some(map)) = (&snap.text_influence, v.as_object_mut()) {
+        map.insert(
+            "text_influence".into(),
+            serde_json::to_value(t).expect("the view serialises"),
+        );
+    }
+    v
+}
+
 pub fn run(a: Args) -> Result<()> {
     super::set_threads(a.threads);
     if a.bptt == 0 || a.batch == 0 {
@@ -261,13 +280,45 @@ pub fn run(a: Args) -> Result<()> {
     }
     super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, false)?;
     let mut snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
+    if let Some(v) = &vocab {
+        let text = |ids: &[u32], b: usize| -> Vec<String> {
+            (0..a.bptt)
+                .map(|t| v.decode(&ids[t * a.batch + b..][..1]))
+                .collect()
+        };
+        let b = a.show_window;
+        if b >= a.batch {
+            return Err(Error::Config(format!(
+                "--show-window {b} must be below --batch {}",
+                a.batch
+            )));
+        }
+        let shown = if a.show_targets.is_empty() {
+            vec![a.bptt / 2, a.bptt - 1]
+        } else {
+            a.show_targets.clone()
+        };
+        if let Some(bad) = shown.iter().find(|&&i| i >= a.bptt) {
+            return Err(Error::Config(format!(
+                "--show-targets {bad} must be below --bptt {}",
+                a.bptt
+            )));
+        }
+        snap.text_influence = Some(text_view::text_influence(
+            &snap,
+            b,
+            &shown,
+            text(&inputs, b),
+            &text(&targets, b),
+        )?);
+    }
     snap.summary.input = record;
     super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, true)?;
     output::write_dir(&a.out, &snap)?;
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&snap.summary).expect("the summary serialises")
+            serde_json::to_string_pretty(&json_summary(&snap)).expect("the summary serialises")
         );
     } else {
         println!("{}", snap.summary.human());

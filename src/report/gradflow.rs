@@ -285,6 +285,21 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         });
     }
 
+    // The influence view over the text.
+    if let Some(t) = &snap.text_influence {
+        s.blocks.push(Block::Text(format!(
+            "Which earlier tokens each prediction depends on, in window {} of {}: for each chosen target position i, every token j <= i is coloured by |dJ^(i)/dh^(j)|, the size of the gradient of the loss at i with respect to the top layer's state at j{}. Hover a token for its value.",
+            t.window,
+            sm.input.describe(),
+            if t.targets.iter().any(|x| x.cell.is_some()) {
+                " (and, in a second line, with respect to the LSTM cell state c^(j))"
+            } else {
+                ""
+            }
+        )));
+        s.blocks.push(Block::TextInfluence(t.clone()));
+    }
+
     // Influence matrices.
     for k in 0..sm.layers {
         for (cell_state, stem, what, sym) in [

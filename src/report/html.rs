@@ -138,6 +138,7 @@ fn section(out: &mut String, s: &Section, svgs: &HashMap<String, String>, depth:
                     escape(&f.caption)
                 );
             }
+            Block::TextInfluence(t) => text_influence(out, t),
             Block::Sub(sub) => section(out, sub, svgs, depth + 1),
         }
     }
@@ -197,6 +198,51 @@ pub fn render(r: &Report, svgs: &HashMap<String, String>) -> String {
     );
     out.push_str("</main>\n</body>\n</html>\n");
     out
+}
+
+/// Decades of `|dJ^(i)/dh^(j)|` below a target's largest value that the colour scale spans.
+const INFLUENCE_DECADES: f64 = 6.0;
+
+/// The influence view: per target, the window's tokens up to it, each on a background whose
+/// strength is `1 + log10(v / max) / 6` (the largest influence full colour, 1e-6 of it none);
+/// the hover title holds the value.
+fn text_influence(out: &mut String, t: &crate::analysis::text_view::TextInfluence) {
+    let visible = |s: &str| s.replace('\n', "\u{21b5}\n");
+    for target in &t.targets {
+        let mut rows = vec![("h", "hidden state", &target.hidden)];
+        if let Some(c) = &target.cell {
+            rows.push(("c", "cell state", c));
+        }
+        for (sym, what, values) in rows {
+            let max = values.iter().copied().fold(0.0f64, f64::max);
+            let _ = write!(
+                out,
+                "<div class=\"influence\"><p class=\"note\">Loss at position {} (predicting <b>{}</b>), through the {what}: |dJ/d{sym}^(j)| relative to its largest value {:.3e}; stronger colour, more influence (log scale over {INFLUENCE_DECADES} decades).</p><p style=\"font-family:monospace;white-space:pre-wrap;line-height:1.6\">",
+                target.position,
+                escape(&visible(&target.next)),
+                max
+            );
+            for (j, tok) in t.tokens.iter().enumerate().take(target.position + 1) {
+                let v = values[j];
+                let a = if max > 0.0 && v > 0.0 {
+                    (1.0 + (v / max).log10() / INFLUENCE_DECADES).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let border = if j == target.position {
+                    "outline:2px solid #333;"
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    out,
+                    "<span title=\"j = {j}: {v:.3e}\" style=\"background:rgba(214,39,40,{a:.3});{border}\">{}</span>",
+                    escape(&visible(tok))
+                );
+            }
+            out.push_str("</p></div>\n");
+        }
+    }
 }
 
 #[cfg(test)]

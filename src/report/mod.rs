@@ -73,6 +73,8 @@ pub enum Block {
     Pre(String),
     Table(Table),
     Figure(Fig),
+    /// The influence view over the text: tokens coloured by `|dJ^(i)/dh^(j)|`.
+    TextInfluence(crate::analysis::text_view::TextInfluence),
     Sub(Section),
 }
 
