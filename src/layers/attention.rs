@@ -217,12 +217,22 @@ fn width(steps: usize, past: usize, span: usize) -> usize {
     }
 }
 
+/// `a . b` with eight partial sums (vectorisable; one running sum is one long dependency
+/// chain).
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut s = T::ZERO;
-    for (&x, &y) in a.iter().zip(b) {
-        s += x * y;
+    let mut acc = [T::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: T = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(T::ZERO, |s, (&x, &y)| s + x * y);
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
     }
-    s
+    acc.iter().fold(tail, |s, &v| s + v)
 }
 
 /// `y += alpha x`.
