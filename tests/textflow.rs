@@ -670,3 +670,32 @@ fn the_influence_view_colours_the_text_by_the_gradient_of_each_chosen_target() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn task_help_documents_every_flag_and_the_length_of_each_task() {
+    let help = text(&ok(&["task", "--help"]).stdout);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = 0;
+    for (k, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with("--") && l.starts_with("      --") {
+            flags += 1;
+            let doc = lines.get(k + 1).map_or("", |d| d.trim());
+            assert!(
+                !doc.is_empty() && !doc.starts_with("--"),
+                "undocumented: {l}\n{help}"
+            );
+        }
+    }
+    assert!(flags >= 25, "{flags} flags\n{help}");
+    for want in [
+        "dependency: the distance l between the key noun and its repeat (>= 6",
+        "copy: the delay T",
+        "adding: the sequence length T (>= 2)",
+        "order: the sequence length L (>= 10",
+        "rnn, lstm or gru",
+        "sgd, adagrad, rmsprop, adam or adamw",
+        "tanh, relu, sigmoid, identity or modrelu",
+    ] {
+        assert!(help.contains(want), "missing `{want}`\n{help}");
+    }
+}

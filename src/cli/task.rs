@@ -15,20 +15,41 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// dependency, copy, adding or order.
+    /// The task: dependency, copy, adding or order.
+    ///
+    /// dependency: sentences `when she tried to V her N , <filler> she finally V-ed her N .`,
+    /// a language model scored on the second N (accuracy; chance accuracy 1/8).
+    /// copy: 10 symbols of 8, blanks, a delimiter; recall the 10 symbols at the end
+    /// (accuracy on them, chance 1/8; the loss against the memoryless `10 ln 8 / (T + 20)`).
+    /// adding: T (value, marker) pairs; output the sum of the two marked values (test MSE,
+    /// against 1/6 for predicting the mean). order: the order of two symbols A/B among
+    /// distractors (accuracy over AA/AB/BA/BB, chance 1/4).
+    #[arg(value_name = "TASK")]
     task: String,
-    /// Dependency distance l, or sequence length / delay T.
-    #[arg(long)]
+    /// What the length is depends on the task.
+    ///
+    /// dependency: the distance l between the key noun and its repeat (>= 6; sequences of
+    /// l + 7 steps). copy: the delay T between the last symbol and the delimiter's recall
+    /// (>= 1; sequences of T + 20 steps). adding: the sequence length T (>= 2). order: the
+    /// sequence length L (>= 10; A/B at [0.1 L, 0.2 L) and [0.5 L, 0.6 L)).
+    #[arg(long, value_name = "L")]
     length: usize,
+    /// Recurrent cell: rnn, lstm or gru.
     #[arg(long, default_value = "lstm")]
     cell: String,
+    /// Activation of the vanilla RNN: tanh, relu, sigmoid, identity or modrelu (ignored by
+    /// lstm and gru).
     #[arg(long, default_value = "tanh")]
     activation: String,
-    #[arg(long, default_value_t = 64)]
+    /// Hidden units per layer (>= 1).
+    #[arg(long, default_value_t = 64, value_name = "H")]
     hidden: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Stacked recurrent layers (>= 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
     layers: usize,
-    #[arg(long, default_value_t = 16)]
+    /// Embedding size of the token tasks (>= 1; the adding problem reads its 2 inputs
+    /// directly and ignores it).
+    #[arg(long, default_value_t = 16, value_name = "E")]
     embedding: usize,
     /// How W_hh is parametrised: dense, or orthogonal (W_hh = expm(A), A skew-symmetric;
     /// vanilla RNN only).
@@ -43,37 +64,49 @@ pub struct Args {
     /// Attention reads at most K earlier steps (0 = the whole sequence).
     #[arg(long, default_value_t = 0, value_name = "K")]
     attention_span: usize,
-    /// default, uniform:A, xavier, orthogonal, identity or chrono:T_MAX.
-    #[arg(long, default_value = "default")]
+    /// Initialisation: default (PyTorch's), uniform:A, xavier, orthogonal, identity or
+    /// chrono:T_MAX (LSTM/GRU gate biases for time scales up to T_MAX).
+    #[arg(long, default_value = "default", value_name = "NAME")]
     init: String,
-    #[arg(long)]
+    /// Rescale every W_hh gate block to this spectral radius (> 0) after the init.
+    #[arg(long, value_name = "X")]
     spectral_radius: Option<f64>,
-    #[arg(long)]
+    /// LSTM forget-gate bias (any real number; LSTM only).
+    #[arg(long, value_name = "X")]
     forget_bias: Option<f64>,
+    /// Optimizer: sgd, adagrad, rmsprop, adam or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: String,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Learning rate (> 0).
+    #[arg(long, default_value_t = 1e-3, value_name = "X")]
     lr: f64,
-    /// Gradient-norm clipping threshold.
-    #[arg(long)]
+    /// Gradient-norm clipping threshold (> 0; off when absent).
+    #[arg(long, value_name = "X")]
     clip: Option<f64>,
-    /// Element-wise gradient clipping threshold.
-    #[arg(long)]
+    /// Element-wise gradient clipping threshold (> 0; off when absent).
+    #[arg(long, value_name = "X")]
     clip_value: Option<f64>,
-    #[arg(long, default_value_t = 32)]
+    /// Sequences per update (>= 1), each freshly generated.
+    #[arg(long, default_value_t = 32, value_name = "N")]
     batch: usize,
-    #[arg(long, default_value_t = 2000)]
+    /// Updates in all (>= 1).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
     steps: usize,
-    #[arg(long, default_value_t = 100)]
+    /// Evaluate on the test set and checkpoint every N updates (>= 1).
+    #[arg(long, default_value_t = 100, value_name = "N")]
     eval_every: usize,
-    #[arg(long, default_value_t = 1000)]
+    /// Held-out test sequences (>= 1), generated from their own seed.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     test_size: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the init, the training data and the test set.
+    #[arg(long, default_value_t = 0, value_name = "N")]
     seed: u64,
-    /// Stop at the first evaluation that meets the task's success criterion.
+    /// Stop at the first evaluation that meets the task's success criterion (accuracy >= 99%,
+    /// or for adding test MSE < 0.01).
     #[arg(long)]
     stop_when_solved: bool,
-    #[arg(long, default_value_t = 0)]
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
     /// Run directory (the same options again continue the run there).
     #[arg(long)]

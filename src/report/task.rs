@@ -28,7 +28,12 @@ pub(super) fn task_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut
     let metric_name = summary
         .and_then(|v| jstr(v, "metric_name"))
         .unwrap_or_else(|| "metric".into());
-    let baseline = summary.and_then(|v| jnum(v, "baseline"));
+    // Copy runs written before `baseline_name` existed stored the loss baseline there.
+    let baseline = summary
+        .filter(|v| {
+            jstr(v, "task").as_deref() != Some("copy") || jstr(v, "baseline_name").is_some()
+        })
+        .and_then(|v| jnum(v, "baseline"));
     let loss_baseline = summary.and_then(|v| jnum(v, "loss_baseline"));
     let metric = m.pairs("step", "metric");
     if !metric.is_empty() {
