@@ -75,7 +75,7 @@ pub fn has_avx2_fma() -> bool {
 pub use matmul::{gemm_threads, matmul, matmul_on, matmul_strided, set_gemm_threads, Trans};
 pub use packed::{kernel_from_env, kernel_path, set_kernel, KernelPath, PackedRhs, KERNEL_ENV};
 pub use rows::{for_each_row_block, Rows, RowsMut, SplitRows};
-pub use sys::{default_sigpipe, map_large_allocations};
+pub use sys::default_sigpipe;
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
