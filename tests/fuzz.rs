@@ -7,12 +7,14 @@
 //! `RNNSCOPE_FUZZ_CASES=N` sets the cases per reader (default 400, a few seconds in all);
 //! `RNNSCOPE_FUZZ_SEED=S` another seed. The test prints the count of cases and crashes.
 
+mod common;
+
 use rnnscope::checkpoint::{self, TensorFile};
 use rnnscope::data::{corpus, Batches, CorpusSpec, TokenizerKind};
 use rnnscope::train::experiment::SweepFile;
 use rnnscope::train::plan::Plan;
 use rnnscope::train::TrainConfig;
-use rnnscope::{CellKind, LanguageModel, ModelConfig};
+use rnnscope::{CellKind, LanguageModel};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -166,22 +168,7 @@ fn mutated_files_are_read_or_refused_never_a_panic() {
     let mut crashes = 0;
 
     // The checkpoint reader: a real checkpoint, its header hit half the time.
-    let config = ModelConfig {
-        cell: CellKind::Lstm,
-        activation: rnnscope::Activation::Tanh,
-        vocab: 7,
-        embedding: 3,
-        hidden: 4,
-        layers: 2,
-        dropout: 0.0,
-        tie: false,
-        input_size: 0,
-        output: Default::default(),
-        recurrence: Default::default(),
-        residual: false,
-        attention: Default::default(),
-        attention_span: 0,
-    };
+    let config = common::config(CellKind::Lstm, rnnscope::Activation::Tanh, 2, false);
     let mut model = LanguageModel::<f32>::zeros(config).unwrap();
     rnnscope::init::initialize(&mut model, &Default::default()).unwrap();
     let path = dir.join("model.safetensors");
