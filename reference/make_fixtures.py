@@ -55,6 +55,10 @@ out with torch autograd, their rnnscope config in the metadata.
 And attention_* (make_attention_case): a torch.nn cell whose top layer's states are attended
 over (dot or additive scores, optional span), its rnnscope config in the metadata.
 
+And lstm_proj* (make_projection_case): nn.LSTM(proj_size=P) language models, h_t = W_hr (o *
+tanh(c_t)) with P values (weight_hr_l{k} [P, H], weight_hh_l{k} [4H, P], decoder [V, P]); the
+tensors of the cases above with hidden_l*, hT, h0 [.., P] and cell_l*, cT, c0 [.., H].
+
 Usage:  python3 reference/make_fixtures.py      (writes reference/fixtures/)
         python3 reference/make_fixtures.py attention   (only the attention_* fixtures)
 """
@@ -956,9 +960,129 @@ def make_attention_case(name, cell, score, span, seed, sz):
     return path
 
 
+# ---------------------------------------------------------------------------
+# LSTM with a projection: nn.LSTM(proj_size=P)
+# ---------------------------------------------------------------------------
+# name -> (tied, seed, sizes, P). The long case (T*B = 72 >= 64 rows) multiplies by the packed
+# W_hh [4H, P]; tied needs E = P.
+PROJECTION_CASES = {
+    "lstm_proj": (False, 3001, SMALL, 5),
+    "lstm_proj_tied_long": (True, 3002, LONG_TOKENS, 5),
+}
+
+
+class ProjectedLM(nn.Module):
+    """embedding -> nn.LSTM(proj_size=P) -> linear decoder [V, P] (time-major)."""
+
+    def __init__(self, sz: Sizes, P: int, tied: bool):
+        super().__init__()
+        self.embedding = nn.Embedding(sz.V, sz.E)
+        self.rnn = nn.LSTM(sz.E, sz.H, num_layers=sz.L, proj_size=P)
+        self.decoder = nn.Linear(P, sz.V)
+        if tied:
+            assert sz.E == P, "tying needs E == P"
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens, state):
+        out, final = self.rnn(self.embedding(tokens), state)
+        return self.decoder(out), out, final
+
+
+def manual_projected_layer(rnn, k, xs, h, c):
+    """The projected LSTM's equations written out (float64): h_t = W_hr (o * tanh(c_t))."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = (
+        getattr(rnn, f"{n}_l{k}").detach()
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    )
+    hs, cs = [], []
+    for x in xs:
+        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = (o * torch.tanh(c)) @ w_hr.T
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(hs), torch.stack(cs)
+
+
+def make_projection_case(name, tied, seed, sz, P):
+    if tied:
+        sz = sz._replace(E=P)
+    emb, H, V, T, B, L = sz
+    torch.manual_seed(seed)
+    model = ProjectedLM(sz, P, tied)
+    with torch.no_grad():
+        for k in range(L):
+            getattr(model.rnn, f"bias_hh_l{k}").add_(0.5)
+    h0_32 = torch.randn(L, B, P) * 0.5
+    c0_32 = torch.randn(L, B, H) * 0.5
+    tokens = torch.randint(V, (T, B))
+    target = torch.randint(V, (T, B))
+
+    model = model.double()
+    if tied:
+        model.decoder.weight = model.embedding.weight
+    h0 = h0_32.double().requires_grad_(True)
+    c0 = c0_32.double().requires_grad_(True)
+    state = (h0, c0)
+    logits, out, (hT, cT) = model(tokens, state)
+    step_loss = F.cross_entropy(
+        logits.reshape(T * B, V), target.reshape(T * B), reduction="none"
+    ).reshape(T, B)
+    loss = step_loss.mean()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+
+    with torch.no_grad():
+        x = model.embedding(tokens)
+        hidden, cells = [], []
+        for k in range(L):
+            x, cs = manual_projected_layer(model.rnn, k, x, h0[k], c0[k])
+            hidden.append(x)
+            cells.append(cs)
+        assert maxdiff(hidden[-1], out) < TOL64, maxdiff(hidden[-1], out)
+        for k in range(L):
+            assert maxdiff(hidden[k][-1], hT[k]) < TOL64
+            assert maxdiff(cells[k][-1], cT[k]) < TOL64
+    fd_check(model, tokens, target, state, True, V)
+    if tied:
+        check_tied_grad(model, tokens, target, state, True, V)
+
+    def f32(t):
+        return t.detach().to(torch.float32).contiguous().numpy()
+
+    tensors = {
+        "input": tokens.to(torch.int64).numpy(),
+        "target": target.to(torch.int64).numpy(),
+    }
+    params = list(model.named_parameters())
+    for n, p in params:
+        tensors[n] = f32(p)
+        tensors[f"grad.{n}"] = f32(p.grad)
+    tensors.update({"h0": f32(h0), "c0": f32(c0), "hT": f32(hT), "cT": f32(cT)})
+    for k in range(L):
+        tensors[f"hidden_l{k}"] = f32(hidden[k])
+        tensors[f"cell_l{k}"] = f32(cells[k])
+    tensors.update({
+        "logits": f32(logits), "step_loss": f32(step_loss), "loss": f32(loss.reshape(1)),
+        "grad.h0": f32(h0.grad), "grad.c0": f32(c0.grad),
+    })
+    metadata = {
+        "E": str(emb), "H": str(H), "P": str(P), "V": str(V), "T": str(T), "B": str(B),
+        "L": str(L), "cell": "lstm", "nonlinearity": "none",
+        "tied": "true" if tied else "false", "seed": str(seed),
+        "torch_version": torch.__version__,
+    }
+    path = os.path.join(OUT_DIR, f"{name}.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    canonicalise_metadata_order(path)
+    print(f"{name}: loss = {loss.item():.10f}")
+    return path
+
+
 def main():
     """Writes every fixture, or only the groups named on the command line (`cases`,
-    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`)."""
+    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`, `projection`)."""
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
@@ -969,6 +1093,9 @@ def main():
         "remedies": lambda: [make_remedy_case(n, *spec) for n, spec in REMEDY_CASES.items()],
         "pytorch_models": make_pytorch_model_fixtures,
         "attention": lambda: [make_attention_case(n, *spec) for n, spec in ATTENTION_CASES.items()],
+        "projection": lambda: [
+            make_projection_case(n, *spec) for n, spec in PROJECTION_CASES.items()
+        ],
     }
     wanted = sys.argv[1:] or list(groups)
     unknown = [g for g in wanted if g not in groups]

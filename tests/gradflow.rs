@@ -27,6 +27,7 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     }
 }
 

@@ -293,8 +293,12 @@ fn check_inputs<T: Float>(
         )));
     }
     if let Some(s) = state {
-        let n = c.layers * batch * c.hidden;
-        let nc = if c.cell.keeps().cell_state { n } else { 0 };
+        let n = c.layers * batch * c.h_size();
+        let nc = if c.cell.keeps().cell_state {
+            c.layers * batch * c.hidden
+        } else {
+            0
+        };
         if s.h.len() != n || s.c.len() != nc {
             return Err(Error::Config(format!(
                 "state has {} + {} values; this model with batch {batch} needs {n} + {nc}",
