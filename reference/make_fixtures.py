@@ -55,7 +55,8 @@ out with torch autograd, their rnnscope config in the metadata.
 And attention_* (make_attention_case): a torch.nn cell whose top layer's states are attended
 over (dot or additive scores, optional span), its rnnscope config in the metadata.
 
-And lstm_proj* (make_projection_case): nn.LSTM(proj_size=P) language models, h_t = W_hr (o *
+And lstm_proj* (make_projection_case; wlm_lstm_proj, a word_language_model state dict with a
+projection: make_projected_model_fixture): nn.LSTM(proj_size=P) language models, h_t = W_hr (o *
 tanh(c_t)) with P values (weight_hr_l{k} [P, H], weight_hh_l{k} [4H, P], decoder [V, P]); the
 tensors of the cases above with hidden_l*, hT, h0 [.., P] and cell_l*, cT, c0 [.., H].
 
@@ -1080,9 +1081,55 @@ def make_projection_case(name, tied, seed, sz, P):
     return path
 
 
+def make_projected_model_fixture():
+    """wlm_lstm_proj.safetensors: `model.state_dict()` of word_language_model's RNNModel('LSTM',
+    V, 8, 10, 2) with its LSTM replaced by nn.LSTM(8, 10, 2, proj_size=6) and its decoder by
+    nn.Linear(6, V) (names encoder, rnn, decoder; `rnn.weight_hr_l{k}`), trained briefly on
+    WLM_TRAIN and saved as a user would; it reads wlm_vocab.txt and wlm_eval.txt (written by the
+    `pytorch_models` group, unchanged here). wlm_proj_data.safetensors (float64): `proj.loss` [1]
+    on the eval text (one pass from a zero state), and in the metadata `proj.prime` and
+    `proj.greedy`, the greedy continuation as rnnscope prints it."""
+    from safetensors.torch import save_file as save_torch
+
+    idx2word, word2idx = [], {}
+    train_ids = wlm_tokenize(WLM_TRAIN, idx2word, word2idx, add=True)
+    with open(os.path.join(OUT_DIR, "wlm_vocab.txt")) as f:
+        assert f.read() == "\n".join(idx2word) + "\n", "wlm_vocab.txt is stale: regenerate pytorch_models"
+    V = len(idx2word)
+    torch.manual_seed(1203)
+    model = RNNModel("LSTM", V, 8, 10, 2, dropout=0.0)
+    model.rnn = nn.LSTM(8, 10, 2, proj_size=6)
+    model.decoder = nn.Linear(6, V)
+    train_briefly(model, lambda x: model(x)[0], train_ids)
+    path = os.path.join(OUT_DIR, "wlm_lstm_proj.safetensors")
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    assert sd["rnn.weight_hr_l1"].shape == (6, 10) and sd["rnn.weight_hh_l0"].shape == (40, 6)
+    save_torch(sd, path)
+    os.chmod(path, 0o644)
+    m64 = model.double()
+    eval_ids = wlm_tokenize(WLM_EVAL, idx2word, word2idx, add=False)
+    data, meta = {}, {"torch_version": torch.__version__}
+    with torch.no_grad():
+        logits = m64(eval_ids[:-1].unsqueeze(1))[0]
+        data["proj.loss"] = F.cross_entropy(logits.reshape(-1, V), eval_ids[1:]).reshape(1)
+    prime = "the cat"
+    ids, gap = greedy(m64, [word2idx[w] for w in prime.split()], 12)
+    assert gap > 1e-3, gap
+    text = prime
+    for i in ids:
+        text += "\n" if idx2word[i] == "<eos>" else ("" if text.endswith("\n") else " ") + idx2word[i]
+    meta["proj.prime"], meta["proj.greedy"] = prime, text
+    print(f"wlm_lstm_proj: eval loss = {data['proj.loss'].item():.10f}; greedy: {text!r}")
+    data_path = os.path.join(OUT_DIR, "wlm_proj_data.safetensors")
+    save_file({k: v.numpy() for k, v in data.items()}, data_path, metadata=meta)
+    canonicalise_metadata_order(data_path)
+    return [path, data_path]
+
+
 def main():
     """Writes every fixture, or only the groups named on the command line (`cases`,
-    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`, `projection`)."""
+    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`, `projection`,
+    `projected_model`)."""
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
@@ -1096,6 +1143,7 @@ def main():
         "projection": lambda: [
             make_projection_case(n, *spec) for n, spec in PROJECTION_CASES.items()
         ],
+        "projected_model": make_projected_model_fixture,
     }
     wanted = sys.argv[1:] or list(groups)
     unknown = [g for g in wanted if g not in groups]

@@ -170,6 +170,10 @@ mod tests {
                 proj_size: 0,
             };
             assert_eq!(parameters(&c), c.layout().total() as f64, "{cell:?}");
+            if cell == CellKind::Lstm {
+                let p = ModelConfig { proj_size: 3, ..c };
+                assert_eq!(parameters(&p), p.layout().total() as f64, "projection");
+            }
         }
     }
 }

@@ -216,7 +216,10 @@ impl ModelConfig {
                 d = l.push(format!("rnn.{extra}_l{k}"), &[self.hidden]);
             }
             if self.proj_size > 0 {
-                d = l.push(format!("rnn.weight_hr_l{k}"), &[self.proj_size, self.hidden]);
+                d = l.push(
+                    format!("rnn.weight_hr_l{k}"),
+                    &[self.proj_size, self.hidden],
+                );
             }
             layers.push(a.start..d.end);
         }

@@ -306,7 +306,11 @@ fn lstm_with_projection_matches_pytorch() {
     assert_eq!(paths_of("lstm_proj_tied_long"), (true, true));
     for case in ["lstm_proj", "lstm_proj_tied_long"] {
         let config = fixture(case).model_config().unwrap();
-        assert_eq!((config.cell, config.proj_size), (CellKind::Lstm, 5), "{case}");
+        assert_eq!(
+            (config.cell, config.proj_size),
+            (CellKind::Lstm, 5),
+            "{case}"
+        );
         run_case(case);
     }
 }

@@ -141,7 +141,17 @@ pub fn layer_spectrum(model: &LanguageModel<f64>, layer: usize) -> Result<LayerS
             let mut block = &p.w_hh[g * h * n..(g + 1) * h * n];
             if !p.w_hr.is_empty() {
                 // [P, H] x [H, P]
-                matmul(&mut composed, p.w_hr, Trans::No, block, Trans::No, n, n, h, false);
+                matmul(
+                    &mut composed,
+                    p.w_hr,
+                    Trans::No,
+                    block,
+                    Trans::No,
+                    n,
+                    n,
+                    h,
+                    false,
+                );
                 block = &composed;
             }
             let eigenvalues = eigenvalues(block, n)?;

@@ -70,7 +70,18 @@ impl StepMath for Lstm {
             forward_gates(s.gates, s.c_prev, &mut *s.aux, s.c, h);
             // [R, H] x [H, P]
             let proj = p.w_hr.len() / h;
-            matmul_on(s.h, s.aux, Trans::No, p.w_hr, Trans::Yes, rows, proj, h, false, 1);
+            matmul_on(
+                s.h,
+                s.aux,
+                Trans::No,
+                p.w_hr,
+                Trans::Yes,
+                rows,
+                proj,
+                h,
+                false,
+                1,
+            );
         }
     }
 
@@ -99,7 +110,18 @@ impl StepMath for Lstm {
             // dm = dh W_hr   ([R, P] x [P, H])
             let proj = s.w_hr.len() / h;
             let dm = &mut s.scratch[..rows * h];
-            matmul_on(dm, s.up, Trans::No, s.w_hr, Trans::No, rows, h, proj, false, 1);
+            matmul_on(
+                dm,
+                s.up,
+                Trans::No,
+                s.w_hr,
+                Trans::No,
+                rows,
+                h,
+                proj,
+                false,
+                1,
+            );
             backward_gates(
                 &mut *s.gates,
                 s.c_prev,
