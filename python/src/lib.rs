@@ -17,7 +17,7 @@ use rnnscope::cli::{self, gradflow};
 use rnnscope::error::RunDirProblem;
 use rnnscope::model::Output;
 use rnnscope::tensor::Float;
-use rnnscope::{Error, LanguageModel, LossWeights, State, StepRecord, Workspace};
+use rnnscope::{Error, LanguageModel, LossWeights, ModelConfig, State, StepRecord, Workspace};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -136,20 +136,19 @@ fn array<'py, T: numpy::Element>(
     PyArray1::from_vec(py, v).reshape(shape)
 }
 
-/// The layers' `[L, B, H]` state arrays (`c` is `None` without a cell state).
+/// The layers' state arrays: `h [L, B, P]` (`P` = `proj_size`, else `H`) and `c [L, B, H]`
+/// (`None` without a cell state).
 fn state_arrays<'py, T: Float + numpy::Element>(
     py: Python<'py>,
     s: State<T>,
-    layers: usize,
+    c: &ModelConfig,
     batch: usize,
-    hidden: usize,
 ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
-    let shape = [layers, batch, hidden];
-    let h = array(py, s.h, &shape)?.into_any();
+    let h = array(py, s.h, &[c.layers, batch, c.h_size()])?.into_any();
     let c = if s.c.is_empty() {
         None
     } else {
-        Some(array(py, s.c, &shape)?.into_any())
+        Some(array(py, s.c, &[c.layers, batch, c.hidden])?.into_any())
     };
     Ok((h, c))
 }
@@ -313,7 +312,7 @@ impl Net {
             }))?;
             let cfg = &m.config;
             let logits = array(py, logits, &[steps, batch, cfg.vocab])?;
-            let (h, c) = state_arrays(py, last, cfg.layers, batch, cfg.hidden)?;
+            let (h, c) = state_arrays(py, last, cfg, batch)?;
             (logits, h, c).into_pyobject(py).map(|t| t.into_any())
         })
     }
@@ -365,10 +364,10 @@ impl Net {
                 m.backward(&mut ws, &mut grads, LossWeights::Mean, None, Some(&mut rec))?;
                 Ok((loss, rec))
             }))?;
-            let shape = [steps, batch, m.config.hidden];
-            let dh = rec.dh.into_iter().map(|v| array(py, v, &shape)).collect::<PyResult<Vec<_>>>()?;
+            let (p, h) = (m.config.h_size(), m.config.hidden);
+            let dh = rec.dh.into_iter().map(|v| array(py, v, &[steps, batch, p])).collect::<PyResult<Vec<_>>>()?;
             let dc = if m.config.cell.keeps().cell_state {
-                Some(rec.dc.into_iter().map(|v| array(py, v, &shape)).collect::<PyResult<Vec<_>>>()?)
+                Some(rec.dc.into_iter().map(|v| array(py, v, &[steps, batch, h])).collect::<PyResult<Vec<_>>>()?)
             } else {
                 None
             };

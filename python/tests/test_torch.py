@@ -11,22 +11,24 @@ torch = pytest.importorskip("torch")
 
 
 class LanguageModel(torch.nn.Module):
-    def __init__(self, cell, vocab, embedding, hidden, layers):
+    def __init__(self, cell, vocab, embedding, hidden, layers, proj=0):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, embedding)
-        self.rnn = getattr(torch.nn, cell)(embedding, hidden, layers)
-        self.fc = torch.nn.Linear(hidden, vocab)
+        extra = {"proj_size": proj} if proj else {}
+        self.rnn = getattr(torch.nn, cell)(embedding, hidden, layers, **extra)
+        self.fc = torch.nn.Linear(proj or hidden, vocab)
 
     def forward(self, x):
         out, _ = self.rnn(self.embed(x))
         return self.fc(out)
 
 
-@pytest.mark.parametrize("cell,layers", [("LSTM", 2), ("GRU", 1), ("RNN", 2)])
-def test_from_torch_and_loss_and_grads_match_torch_autograd(cell, layers):
+@pytest.mark.parametrize("cell,layers,proj", [("LSTM", 2, 0), ("LSTM", 2, 5), ("GRU", 1, 0),
+                                              ("RNN", 2, 0)])
+def test_from_torch_and_loss_and_grads_match_torch_autograd(cell, layers, proj):
     torch.manual_seed(0)
     V, E, H, T, B = 17, 6, 9, 13, 4
-    net = LanguageModel(cell, V, E, H, layers)
+    net = LanguageModel(cell, V, E, H, layers, proj)
     x = torch.randint(0, V, (T, B))
     y = torch.randint(0, V, (T, B))
     loss = torch.nn.functional.cross_entropy(net(x).reshape(-1, V), y.reshape(-1))
@@ -43,8 +45,10 @@ def test_from_torch_and_loss_and_grads_match_torch_autograd(cell, layers):
 
     # The same modules handed over apart.
     apart = rnnscope.Model.from_torch(net.rnn, embedding=net.embed, decoder=net.fc)
-    logits, _ = apart.forward(x.numpy())
+    logits, (h, c) = apart.forward(x.numpy())
     assert rel_err(logits, net(x).detach().numpy()) <= 1e-4
+    assert h.shape == (layers, B, proj or H)
+    assert (c is None) == (cell != "LSTM") and (c is None or c.shape == (layers, B, H))
 
 
 def test_hidden_grads_match_torch_retain_grad():

@@ -127,6 +127,9 @@ pub struct Summary {
     #[serde(default)]
     pub residual: bool,
     pub hidden: usize,
+    /// The LSTM's projection size `P` (`dJ/dh` has `P` values); 0 for none.
+    #[serde(default, skip_serializing_if = "crate::model::is_zero")]
+    pub proj_size: usize,
     pub layers: usize,
     pub bptt: usize,
     pub batch: usize,
@@ -379,6 +382,7 @@ pub fn snapshot<T: Float>(
         recurrence: c.recurrence,
         residual: c.residual,
         hidden: c.hidden,
+        proj_size: c.proj_size,
         layers: c.layers,
         bptt: steps,
         batch,
@@ -458,6 +462,9 @@ impl Summary {
         }
         if self.residual {
             act += " residual";
+        }
+        if self.proj_size > 0 {
+            act += &format!(" projection P={}", self.proj_size);
         }
         let mut s = format!(
             "input: {}\n{}{}, H={}, layers={}, T={}, B={}: rho={:.3} sigma_1={:.3}",
