@@ -345,8 +345,8 @@ impl TensorFile {
             .take_while(|k| self.tensors.contains_key(&format!("rnn.weight_ih_l{k}")))
             .count();
         let top = layers - 1;
-        let output = cols(&format!("rnn.weight_hr_l{top}"))
-            .or_else(|| cols(&format!("rnn.weight_hh_l{top}")))
+        // The top layer's output size: the columns of its W_hh (P with a projection, else H).
+        let output = cols(&format!("rnn.weight_hh_l{top}"))
             .ok_or_else(|| err(format!("tensor `rnn.weight_hh_l{top}` is missing")))?;
         // Other modules: name -> its leaves (weight, bias).
         let mut modules: BTreeMap<String, Vec<String>> = BTreeMap::new();

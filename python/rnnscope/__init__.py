@@ -5,7 +5,8 @@ The engine is the Rust library behind the ``rnnscope`` command; this package cal
 process (no subprocess, no JSON parsing) and releases the GIL while it runs.
 
 Shapes are time-major, as in ``torch.nn.LSTM`` without ``batch_first``: tokens and targets
-``[T, B]`` (T steps, B sequences), logits ``[T, B, V]``, states ``[L, B, H]``.
+``[T, B]`` (T steps, B sequences), logits ``[T, B, V]``, states ``h [L, B, H]`` (``[L, B, P]``
+for an LSTM with ``proj_size`` P) and ``c [L, B, H]``.
 
 Errors raise ``FileNotFoundError`` (a missing file or run directory), ``PermissionError`` and
 other ``OSError`` (unreadable or unwritable files), ``ValueError`` (a bad checkpoint, state dict,
@@ -235,8 +236,8 @@ class Model:
         self, tokens: Any, targets: Any, state: Any = None
     ) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
         """Per-step gradients of the mean loss ``L`` (as :meth:`loss_and_grads`): ``(dh, dc)``
-        with ``dh[k]`` the ``[T, B, H]`` total derivatives ``dL/dh_t`` of layer ``k``, and for an
-        LSTM ``dc[k]`` the ``dL/dc_t`` (``c_t`` reaching ``L`` through ``h_t`` and ``c_{t+1}``);
+        with ``dh[k]`` the ``[T, B, H]`` (``[T, B, P]`` with a projection) total derivatives
+        ``dL/dh_t`` of layer ``k``, and for an LSTM ``dc[k]`` the ``[T, B, H]`` ``dL/dc_t`` (``c_t`` reaching ``L`` through ``h_t`` and ``c_{t+1}``);
         ``dc`` is None for RNN and GRU."""
         h, c = _state(state)
         _, dh, dc = self._net.hidden_grads(
