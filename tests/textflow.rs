@@ -515,7 +515,9 @@ fn a_training_report_states_the_theory_of_its_own_cell() {
     let nonlinear = "sigma_1 < 1/gamma = 1 guarantees vanishing gradients and sigma_1 > 1/gamma is necessary for exploding ones";
     let linear =
         "rho < 1 makes every gradient component vanish and rho > 1 is necessary for exploding ones";
-    let cases: [(&str, &str, &str, &[&str], &[&str]); 4] = [
+    /// A run's cell, activation and `--clip`, what its report must say and must not.
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             "lstm",
             "tanh",
