@@ -342,6 +342,33 @@ fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
     }
     let top = &g["profiles"][1]["hidden"][0];
     assert!(top["mean"].as_f64().unwrap() > 0.0, "{top}");
+    assert_eq!(g["summary"]["proj_size"], 6);
+    // The report names the spectra as what they are, and states no vanilla-RNN rule.
+    let r = rnnscope::report::build(&out_dir).unwrap();
+    let captions: Vec<&str> = r.figures().iter().map(|f| f.caption.as_str()).collect();
+    let spectra: Vec<&&str> = captions
+        .iter()
+        .filter(|c| c.contains("of W_hr times each gate block of the recurrent weight ([P, P]"))
+        .collect();
+    assert_eq!(
+        spectra.len(),
+        4,
+        "eigenvalues and singular values of 2 layers: {captions:?}"
+    );
+    assert!(
+        captions.iter().all(|c| !c.contains("guarantees")),
+        "{captions:?}"
+    );
+    let html = std::fs::read_to_string(
+        rnnscope::report::write(&out_dir, &Default::default())
+            .unwrap()
+            .html,
+    )
+    .unwrap();
+    assert!(
+        html.contains("Eigenvalues of W_hr W_hh, layer 1"),
+        "no spectrum title"
+    );
     std::fs::remove_dir_all(&out_dir).unwrap();
 }
 
