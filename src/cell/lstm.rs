@@ -29,10 +29,10 @@
 //! (the `dc_t/d..` rows are unchanged, with `W_i, W_f, W_g` now `[H, P]`).
 
 use super::{
-    BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads, LayerParams, Recurrent,
-    StepMath,
+    dense_recurrent_grads, BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads,
+    LayerParams, Recurrent, StepMath,
 };
-use crate::tensor::{matmul, matmul_on, multiversion, sigmoid, sum_rows_into, Float, Trans};
+use crate::tensor::{matmul, matmul_on, multiversion, sigmoid, Float, Trans};
 
 #[derive(Clone, Copy)]
 pub struct Lstm;
@@ -137,23 +137,12 @@ impl StepMath for Lstm {
         w_hh.matmul(s.dh, s.gates, rows, false);
     }
 
-    /// The default `dW_hh`, `db_hh`, and with a projection `dW_hr += dH^T M` (`dH [rows, P]`
+    /// [`dense_recurrent_grads`], and with a projection `dW_hr += dH^T M` (`dH [rows, P]`
     /// the total `dL/dh_t` backward left in `up`, `M [rows, H]` the kept `m_t`).
     fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
+        dense_recurrent_grads(g, &v);
         let (h, rows) = (v.hidden, v.da.len() / (4 * v.hidden));
         let hs = v.h_prev.len() / rows.max(1);
-        matmul(
-            &mut *g.w_hh,
-            v.da,
-            Trans::Yes,
-            v.h_prev,
-            Trans::No,
-            4 * h,
-            hs,
-            rows,
-            true,
-        );
-        sum_rows_into(&mut *g.b_hh, v.da);
         if !g.w_hr.is_empty() {
             matmul(
                 &mut *g.w_hr,

@@ -116,7 +116,7 @@ cells! { $
 /// What `cell` keeps per step for its backward step with sizes `dims`: the cell's own
 /// [`StepMath::KEEPS`], and with a projection (`dims.proj > 0`) also `aux` (the LSTM's
 /// `m_t = o * tanh(c_t)`, which `dW_hr` needs) and `scratch` (its `dm_t`).
-pub fn keeps(cell: Cell, dims: Dims) -> Keeps {
+fn keeps(cell: Cell, dims: Dims) -> Keeps {
     let mut k = cell.kind.keeps();
     if dims.proj > 0 {
         k.aux = true;
@@ -227,23 +227,28 @@ pub trait StepMath: Copy + Send + Sync {
         None
     }
     /// The recurrent-side parameter gradients of a chunk of rows after backward walked it: by
-    /// default `dW_hh += dA^T H_prev`, `db_hh += sum dA`.
+    /// default [`dense_recurrent_grads`].
     fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
-        let gh = Self::GATES * v.hidden;
-        let rows = v.da.len() / gh;
-        matmul(
-            &mut *g.w_hh,
-            v.da,
-            Trans::Yes,
-            v.h_prev,
-            Trans::No,
-            gh,
-            v.h_prev.len() / rows.max(1),
-            rows,
-            true,
-        );
-        sum_rows_into(&mut *g.b_hh, v.da);
+        dense_recurrent_grads(g, &v);
     }
+}
+
+/// `dW_hh += dA^T H_prev` (`[G*H, rows] x [rows, P]`), `db_hh += sum dA`.
+pub fn dense_recurrent_grads<T: Float>(g: &mut LayerGrads<'_, T>, v: &ChunkValues<'_, T>) {
+    let gh = g.b_hh.len();
+    let rows = v.da.len() / gh;
+    matmul(
+        &mut *g.w_hh,
+        v.da,
+        Trans::Yes,
+        v.h_prev,
+        Trans::No,
+        gh,
+        v.h_prev.len() / rows.max(1),
+        rows,
+        true,
+    );
+    sum_rows_into(&mut *g.b_hh, v.da);
 }
 
 /// What backward leaves for the parameter gradients of a chunk of `rows` rows (time-major
