@@ -36,8 +36,8 @@ else:
     a.semilogy(gf.profile_cell[0], label="through c")
     a.set(xlabel="distance l (steps back)", ylabel="R(l)", title="gradient profile")
     a.legend()
-    m = np.ma.masked_where(np.tril(np.ones((T, T))) == 0, gf.influence[0])
-    im = b.imshow(np.log10(m), cmap="viridis", origin="upper")
+    below = np.tril(np.ones((T, T), dtype=bool))  # j <= i: the entries the matrix holds
+    im = b.imshow(np.log10(np.where(below, gf.influence[0], np.nan)), cmap="viridis")
     b.set(xlabel="earlier step j", ylabel="target step i", title="log10 mean |dJ(i)/dh(j)|")
     fig.colorbar(im, ax=b)
     fig.tight_layout()

@@ -157,6 +157,20 @@ def test_task_and_report(tmp_path):
     assert Path(html) == tmp_path / "r.html" and Path(html).read_text().startswith("<!DOCTYPE")
 
 
+def test_experiment_runs_a_sweep_and_collects_it(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'task = "copy"\nlengths = [5]\nseeds = [0, 1]\n\n[defaults]\nbatch = 8\n'
+        "steps = 20\neval_every = 10\ntest_size = 32\n\n"
+        '[[model]]\nname = "lstm"\ncell = "lstm"\nhidden = 8\n'
+    )
+    out = tmp_path / "sweep"
+    rnnscope.experiment(config=sweep, out=out, threads=1)
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert runs[0].startswith("model,length,seed") and len(runs) == 3
+    assert (out / "results.csv").is_file()
+
+
 def test_command_errors_raise_with_the_commands_messages(tmp_path, trained):
     run, text = trained
     cases = [
