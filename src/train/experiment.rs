@@ -18,7 +18,8 @@
 //! trained by [`run_point`]: by the local pool ([`run_sweep`], one run per core), or one point
 //! per task of a cluster's job array. [`collect`] then gathers whatever points have finished
 //! into the tables (`runs.csv`, `runs.json`, `results.csv`, `results.json`, `results.md`) and
-//! lists the rest.
+//! lists the rest. On the dependency task each finished point also gets the gradient-flow
+//! analysis of its final model in its run directory's `gradflow/` ([`write_task_gradflow`]).
 
 use super::plan::{check_name, run_dir_name, Plan, PlanPoint, OUTCOME_FILE};
 use super::records::{
@@ -202,7 +203,8 @@ pub fn measured_decay(model: &LanguageModel<f32>, task: &Task, seed: u64) -> Opt
 /// Trains grid point `point` of the experiment in `out`, in its run directory: a new run, the
 /// continuation of a run stopped before its end (killed, preempted, interrupted) from its last
 /// checkpoint, or nothing when the run is done (see [`run_task_until`]). A finished point gets
-/// its [`RunOutcome`] (with the measured decay) in `outcome.json` and returns it; a point
+/// its [`RunOutcome`] (with the measured decay and, on the dependency task, the gradient
+/// ratios of its `gradflow/` analysis) in `outcome.json` and returns it; a point
 /// stopped by `stop` returns `None`. The error of a failed attempt is also kept in
 /// `DIR/logs/point-<i>.failed` for [`collect`] (removed when the point is tried again).
 pub fn run_point(
