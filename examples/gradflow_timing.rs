@@ -109,6 +109,7 @@ fn main() {
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     };
     let inp: Vec<u32> = (0..steps * batch).map(|i| (i * 7 % vocab) as u32).collect();
     let tgt: Vec<u32> = (0..steps * batch)

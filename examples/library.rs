@@ -63,6 +63,7 @@ pub fn run(updates: usize) -> Result<Outcome> {
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     };
     let mut model = LanguageModel::<f32>::zeros(config)?;
     rnnscope::init::initialize(&mut model, &InitConfig::default())?;

@@ -29,10 +29,13 @@ class LanguageModel(nn.Module):
             if c["activation"] not in ("tanh", "relu"):
                 raise SystemExit(f"torch.nn.RNN has no {c['activation']} nonlinearity")
             self.rnn = nn.RNN(c["embedding"], c["hidden"], c["layers"], nonlinearity=c["activation"])
+        elif c["cell"] == "lstm":
+            proj = c.get("proj_size", 0)
+            self.rnn = nn.LSTM(c["embedding"], c["hidden"], c["layers"], proj_size=proj)
         else:
-            cls = nn.LSTM if c["cell"] == "lstm" else nn.GRU
-            self.rnn = cls(c["embedding"], c["hidden"], c["layers"])
-        self.decoder = nn.Linear(c["hidden"], c["vocab"])
+            self.rnn = nn.GRU(c["embedding"], c["hidden"], c["layers"])
+        # h has proj_size values with a projection, hidden otherwise.
+        self.decoder = nn.Linear(c.get("proj_size", 0) or c["hidden"], c["vocab"])
         if c["tie"]:
             self.decoder.weight = self.embedding.weight
 

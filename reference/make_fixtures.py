@@ -55,6 +55,11 @@ out with torch autograd, their rnnscope config in the metadata.
 And attention_* (make_attention_case): a torch.nn cell whose top layer's states are attended
 over (dot or additive scores, optional span), its rnnscope config in the metadata.
 
+And lstm_proj* (make_projection_case; wlm_lstm_proj, a word_language_model state dict with a
+projection: make_projected_model_fixture): nn.LSTM(proj_size=P) language models, h_t = W_hr (o *
+tanh(c_t)) with P values (weight_hr_l{k} [P, H], weight_hh_l{k} [4H, P], decoder [V, P]); the
+tensors of the cases above with hidden_l*, hT, h0 [.., P] and cell_l*, cT, c0 [.., H].
+
 Usage:  python3 reference/make_fixtures.py      (writes reference/fixtures/)
         python3 reference/make_fixtures.py attention   (only the attention_* fixtures)
 """
@@ -956,9 +961,175 @@ def make_attention_case(name, cell, score, span, seed, sz):
     return path
 
 
+# ---------------------------------------------------------------------------
+# LSTM with a projection: nn.LSTM(proj_size=P)
+# ---------------------------------------------------------------------------
+# name -> (tied, seed, sizes, P). The long case (T*B = 72 >= 64 rows) multiplies by the packed
+# W_hh [4H, P]; tied needs E = P.
+PROJECTION_CASES = {
+    "lstm_proj": (False, 3001, SMALL, 5),
+    "lstm_proj_tied_long": (True, 3002, LONG_TOKENS, 5),
+}
+
+
+class ProjectedLM(nn.Module):
+    """embedding -> nn.LSTM(proj_size=P) -> linear decoder [V, P] (time-major)."""
+
+    def __init__(self, sz: Sizes, P: int, tied: bool):
+        super().__init__()
+        self.embedding = nn.Embedding(sz.V, sz.E)
+        self.rnn = nn.LSTM(sz.E, sz.H, num_layers=sz.L, proj_size=P)
+        self.decoder = nn.Linear(P, sz.V)
+        if tied:
+            assert sz.E == P, "tying needs E == P"
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens, state):
+        out, final = self.rnn(self.embedding(tokens), state)
+        return self.decoder(out), out, final
+
+
+def manual_projected_layer(rnn, k, xs, h, c):
+    """The projected LSTM's equations written out (float64): h_t = W_hr (o * tanh(c_t))."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = (
+        getattr(rnn, f"{n}_l{k}").detach()
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    )
+    hs, cs = [], []
+    for x in xs:
+        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = (o * torch.tanh(c)) @ w_hr.T
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(hs), torch.stack(cs)
+
+
+def make_projection_case(name, tied, seed, sz, P):
+    if tied:
+        sz = sz._replace(E=P)
+    emb, H, V, T, B, L = sz
+    torch.manual_seed(seed)
+    model = ProjectedLM(sz, P, tied)
+    with torch.no_grad():
+        for k in range(L):
+            getattr(model.rnn, f"bias_hh_l{k}").add_(0.5)
+    h0_32 = torch.randn(L, B, P) * 0.5
+    c0_32 = torch.randn(L, B, H) * 0.5
+    tokens = torch.randint(V, (T, B))
+    target = torch.randint(V, (T, B))
+
+    model = model.double()
+    if tied:
+        model.decoder.weight = model.embedding.weight
+    h0 = h0_32.double().requires_grad_(True)
+    c0 = c0_32.double().requires_grad_(True)
+    state = (h0, c0)
+    logits, out, (hT, cT) = model(tokens, state)
+    step_loss = F.cross_entropy(
+        logits.reshape(T * B, V), target.reshape(T * B), reduction="none"
+    ).reshape(T, B)
+    loss = step_loss.mean()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+
+    with torch.no_grad():
+        x = model.embedding(tokens)
+        hidden, cells = [], []
+        for k in range(L):
+            x, cs = manual_projected_layer(model.rnn, k, x, h0[k], c0[k])
+            hidden.append(x)
+            cells.append(cs)
+        assert maxdiff(hidden[-1], out) < TOL64, maxdiff(hidden[-1], out)
+        for k in range(L):
+            assert maxdiff(hidden[k][-1], hT[k]) < TOL64
+            assert maxdiff(cells[k][-1], cT[k]) < TOL64
+    fd_check(model, tokens, target, state, True, V)
+    if tied:
+        check_tied_grad(model, tokens, target, state, True, V)
+
+    def f32(t):
+        return t.detach().to(torch.float32).contiguous().numpy()
+
+    tensors = {
+        "input": tokens.to(torch.int64).numpy(),
+        "target": target.to(torch.int64).numpy(),
+    }
+    params = list(model.named_parameters())
+    for n, p in params:
+        tensors[n] = f32(p)
+        tensors[f"grad.{n}"] = f32(p.grad)
+    tensors.update({"h0": f32(h0), "c0": f32(c0), "hT": f32(hT), "cT": f32(cT)})
+    for k in range(L):
+        tensors[f"hidden_l{k}"] = f32(hidden[k])
+        tensors[f"cell_l{k}"] = f32(cells[k])
+    tensors.update({
+        "logits": f32(logits), "step_loss": f32(step_loss), "loss": f32(loss.reshape(1)),
+        "grad.h0": f32(h0.grad), "grad.c0": f32(c0.grad),
+    })
+    metadata = {
+        "E": str(emb), "H": str(H), "P": str(P), "V": str(V), "T": str(T), "B": str(B),
+        "L": str(L), "cell": "lstm", "nonlinearity": "none",
+        "tied": "true" if tied else "false", "seed": str(seed),
+        "torch_version": torch.__version__,
+    }
+    path = os.path.join(OUT_DIR, f"{name}.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    canonicalise_metadata_order(path)
+    print(f"{name}: loss = {loss.item():.10f}")
+    return path
+
+
+def make_projected_model_fixture():
+    """wlm_lstm_proj.safetensors: `model.state_dict()` of word_language_model's RNNModel('LSTM',
+    V, 8, 10, 2) with its LSTM replaced by nn.LSTM(8, 10, 2, proj_size=6) and its decoder by
+    nn.Linear(6, V) (names encoder, rnn, decoder; `rnn.weight_hr_l{k}`), trained briefly on
+    WLM_TRAIN and saved as a user would; it reads wlm_vocab.txt and wlm_eval.txt (written by the
+    `pytorch_models` group, unchanged here). wlm_proj_data.safetensors (float64): `proj.loss` [1]
+    on the eval text (one pass from a zero state), and in the metadata `proj.prime` and
+    `proj.greedy`, the greedy continuation as rnnscope prints it."""
+    from safetensors.torch import save_file as save_torch
+
+    idx2word, word2idx = [], {}
+    train_ids = wlm_tokenize(WLM_TRAIN, idx2word, word2idx, add=True)
+    with open(os.path.join(OUT_DIR, "wlm_vocab.txt")) as f:
+        assert f.read() == "\n".join(idx2word) + "\n", "wlm_vocab.txt is stale: regenerate pytorch_models"
+    V = len(idx2word)
+    torch.manual_seed(1203)
+    model = RNNModel("LSTM", V, 8, 10, 2, dropout=0.0)
+    model.rnn = nn.LSTM(8, 10, 2, proj_size=6)
+    model.decoder = nn.Linear(6, V)
+    train_briefly(model, lambda x: model(x)[0], train_ids)
+    path = os.path.join(OUT_DIR, "wlm_lstm_proj.safetensors")
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    assert sd["rnn.weight_hr_l1"].shape == (6, 10) and sd["rnn.weight_hh_l0"].shape == (40, 6)
+    save_torch(sd, path)
+    os.chmod(path, 0o644)
+    m64 = model.double()
+    eval_ids = wlm_tokenize(WLM_EVAL, idx2word, word2idx, add=False)
+    data, meta = {}, {"torch_version": torch.__version__}
+    with torch.no_grad():
+        logits = m64(eval_ids[:-1].unsqueeze(1))[0]
+        data["proj.loss"] = F.cross_entropy(logits.reshape(-1, V), eval_ids[1:]).reshape(1)
+    prime = "the cat"
+    ids, gap = greedy(m64, [word2idx[w] for w in prime.split()], 12)
+    assert gap > 1e-3, gap
+    text = prime
+    for i in ids:
+        text += "\n" if idx2word[i] == "<eos>" else ("" if text.endswith("\n") else " ") + idx2word[i]
+    meta["proj.prime"], meta["proj.greedy"] = prime, text
+    print(f"wlm_lstm_proj: eval loss = {data['proj.loss'].item():.10f}; greedy: {text!r}")
+    data_path = os.path.join(OUT_DIR, "wlm_proj_data.safetensors")
+    save_file({k: v.numpy() for k, v in data.items()}, data_path, metadata=meta)
+    canonicalise_metadata_order(data_path)
+    return [path, data_path]
+
+
 def main():
     """Writes every fixture, or only the groups named on the command line (`cases`,
-    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`)."""
+    `optimizers`, `state_dict`, `remedies`, `pytorch_models`, `attention`, `projection`,
+    `projected_model`)."""
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"torch {torch.__version__}")
@@ -969,6 +1140,10 @@ def main():
         "remedies": lambda: [make_remedy_case(n, *spec) for n, spec in REMEDY_CASES.items()],
         "pytorch_models": make_pytorch_model_fixtures,
         "attention": lambda: [make_attention_case(n, *spec) for n, spec in ATTENTION_CASES.items()],
+        "projection": lambda: [
+            make_projection_case(n, *spec) for n, spec in PROJECTION_CASES.items()
+        ],
+        "projected_model": make_projected_model_fixture,
     }
     wanted = sys.argv[1:] or list(groups)
     unknown = [g for g in wanted if g not in groups]

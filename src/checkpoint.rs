@@ -191,7 +191,20 @@ impl TensorFile {
             }
         };
         let (vocab, embedding) = dim2("embedding.weight")?;
-        let (gh, hidden) = dim2("rnn.weight_hh_l0")?;
+        let (gh, cols) = dim2("rnn.weight_hh_l0")?;
+        // nn.LSTM(proj_size = P): `weight_hr_l0` [P, H] and `weight_hh_l0` [4H, P].
+        let (hidden, proj_size) = if self.tensors.contains_key("rnn.weight_hr_l0") {
+            let (p, h) = dim2("rnn.weight_hr_l0")?;
+            if p != cols {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("tensor `rnn.weight_hr_l0` has shape [{p}, {h}] but `rnn.weight_hh_l0` has {cols} columns: they must match (proj_size)"),
+                ));
+            }
+            (h, p)
+        } else {
+            (cols, 0)
+        };
         let cell = match gh / hidden.max(1) {
             1 => CellKind::Rnn,
             3 => CellKind::Gru,
@@ -199,7 +212,7 @@ impl TensorFile {
             _ => {
                 return Err(Error::checkpoint(
                     &self.path,
-                    format!("tensor `rnn.weight_hh_l0` has shape [{gh}, {hidden}]: rows must be 1, 3 or 4 times the columns"),
+                    format!("tensor `rnn.weight_hh_l0` has shape [{gh}, {cols}]: rows must be 1, 3 or 4 times the hidden size {hidden}"),
                 ))
             }
         };
@@ -224,13 +237,14 @@ impl TensorFile {
             hidden,
             layers,
             dropout: 0.0,
-            tie: tie && embedding == hidden,
+            tie: tie && embedding == if proj_size > 0 { proj_size } else { hidden },
             input_size: 0,
             output: Default::default(),
             recurrence: Default::default(),
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size,
         };
         c.validate()
             .map_err(|e| Error::checkpoint(&self.path, format!("inferred config: {e}")))?;
@@ -267,11 +281,6 @@ impl TensorFile {
         if let Some(n) = self.tensors.keys().find(|n| n.ends_with("_reverse")) {
             return Err(err(format!(
                 "tensor `{n}`: bidirectional recurrent layers are not supported"
-            )));
-        }
-        if let Some(n) = self.tensors.keys().find(|n| n.contains("weight_hr_l")) {
-            return Err(err(format!(
-                "tensor `{n}`: LSTMs with a projection (nn.LSTM(proj_size=...)) are not supported"
             )));
         }
         let recurrent = |rest: &str| {

@@ -175,6 +175,14 @@ pub fn initialize<T: Float>(model: &mut LanguageModel<T>, init: &InitConfig) -> 
     let k_h = 1.0 / (h as f64).sqrt();
     let layout = model.layout.clone();
     let mut p = vec![0.0f64; layout.total()];
+    if c.proj_size > 0
+        && (matches!(init.scheme, InitScheme::Orthogonal | InitScheme::Identity)
+            || init.spectral_radius.is_some())
+    {
+        return Err(Error::Config(
+            "`init` = orthogonal or identity and `spectral_radius` need square W_hh blocks, which an LSTM with `proj_size` does not have: use default, uniform:A, xavier or chrono".into(),
+        ));
+    }
     if let InitScheme::Chrono(_) = init.scheme {
         if !matches!(c.cell, CellKind::Lstm | CellKind::Gru) {
             return Err(Error::Config(format!(
@@ -329,6 +337,7 @@ mod tests {
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size: 0,
         }
     }
 

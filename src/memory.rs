@@ -110,15 +110,18 @@ pub fn parameters(c: &ModelConfig) -> f64 {
     } else {
         0.0
     };
-    let cells =
-        g * h * (first + h + 2.0) + (l - 1.0).max(0.0) * g * h * (2.0 * h + 2.0) + l * extra;
+    // h has P values with a projection (W_hh [G*H, P], W_hr [P, H]).
+    let (p, proj) = (c.h_size() as f64, c.proj_size as f64);
+    let cells = g * h * (first + p + 2.0)
+        + (l - 1.0).max(0.0) * g * h * (2.0 * p + 2.0)
+        + l * (extra + proj * h);
     let attention: f64 = c
         .attention
         .params(c.hidden)
         .iter()
         .map(|(_, shape)| shape.iter().map(|&n| n as f64).product::<f64>())
         .sum();
-    let decoder = if c.tie { 0.0 } else { h * v };
+    let decoder = if c.tie { 0.0 } else { p * v };
     embedding + cells + attention + decoder + v
 }
 
@@ -164,8 +167,13 @@ mod tests {
                 residual: false,
                 attention: Default::default(),
                 attention_span: 0,
+                proj_size: 0,
             };
             assert_eq!(parameters(&c), c.layout().total() as f64, "{cell:?}");
+            if cell == CellKind::Lstm {
+                let p = ModelConfig { proj_size: 3, ..c };
+                assert_eq!(parameters(&p), p.layout().total() as f64, "projection");
+            }
         }
     }
 }

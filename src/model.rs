@@ -10,6 +10,9 @@
 //! z_t = W_dec drop(h^{L-1}_t) + b_dec      (W_dec [V, H], tied to E when `tie`)
 //! J^(t) = -ln softmax(z_t)[w_{t+1}]        L = mean over t and batch of J^(t)
 //! ```
+//! With `proj_size = P > 0` (LSTM only) every layer's `h` has size `P` (see
+//! [`crate::cell`]): the next layer and the decoder (`W_dec [V, P]`) read `P` values.
+//!
 //! Dropout (inverted, probability `dropout`) sits on every non-recurrent connection: the
 //! embedding output, between layers and before the decoder (Zaremba et al. 2014); it is off in
 //! evaluation. With `dropout = 0` the model is exactly `nn.Embedding -> nn.RNN/LSTM/GRU -> nn.Linear`.
@@ -65,6 +68,14 @@ pub struct ModelConfig {
     /// Attention reads at most this many earlier steps (`j >= t - K`); 0 = the whole window.
     #[serde(default)]
     pub attention_span: usize,
+    /// LSTM projection size `P` (`torch.nn.LSTM(proj_size = P)`): `h_t = W_hr (o * tanh(c_t))`
+    /// has `P < H` values; 0 (the default) for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proj_size: usize,
+}
+
+pub(crate) fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// What the decoder's `vocab` outputs `z` are trained to do.
@@ -110,13 +121,58 @@ impl ModelConfig {
             )));
         }
         self.attention.validate(self.attention_span)?;
-        if self.tie && self.embedding != self.hidden {
+        if self.proj_size > 0 {
+            if self.cell != CellKind::Lstm {
+                return Err(Error::Config(format!(
+                    "`proj_size` is for the LSTM (`cell` = lstm), not {}: set `proj_size` = 0",
+                    self.cell.name()
+                )));
+            }
+            if self.proj_size >= self.hidden {
+                return Err(Error::Config(format!(
+                    "`proj_size` = {} must be smaller than `hidden` = {} (as in torch.nn.LSTM)",
+                    self.proj_size, self.hidden
+                )));
+            }
+            if self.attention.is_on() {
+                return Err(Error::Config(
+                    "`proj_size` with attention is not supported: set `attention` = none or `proj_size` = 0".into(),
+                ));
+            }
+        }
+        if self.tie && self.embedding != self.h_size() {
+            let what = if self.proj_size > 0 {
+                "proj_size"
+            } else {
+                "hidden"
+            };
             return Err(Error::Config(format!(
-                "`tie` needs embedding == hidden (got {} and {}): set both to the same size",
-                self.embedding, self.hidden
+                "`tie` needs embedding == {what} (got {} and {}): set both to the same size",
+                self.embedding,
+                self.h_size()
             )));
         }
         Ok(())
+    }
+
+    /// Size of the `h` each layer outputs: `proj_size` with a projection, else `hidden`.
+    pub fn h_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden
+        }
+    }
+
+    /// The sizes of layer `k`'s pass over `steps x batch`.
+    pub fn dims(&self, k: usize, steps: usize, batch: usize) -> Dims {
+        Dims {
+            steps,
+            batch,
+            input: self.layer_input(k),
+            hidden: self.hidden,
+            proj: self.proj_size,
+        }
     }
 
     pub fn cell(&self) -> Cell {
@@ -133,7 +189,7 @@ impl ModelConfig {
         } else if k == 0 {
             self.embedding
         } else {
-            self.hidden
+            self.h_size()
         }
     }
 
@@ -153,11 +209,17 @@ impl ModelConfig {
         let mut layers = Vec::new();
         for k in 0..self.layers {
             let a = l.push(format!("rnn.weight_ih_l{k}"), &[gh, self.layer_input(k)]);
-            l.push(self.recurrent_param(k), &[gh, self.hidden]);
+            l.push(self.recurrent_param(k), &[gh, self.h_size()]);
             l.push(format!("rnn.bias_ih_l{k}"), &[gh]);
             let mut d = l.push(format!("rnn.bias_hh_l{k}"), &[gh]);
             if let Some(extra) = self.cell().extra_param() {
                 d = l.push(format!("rnn.{extra}_l{k}"), &[self.hidden]);
+            }
+            if self.proj_size > 0 {
+                d = l.push(
+                    format!("rnn.weight_hr_l{k}"),
+                    &[self.proj_size, self.hidden],
+                );
             }
             layers.push(a.start..d.end);
         }
@@ -168,7 +230,7 @@ impl ModelConfig {
         let decoder_w = if self.tie {
             embedding.clone()
         } else {
-            l.push("decoder.weight", &[self.vocab, self.hidden])
+            l.push("decoder.weight", &[self.vocab, self.h_size()])
         };
         let decoder_b = l.push("decoder.bias", &[self.vocab]);
         let offsets = Offsets {
@@ -199,12 +261,14 @@ impl ModelConfig {
     }
 
     /// Multiply-adds x 2 (FLOPs) of forward + backward per token, as DESIGN.md counts them:
-    /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder.
+    /// `3 * 2 * (in + H) * G * H` per layer plus `3 * 2 * H * V` for the decoder (with a
+    /// projection: `3 * 2 * (in + P) * G * H + 3 * 2 * H * P` per layer, `3 * 2 * P * V`).
     pub fn train_flops_per_token(&self) -> f64 {
         let gh = (self.cell.gates() * self.hidden) as f64;
         let mut f = 0.0;
         for k in 0..self.layers {
-            f += 6.0 * (self.layer_input(k) + self.hidden) as f64 * gh;
+            f += 6.0 * (self.layer_input(k) + self.h_size()) as f64 * gh;
+            f += 6.0 * (self.proj_size * self.hidden) as f64;
         }
         if self.attention.is_on() {
             // W_c [H, 2H] (and W_q, W_k [H, H]); the per-pair scores depend on the window.
@@ -216,7 +280,7 @@ impl ModelConfig {
             };
             f += 6.0 * (2.0 + extra) * h * h;
         }
-        f + 6.0 * (self.hidden * self.vocab) as f64
+        f + 6.0 * (self.h_size() * self.vocab) as f64
     }
 }
 
@@ -224,7 +288,7 @@ impl ModelConfig {
 #[derive(Clone, Debug)]
 struct Offsets {
     embedding: Range<usize>,
-    /// One contiguous block `[w_ih | w_hh | b_ih | b_hh | extra]` per layer.
+    /// One contiguous block `[w_ih | w_hh | b_ih | b_hh | extra | w_hr]` per layer.
     layers: Vec<Range<usize>>,
     /// The attention's block (see [`Attention::params`]); empty without attention.
     attention: Range<usize>,
@@ -233,7 +297,8 @@ struct Offsets {
     decoder_b: Range<usize>,
 }
 
-/// Recurrent state of every layer: `h [L, B, H]` and, for the LSTM, `c [L, B, H]`.
+/// Recurrent state of every layer: `h [L, B, P]` (`P = H` without a projection) and, for the
+/// LSTM, `c [L, B, H]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State<T> {
     pub h: Vec<T>,
@@ -244,14 +309,15 @@ impl<T: Float> State<T> {
     pub fn zeros(config: &ModelConfig, batch: usize) -> Self {
         let n = config.layers * batch * config.hidden;
         State {
-            h: vec![T::ZERO; n],
+            h: vec![T::ZERO; config.layers * batch * config.h_size()],
             c: vec![T::ZERO; if config.cell.keeps().cell_state { n } else { 0 }],
         }
     }
 
-    fn layer(&self, k: usize, bh: usize) -> StateIo<'_, T> {
+    /// Layer `k`'s part, with `bp = B * P` values of `h` and `bh = B * H` of `c` per layer.
+    fn layer(&self, k: usize, bp: usize, bh: usize) -> StateIo<'_, T> {
         StateIo {
-            h: &self.h[k * bh..(k + 1) * bh],
+            h: &self.h[k * bp..(k + 1) * bp],
             c: if self.c.is_empty() {
                 &[]
             } else {
@@ -261,7 +327,7 @@ impl<T: Float> State<T> {
     }
 }
 
-/// Per-step gradients recorded by backward: `dh[k]` and `dc[k]` are `[T, B, H]` for layer `k`
+/// Per-step gradients recorded by backward: `dh[k]` (`[T, B, P]`) and `dc[k]` (`[T, B, H]`) for layer `k`
 /// (`dc` only for the LSTM). They are the total derivatives `dL/dh_t`, `dL/dc_t`.
 #[derive(Clone, Debug, Default)]
 pub struct StepRecord<T> {
@@ -419,7 +485,7 @@ impl<T: Float> Workspace<T> {
                         n * if k < c.layers {
                             c.layer_input(k)
                         } else {
-                            c.hidden
+                            c.h_size()
                         }
                     ]
                 })
@@ -427,8 +493,8 @@ impl<T: Float> Workspace<T> {
         } else {
             vec![Vec::new(); c.layers + 1]
         };
-        self.top = vec![T::ZERO; if copies { n * c.hidden } else { 0 }];
-        let residual = |on: bool| vec![T::ZERO; if c.residual && on { n * c.hidden } else { 0 }];
+        self.top = vec![T::ZERO; if copies { n * c.h_size() } else { 0 }];
+        let residual = |on: bool| vec![T::ZERO; if c.residual && on { n * c.h_size() } else { 0 }];
         self.sums = (0..c.layers).map(|k| residual(k > 0)).collect();
         self.d_sum = residual(true);
         self.d_up = residual(true);
@@ -447,7 +513,7 @@ impl<T: Float> Workspace<T> {
         self.logits = vec![T::ZERO; n * c.vocab];
         self.step_loss = vec![0.0; n];
         self.weights = vec![T::ZERO; n];
-        self.dh0 = vec![T::ZERO; batch * c.hidden];
+        self.dh0 = vec![T::ZERO; batch * c.h_size()];
         self.dc0 = vec![
             T::ZERO;
             if c.cell.keeps().cell_state {
@@ -577,6 +643,7 @@ impl<T: Float> LanguageModel<T> {
             c.cell.gates() * c.hidden,
             c.layer_input(k),
             c.hidden,
+            c.proj_size,
         );
         if !self.derived[k].is_empty() {
             p.w_hh = &self.derived[k];
@@ -723,17 +790,12 @@ impl<T: Float> LanguageModel<T> {
         memory: &Memory<T>,
     ) {
         let c = &self.config;
-        let bh = batch * c.hidden;
+        let (bp, bh) = (batch * c.h_size(), batch * c.hidden);
         for k in 0..c.layers {
             if ws.dropout_on {
                 layers::apply_mask(&mut ws.layer_in[k], &ws.masks[k]);
             }
-            let dims = Dims {
-                steps,
-                batch,
-                input: c.layer_input(k),
-                hidden: c.hidden,
-            };
+            let dims = c.dims(k, steps, batch);
             let (below, cache) = ws.caches.split_at_mut(k);
             cell::forward(
                 c.cell(),
@@ -746,7 +808,7 @@ impl<T: Float> LanguageModel<T> {
                     &ws.sums,
                     k,
                 ),
-                state.layer(k, bh),
+                state.layer(k, bp, bh),
                 self.layer_params(k),
                 dims,
             );
@@ -788,7 +850,7 @@ impl<T: Float> LanguageModel<T> {
         if ws.dropout_on {
             layers::apply_mask(&mut ws.top, &ws.masks[c.layers]);
         }
-        // z = top W_dec^T + b_dec   ([T*B, H] x [V, H]^T)
+        // z = top W_dec^T + b_dec   ([T*B, P] x [V, P]^T)
         let n = steps * batch;
         matmul(
             &mut ws.logits,
@@ -798,7 +860,7 @@ impl<T: Float> LanguageModel<T> {
             Trans::Yes,
             n,
             c.vocab,
-            c.hidden,
+            c.h_size(),
             false,
         );
         crate::tensor::add_row_bias(&mut ws.logits, &self.params[self.offsets.decoder_b.clone()]);
@@ -859,9 +921,9 @@ impl<T: Float> LanguageModel<T> {
     /// Final state after the last forward pass (for carrying into the next window).
     pub fn final_state(&self, ws: &Workspace<T>, out: &mut State<T>) {
         let (steps, batch) = ws.dims.expect("forward has run");
-        let bh = batch * self.config.hidden;
+        let (bp, bh) = (batch * self.config.h_size(), batch * self.config.hidden);
         for (k, cache) in ws.caches.iter().enumerate() {
-            out.h[k * bh..(k + 1) * bh].copy_from_slice(cache.h_at(steps));
+            out.h[k * bp..(k + 1) * bp].copy_from_slice(cache.h_at(steps));
             if !out.c.is_empty() {
                 out.c[k * bh..(k + 1) * bh].copy_from_slice(cache.c_at(steps));
             }
@@ -925,13 +987,13 @@ impl<T: Float> LanguageModel<T> {
             decoder_input(&ws.top, ws.attention.output(), &ws.caches, &ws.sums),
             Trans::No,
             c.vocab,
-            c.hidden,
+            c.h_size(),
             n,
             true,
         );
         sum_rows_into(&mut grads[self.offsets.decoder_b.clone()], &ws.logits);
         // dL/dh of the top layer, a chunk of steps at a time as its backward reaches them:
-        // dz W_dec  ([rows, V] x [V, H]), times the decoder's dropout mask.
+        // dz W_dec  ([rows, V] x [V, P]), times the decoder's dropout mask.
         let (dz, w_dec) = (&ws.logits, &self.params[self.offsets.decoder_w.clone()]);
         let top_mask = if ws.dropout_on {
             &ws.masks[c.layers][..]
@@ -948,12 +1010,13 @@ impl<T: Float> LanguageModel<T> {
                 w_dec,
                 Trans::No,
                 rows.len(),
-                c.hidden,
+                c.h_size(),
                 c.vocab,
                 false,
             );
             if !top_mask.is_empty() {
-                layers::apply_mask(out, &top_mask[rows.start * c.hidden..rows.end * c.hidden]);
+                let hs = c.h_size();
+                layers::apply_mask(out, &top_mask[rows.start * hs..rows.end * hs]);
             }
         };
         if let Some(rec) = record.as_deref_mut() {
@@ -966,11 +1029,14 @@ impl<T: Float> LanguageModel<T> {
                 },
                 Vec::new(),
             );
-            for v in rec.dh.iter_mut().chain(rec.dc.iter_mut()) {
+            for v in rec.dh.iter_mut() {
+                v.resize(n * c.h_size(), T::ZERO);
+            }
+            for v in rec.dc.iter_mut() {
                 v.resize(n * c.hidden, T::ZERO);
             }
         }
-        let bh = batch * c.hidden;
+        let (bp, bh) = (batch * c.h_size(), batch * c.hidden);
         let mut dstate = dstate;
         if c.attention.is_on() {
             // dL/do (attention output), whole, then through attention to the top layer.
@@ -1014,7 +1080,7 @@ impl<T: Float> LanguageModel<T> {
             };
             let (d0h, d0c): (&mut [T], &mut [T]) = match dstate.as_deref_mut() {
                 Some(s) => (
-                    &mut s.h[k * bh..(k + 1) * bh],
+                    &mut s.h[k * bp..(k + 1) * bp],
                     if s.c.is_empty() {
                         &mut []
                     } else {
@@ -1045,7 +1111,13 @@ impl<T: Float> LanguageModel<T> {
                 Input::Tokens { .. } => &mut head[self.offsets.embedding.clone()],
                 Input::Dense(_) => &mut dx[..],
             };
-            let mut g = LayerGrads::split(layer, c.cell.gates() * c.hidden, dims_in, c.hidden);
+            let mut g = LayerGrads::split(
+                layer,
+                c.cell.gates() * c.hidden,
+                dims_in,
+                c.hidden,
+                c.proj_size,
+            );
             let orthogonal = !ws.dw_hh.is_empty();
             if orthogonal {
                 // dL/dW_hh first, then through expm into the generator's gradient (below).

@@ -108,6 +108,23 @@ fn cases() -> Vec<Case> {
             "train --resume nowhere",
             Refused(&["nowhere: no such run directory", "--out nowhere"]),
         ),
+        // An LSTM projection: for the LSTM only, smaller than hidden, without attention.
+        case(
+            "train {TRAIN} --cell gru --proj-size 3 --out p1",
+            Refused(&["`proj_size` is for the LSTM (`cell` = lstm), not gru"]),
+        ),
+        case(
+            "train {TRAIN} --proj-size 8 --out p1",
+            Refused(&["`proj_size` = 8 must be smaller than `hidden` = 8"]),
+        ),
+        case(
+            "train {TRAIN} --proj-size 3 --attention dot --out p1",
+            Refused(&["`proj_size` with attention is not supported"]),
+        ),
+        case(
+            "train {TRAIN} --proj-size 3 --tie --out p1",
+            Refused(&["`tie` needs embedding == proj_size (got 4 and 3)"]),
+        ),
         // Wrong results with exit 0: every option checked, whichever command gives it.
         case(
             "task adding {TASK} --clip=-1 --out t1",

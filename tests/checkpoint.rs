@@ -275,6 +275,103 @@ fn word_language_model_state_dict_evaluates_and_samples_as_in_pytorch() {
     std::fs::remove_dir_all(&out_dir).unwrap();
 }
 
+/// word_language_model's RNNModel with `nn.LSTM(8, 10, 2, proj_size=6)` and its decoder
+/// `nn.Linear(6, V)`, as PyTorch saves its state dict (`rnn.weight_hr_l{k}` [6, 10],
+/// `rnn.weight_hh_l{k}` [40, 6]): loads as a projected LSTM, `eval` gives PyTorch's loss, greedy
+/// `sample` PyTorch's continuation, and `gradflow --text` runs on it (6-dimensional `dJ/dh`,
+/// spectra of the `[P, P]` maps `W_hr W_gate`).
+#[test]
+fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
+    let data = TensorFile::open(&fixtures().join("wlm_proj_data.safetensors")).unwrap();
+    let ck = checkpoint::load::<f32>(&fixtures().join("wlm_lstm_proj.safetensors")).unwrap();
+    let c = &ck.model.config;
+    assert_eq!(
+        (c.cell, c.hidden, c.proj_size, c.layers, c.embedding, c.tie),
+        (CellKind::Lstm, 10, 6, 2, 8, false)
+    );
+    let r = eval_json(
+        "wlm_lstm_proj.safetensors",
+        "wlm_vocab.txt",
+        &fixtures().join("wlm_eval.txt"),
+    );
+    let want = data.get("proj.loss").unwrap().data[0];
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - want) / want).abs() <= 1e-4,
+        "loss {loss} vs PyTorch {want}"
+    );
+    let out = greedy_sample(
+        "wlm_lstm_proj.safetensors",
+        "wlm_vocab.txt",
+        &data.metadata["proj.prime"],
+        12,
+    );
+    // The continuation ends at an <eos>: its newline ends the output.
+    assert!(data.metadata["proj.greedy"].ends_with('\n'));
+    assert_eq!(out, data.metadata["proj.greedy"]);
+
+    let out_dir = std::env::temp_dir().join(format!("rnnscope-proj-gf-{}", std::process::id()));
+    let (ckpt, vocab, text) = (
+        fixtures().join("wlm_lstm_proj.safetensors"),
+        fixtures().join("wlm_vocab.txt"),
+        fixtures().join("wlm_eval.txt"),
+    );
+    let (ok, _, err) = rnnscope(&[
+        "gradflow",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vocab-file",
+        vocab.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--bptt",
+        "5",
+        "--batch",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "gradflow failed: {err}");
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("gradflow.json")).unwrap()).unwrap();
+    assert_eq!(g["summary"]["input"]["kind"], "text");
+    for layer in g["spectrum"].as_array().unwrap() {
+        for gate in layer["gates"].as_array().unwrap() {
+            assert_eq!(gate["singular_values"].as_array().unwrap().len(), 6);
+        }
+    }
+    let top = &g["profiles"][1]["hidden"][0];
+    assert!(top["mean"].as_f64().unwrap() > 0.0, "{top}");
+    assert_eq!(g["summary"]["proj_size"], 6);
+    // The report names the spectra as what they are, and states no vanilla-RNN rule.
+    let r = rnnscope::report::build(&out_dir).unwrap();
+    let captions: Vec<&str> = r.figures().iter().map(|f| f.caption.as_str()).collect();
+    let spectra: Vec<&&str> = captions
+        .iter()
+        .filter(|c| c.contains("of W_hr times each gate block of the recurrent weight ([P, P]"))
+        .collect();
+    assert_eq!(
+        spectra.len(),
+        4,
+        "eigenvalues and singular values of 2 layers: {captions:?}"
+    );
+    assert!(
+        captions.iter().all(|c| !c.contains("guarantees")),
+        "{captions:?}"
+    );
+    let html = std::fs::read_to_string(
+        rnnscope::report::write(&out_dir, &Default::default())
+            .unwrap()
+            .html,
+    )
+    .unwrap();
+    assert!(
+        html.contains("Eigenvalues of W_hr W_hh, layer 1"),
+        "no spectrum title"
+    );
+    std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
 #[test]
 fn bare_lstm_state_dict_reads_one_hot_characters_and_emits_logits() {
     // weight_ih_l0, ... with no module prefix and no embedding or decoder; the vocabulary is a
@@ -402,12 +499,13 @@ fn any_module_names_load_by_structure_and_unsupported_layouts_are_refused_by_nam
             .unwrap()
             .to_string()
     };
-    // nn.LSTM(proj_size=P) adds weight_hr_l{k}.
+    // A projection `weight_hr_l1` in place of layer 1's `weight_hh_l1` (no layer 0 projection,
+    // so not nn.LSTM(proj_size=P)): the tensor the model needs is named.
     let err = refused("proj", &|n| {
         Some(n.replace("rnn.weight_hh_l1", "rnn.weight_hr_l1"))
     });
     assert!(
-        err.contains("tensor `rnn.weight_hr_l1`: LSTMs with a projection (nn.LSTM(proj_size=...)) are not supported"),
+        err.contains("proj/model.safetensors: tensor `rnn.weight_hh_l1` is missing"),
         "{err}"
     );
     let err = refused("bidir", &|n| {

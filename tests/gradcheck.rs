@@ -272,6 +272,46 @@ fn gru() {
     all_shapes(CellKind::Gru, Activation::Tanh);
 }
 
+/// LSTM with a projection (`nn.LSTM(proj_size = P)`): `h_t = W_hr (o * tanh(c_t))` has `P = 2`
+/// values (hidden 5), so `W_hh` is `[4H, P]`, layer 1 reads `P` inputs and the decoder `P`;
+/// one and two layers, tied (embedding = P) and not, short and long passes (packed `W_hh`),
+/// more rows than one backward chunk, dropout, and residual connections.
+#[test]
+fn lstm_with_projection() {
+    let proj = |layers: usize, tie: bool| {
+        let mut c = config(CellKind::Lstm, Activation::Tanh, layers, tie);
+        c.hidden = 5;
+        c.proj_size = 2;
+        if tie {
+            c.embedding = 2;
+        }
+        c
+    };
+    for layers in [1, 2] {
+        for tie in [false, true] {
+            for (steps, batch) in [(1, 1), (2, 3), (17, 4)] {
+                check(proj(layers, tie), steps, batch, None);
+            }
+        }
+    }
+    // One layer: the chunked top layer's own gradients. (Under a second layer, the bottom
+    // layer's mean-loss gradients over 524 tokens are small enough that the stencil's rounding
+    // error alone reaches ~1e-6: with e = 1e-3 they agree to under 1e-6 as well.)
+    let batch = 4;
+    check(
+        proj(1, false),
+        rnnscope::cell::CHUNK_ROWS / batch + 3,
+        batch,
+        None,
+    );
+    let mut c = proj(2, false);
+    c.dropout = 0.3;
+    check(c, 5, 2, Some(42));
+    let mut c = proj(3, true);
+    c.residual = true;
+    check(c, 6, 2, None);
+}
+
 /// More than `CHUNK_ROWS` rows: the top layer walks back through time in two chunks, each
 /// fetching its part of the decoder's gradient and adding its part of the weight gradients;
 /// the layer below takes its upstream gradient whole. With dropout, the chunks also take their

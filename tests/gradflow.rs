@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnscope::analysis::{self, jacobian, profile, theory, SnapshotOptions};
-use rnnscope::cell::{self, Cell, Dims, StateIo};
+use rnnscope::cell::{self, Cell, StateIo};
 use rnnscope::{
     Activation, CellKind, InitConfig, InitScheme, LanguageModel, LossWeights, ModelConfig, State,
     StepRecord, Workspace,
@@ -27,6 +27,7 @@ fn config(cell: CellKind, activation: Activation, layers: usize, hidden: usize) 
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     }
 }
 
@@ -72,11 +73,11 @@ fn sweep_everything(
     batch: usize,
 ) -> (Everything, profile::InfluenceNorms) {
     let c = &m.config;
-    let bh = batch * c.hidden;
-    let n = steps * steps * bh;
+    // rows of h (P wide with a projection) and of c (H wide)
+    let (bh, bc) = (batch * c.h_size(), batch * c.hidden);
     let mut all = Everything {
-        dh: vec![vec![0.0; n]; c.layers],
-        dc: vec![vec![0.0; n]; c.layers],
+        dh: vec![vec![0.0; steps * steps * bh]; c.layers],
+        dc: vec![vec![0.0; steps * steps * bc]; c.layers],
     };
     let mut ws = Workspace::default();
     let mut visit = |v: &profile::StepView<'_, f64>| {
@@ -84,9 +85,10 @@ fn sweep_everything(
         for i in t..steps {
             let at = (i * steps + t) * bh;
             let src = (i - t) * bh..(i - t + 1) * bh;
-            all.dh[v.layer][at..at + bh].copy_from_slice(&v.dh[src.clone()]);
+            all.dh[v.layer][at..at + bh].copy_from_slice(&v.dh[src]);
             if let Some(dc) = v.dc {
-                all.dc[v.layer][at..at + bh].copy_from_slice(&dc[src]);
+                let at = (i * steps + t) * bc;
+                all.dc[v.layer][at..at + bc].copy_from_slice(&dc[(i - t) * bc..(i - t + 1) * bc]);
             }
         }
     };
@@ -104,7 +106,13 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn batched_sweep_equals_separate_single_target_passes() {
     let (steps, batch) = (7, 3);
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    // (cell, proj_size): the LSTM also with a projection (h of 2 values, c of 4).
+    for (cell, proj) in [
+        (CellKind::Rnn, 0),
+        (CellKind::Lstm, 0),
+        (CellKind::Lstm, 2),
+        (CellKind::Gru, 0),
+    ] {
         for layers in [1, 2, 3] {
             let acts: &[Activation] = if cell == CellKind::Rnn {
                 &[Activation::Tanh, Activation::Sigmoid, Activation::Identity]
@@ -119,12 +127,13 @@ fn batched_sweep_equals_separate_single_target_passes() {
             {
                 let mut c = config(cell, act, layers, 4);
                 c.residual = res;
+                c.proj_size = proj;
                 let m = model(c.clone(), InitScheme::Uniform(0.6), None, 3);
                 let inp = tokens(steps * batch, c.vocab, 5);
                 let tgt = tokens(steps * batch, c.vocab, 6);
                 let s = random_state(&c, batch, 7);
                 let (all, norms) = sweep_everything(&m, &inp, &tgt, &s, steps, batch);
-                let bh = batch * c.hidden;
+                let (hp, bh, bc) = (c.h_size(), batch * c.h_size(), batch * c.hidden);
                 let mut ws = Workspace::default();
                 let mut grads = vec![0.0; m.layout.total()];
                 let mut scale = 0.0f64;
@@ -150,7 +159,7 @@ fn batched_sweep_equals_separate_single_target_passes() {
                             scale = scale.max(want.iter().fold(0.0, |a, x| a.max(x.abs())));
                             worst = worst.max(max_abs_diff(got, want));
                             for b in 0..batch {
-                                let n = want[b * c.hidden..(b + 1) * c.hidden]
+                                let n = want[b * hp..(b + 1) * hp]
                                     .iter()
                                     .map(|x| x * x)
                                     .sum::<f64>()
@@ -162,9 +171,9 @@ fn batched_sweep_equals_separate_single_target_passes() {
                                 );
                             }
                             if cell == CellKind::Lstm {
-                                let want = &rec.dc[k][j * bh..(j + 1) * bh];
+                                let want = &rec.dc[k][j * bc..(j + 1) * bc];
                                 let got =
-                                    &all.dc[k][(i * steps + j) * bh..(i * steps + j + 1) * bh];
+                                    &all.dc[k][(i * steps + j) * bc..(i * steps + j + 1) * bc];
                                 worst = worst.max(max_abs_diff(got, want));
                                 for b in 0..batch {
                                     let n = want[b * c.hidden..(b + 1) * c.hidden]
@@ -182,7 +191,7 @@ fn batched_sweep_equals_separate_single_target_passes() {
                 assert!(scale > 1e-3, "the test gradients are not trivially zero");
                 assert!(
                     worst <= 1e-13 * scale,
-                    "{cell:?} {act:?} layers {layers}: max |batched - separate| = {worst:e} (scale {scale:e})"
+                    "{cell:?} proj {proj} {act:?} layers {layers}: max |batched - separate| = {worst:e} (scale {scale:e})"
                 );
             }
         }
@@ -375,8 +384,16 @@ fn nonlinear_profile_never_exceeds_the_gamma_sigma_bound() {
 #[test]
 fn one_step_jacobians_match_finite_differences() {
     let (steps, batch) = (5, 2);
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
-        let c = config(cell, Activation::Tanh, 2, 4);
+    // (cell, proj_size): with a projection the LSTM's state is (h [2], c [4]) and layer 1
+    // reads 2 inputs.
+    for (cell, proj) in [
+        (CellKind::Rnn, 0),
+        (CellKind::Lstm, 0),
+        (CellKind::Lstm, 2),
+        (CellKind::Gru, 0),
+    ] {
+        let mut c = config(cell, Activation::Tanh, 2, 4);
+        c.proj_size = proj;
         let m = model(c.clone(), InitScheme::Uniform(0.6), None, 21);
         let inp = tokens(steps * batch, c.vocab, 4);
         let s0 = random_state(&c, batch, 5);
@@ -387,8 +404,10 @@ fn one_step_jacobians_match_finite_differences() {
             .view(m.params(), "embedding.weight")
             .unwrap()
             .to_vec();
-        let h = c.hidden;
-        let sd = jacobian::state_dim(cell, h);
+        // `h` values of h (P with a projection), `hc` of c
+        let (h, hc) = (c.h_size(), c.hidden);
+        let sd = jacobian::state_dim(&c);
+        assert_eq!(sd, if cell == CellKind::Lstm { h + hc } else { h });
         for k in 0..2 {
             for (t, b) in [(0, 0), (3, 1)] {
                 let j = jacobian::one_step(&m, &ws.caches[k], k, t, b);
@@ -400,7 +419,7 @@ fn one_step_jacobians_match_finite_differences() {
                 };
                 let mut state: Vec<f64> = ws.caches[k].h_at(t)[b * h..(b + 1) * h].to_vec();
                 if cell == CellKind::Lstm {
-                    state.extend_from_slice(&ws.caches[k].c_at(t)[b * h..(b + 1) * h]);
+                    state.extend_from_slice(&ws.caches[k].c_at(t)[b * hc..(b + 1) * hc]);
                 }
                 let step = |st: &[f64]| -> Vec<f64> {
                     let mut cache = cell::LayerCache::default();
@@ -418,12 +437,7 @@ fn one_step_jacobians_match_finite_differences() {
                         cell::Input::Dense(&x),
                         StateIo { h: &st[..h], c: cc },
                         m.layer_params(k),
-                        Dims {
-                            steps: 1,
-                            batch: 1,
-                            input: c.layer_input(k),
-                            hidden: h,
-                        },
+                        c.dims(k, 1, 1),
                     );
                     let mut out = cache.h_at(1).to_vec();
                     if cell == CellKind::Lstm {
@@ -450,7 +464,7 @@ fn one_step_jacobians_match_finite_differences() {
                         let an = j[p * sd + q];
                         assert!(
                             (fd - an).abs() < 1e-9,
-                            "{cell:?} layer {k} t {t} J[{p}][{q}]: {an} vs fd {fd}"
+                            "{cell:?} proj {proj} layer {k} t {t} J[{p}][{q}]: {an} vs fd {fd}"
                         );
                     }
                 }
@@ -886,7 +900,7 @@ fn one_step_jacobian_of_every_cell_matches_finite_differences_of_its_forward_ste
             let mut ws = Workspace::default();
             m.forward(&mut ws, &inp, &s0, steps, batch, None);
             let emb = m.layout.view(m.params(), "embedding.weight").unwrap();
-            let sd = jacobian::state_dim(kind, h);
+            let sd = jacobian::state_dim(&c);
             let with_c = sd > h;
             for (t, b) in [(0, 0), (2, 1), (3, 2)] {
                 let j = jacobian::one_step(&m, &ws.caches[0], 0, t, b);
@@ -909,12 +923,7 @@ fn one_step_jacobian_of_every_cell_matches_finite_differences_of_its_forward_ste
                         cell::Input::Dense(x),
                         StateIo { h: &st[..h], c: c0 },
                         m.layer_params(0),
-                        Dims {
-                            steps: 1,
-                            batch: 1,
-                            input: c.embedding,
-                            hidden: h,
-                        },
+                        c.dims(0, 1, 1),
                     );
                     let mut out = one.h_at(1).to_vec();
                     out.extend_from_slice(one.c_at(1));

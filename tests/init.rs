@@ -33,6 +33,7 @@ fn lstm() -> ModelConfig {
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     }
 }
 

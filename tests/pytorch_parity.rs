@@ -295,3 +295,22 @@ fn attention_matches_pytorch() {
         run_case(case);
     }
 }
+
+/// `nn.LSTM(proj_size = P)`: `h_t = W_hr (o * tanh(c_t))` with `P = 5` values (H = 11 and 20),
+/// loaded from the bare state dict's names (`rnn.weight_hr_l{k}`, `weight_hh_l{k}` `[4H, P]`);
+/// the states, logits, loss and every gradient, untied on a short pass and tied (E = P) on a
+/// long one (packed `W_hh [4H, P]`, token rows).
+#[test]
+fn lstm_with_projection_matches_pytorch() {
+    assert_eq!(paths_of("lstm_proj"), (false, true));
+    assert_eq!(paths_of("lstm_proj_tied_long"), (true, true));
+    for case in ["lstm_proj", "lstm_proj_tied_long"] {
+        let config = fixture(case).model_config().unwrap();
+        assert_eq!(
+            (config.cell, config.proj_size),
+            (CellKind::Lstm, 5),
+            "{case}"
+        );
+        run_case(case);
+    }
+}

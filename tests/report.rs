@@ -712,7 +712,9 @@ fn demo_report_shows_every_runs_profile_in_one_plot_and_accuracy_against_distanc
     assert!(has_text(&d, "rnn-tanh, l = 10"));
     // Every run in its own (closed) details block.
     assert_eq!(html.matches("<details").count(), 4);
-    assert!(html.contains("tanh RNN: solved l = 6, not l = 10."));
+    assert!(
+        html.contains("tanh RNN (solved: held-out accuracy &gt;= 99%): solved l = 6, not l = 10.")
+    );
 }
 
 #[test]
@@ -747,6 +749,134 @@ fn experiment_report_shows_success_rate_against_length_per_model() {
     assert!(has_text(&m, "test MSE (log scale)"));
     assert!(has_text(&m, "solved: MSE < 0.01"));
     assert!(html.contains("rnn-tanh: solved 0/2 at length 100, 0/2 at length 200"));
+}
+
+/// Every caption and reading text of a built report, one per line.
+fn said(r: &report::Report) -> String {
+    let mut text: Vec<String> = r.figures().iter().map(|f| f.caption.clone()).collect();
+    text.extend(r.reading.iter().cloned());
+    text.join("\n")
+}
+
+/// A training run's reading diagnoses overfitting only when the validation loss rose while the
+/// training loss kept falling; when both rose it says training itself got worse. The
+/// gradient-norm caption says whether the run clipped, from its `config.toml`.
+#[test]
+fn a_training_report_calls_overfitting_only_what_the_losses_show() {
+    let dir = TempDir::new("train-reading");
+    let write = |name: &str, train: [f64; 6], clip: &str| -> String {
+        let run = dir.join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        let mut csv = String::from("step,train_loss,valid_loss,lr,grad_norm,tokens_per_s\n");
+        for (k, t) in train.iter().enumerate() {
+            let step = 10 * (k + 1);
+            // validation at steps 20, 40, 60: best at 20, then 5% and 10% worse
+            let v = match step {
+                20 => "2.0",
+                40 => "2.1",
+                60 => "2.2",
+                _ => "",
+            };
+            csv += &format!("{step},{t},{v},0.002,0.5,1000\n");
+        }
+        std::fs::write(run.join("metrics.csv"), csv).unwrap();
+        std::fs::write(run.join("config.toml"), format!("clip = {clip}\n")).unwrap();
+        said(&report::build(&run).unwrap())
+    };
+    let falling = write("falling", [2.5, 2.2, 2.0, 1.8, 1.6, 1.4], "5.0");
+    assert!(
+        falling.contains("Since then the validation loss has risen 10% (to 2.2000 at update 60) while the training loss kept falling (2.350 to 1.500): the model is overfitting"),
+        "{falling}"
+    );
+    assert!(falling
+        .contains("This run clipped the norm at 5: no update used a larger gradient than that."));
+    let rising = write("rising", [2.5, 2.2, 2.3, 2.4, 2.5, 2.6], "0.0");
+    assert!(
+        rising.contains("and the training loss did not fall meanwhile (2.350 to 2.550): training itself got worse, which is not overfitting"),
+        "{rising}"
+    );
+    assert!(!rising.contains("the model is overfitting"), "{rising}");
+    assert!(rising.contains("This run did not clip: every update used the gradient as plotted."));
+    for text in [&falling, &rising] {
+        assert!(!text.contains("Spikes are exploding gradients"), "{text}");
+        assert!(!text.contains("cannot learn"), "{text}");
+    }
+}
+
+/// The demo's reading and captions: "solved" and "at chance" say what they measured, a
+/// per-step factor below 1 is a shrinking gradient whose 1e-3 distance is named as
+/// extrapolated, a factor above 1 is never called shrinking, and R(l) is described as the
+/// average over the held-out sentences that it is, not as the key noun's own share.
+#[test]
+fn the_demo_report_says_what_was_measured_and_how() {
+    let dir = TempDir::new("demo-reading");
+    let demo = dir.join("demo");
+    fake_demo(&demo);
+    let text = said(&report::build(&demo).unwrap());
+    for want in [
+        "tanh RNN (solved: held-out accuracy >= 99%): solved l = 6, not l = 10. At l = 10 its accuracy is within 5 points of chance: it did not learn the dependency there.",
+        // mean of 0.83 and 0.32: 0.575 per step, 1e-3 after ln 1e-3 / ln 0.575 = 12.5 steps
+        "Measured on held-out sentences of the task, its gradient shrinks by x0.5750 per step on average; at that rate it would fall by a factor 1e-3 over about 12 steps (extrapolated).",
+        "measured on held-out sentences of the task: the norm of a step's loss gradient l steps back, relative to its own step's, averaged over every step of the sentences",
+        "a gradient 3.5e5 times weaker, relative to its own step's, at the key noun's distance (averages over the held-out sentences)",
+    ] {
+        assert!(text.contains(want), "no `{want}` in\n{text}");
+    }
+    for never in [
+        "the fraction of the gradient at the dependent word that reaches the key noun",
+        "times less training signal reaches the key noun",
+        "a factor 1e-3 after about",
+        "cannot reach far back",
+        "cannot learn",
+    ] {
+        assert!(!text.contains(never), "`{never}` in\n{text}");
+    }
+    // A cell whose gradient grows per step is not said to shrink, nor given a 1e-3 distance.
+    std::fs::write(
+        demo.join("results.csv"),
+        "cell,distance,accuracy,chance,gradient_ratio,decay_per_step,updates,seconds\n\
+         gru,6,1,0.125,1.2,1.04,500,1.4\n",
+    )
+    .unwrap();
+    let r = report::build(&demo).unwrap();
+    let gru = r.reading.iter().find(|l| l.starts_with("GRU")).unwrap();
+    assert!(
+        gru.ends_with("Measured on held-out sentences of the task, its gradient changes by x1.040 per step on average."),
+        "{gru}"
+    );
+    assert!(!gru.contains("shrinks") && !gru.contains("1e-3"), "{gru}");
+}
+
+/// The experiment's reading and decay caption: a measured factor per step, its 1e-3 distance
+/// as an extrapolation compared with the longest length of the sweep, nothing about reaching
+/// "arbitrarily far back", and a growing gradient never called shrinking.
+#[test]
+fn the_experiment_report_says_what_was_measured_and_how() {
+    let dir = TempDir::new("exp-reading");
+    let e = dir.join("exp");
+    std::fs::create_dir_all(&e).unwrap();
+    std::fs::write(
+        e.join("results.csv"),
+        "model,length,runs,solved,success_rate,mean_metric,mean_decay_per_step,mean_seconds\n\
+         lstm,100,2,2,1,0.006,0.97,60\nlstm,200,2,1,0.5,0.02,0.98,300\n\
+         rnn-tanh,100,2,0,0,0.16,0.81,30\nrnn-tanh,200,2,0,0,0.17,0.76,70\n\
+         gru,100,2,2,1,0.005,1.01,40\n",
+    )
+    .unwrap();
+    let text = said(&report::build(&e).unwrap());
+    for want in [
+        // mean 0.785 per step: 1e-3 after ln 1e-3 / ln 0.785 = 28.5 steps
+        "rnn-tanh: solved 0/2 at length 100, 0/2 at length 200; measured on held-out sequences of the task, its gradient shrinks by x0.7850 per step; at that rate it would fall by a factor 1e-3 over about 29 steps (extrapolated), fewer than the longest length here, 200.",
+        // mean 0.975: 1e-3 after 273 steps, more than 200
+        "lstm: solved 2/2 at length 100, 1/2 at length 200; measured on held-out sequences of the task, its gradient shrinks by x0.9750 per step; at that rate it would fall by a factor 1e-3 over about 273 steps (extrapolated).",
+        "gru: solved 2/2 at length 100; measured on held-out sequences of the task, its gradient changes by x1.010 per step.",
+        "measured on held-out sequences of the task with each trained model (mean over runs): below 1 the gradient shrinks geometrically with distance",
+    ] {
+        assert!(text.contains(want), "no `{want}` in\n{text}");
+    }
+    for never in ["arbitrarily far back", "it has to bridge", "cannot learn"] {
+        assert!(!text.contains(never), "`{never}` in\n{text}");
+    }
 }
 
 #[test]

@@ -494,72 +494,128 @@ fn gradflow_reports_claim_a_memory_horizon_only_as_measured_on_real_text() {
         titles.iter().any(|t| t.contains("track_horizon")),
         "{titles:?}"
     );
-    // A vanilla RNN run states the vanilla-RNN rule.
-    assert!(captions
-        .iter()
-        .any(|c| c.contains("For this vanilla RNN, rho > 1")));
+    // A linear RNN run states the linear RNN's rule.
+    assert!(captions.iter().any(|c| c.contains(
+        "For this linear RNN (identity activation), rho < 1 makes every gradient component vanish and rho > 1 is necessary for exploding ones"
+    )));
 }
 
+/// The captions and reading texts of a training report say what that run's cell and
+/// settings imply, and only that: the spectral-radius plot of a gated cell states no
+/// vanilla-RNN rule; a tanh RNN's states the nonlinear rule (`sigma_1` against `1/gamma`), not
+/// the linear one (`rho`), and an identity RNN's the linear one; the gradient-norm plot titles
+/// only what it shows and says whether this run clipped; no claim of what cannot be learned.
 #[test]
-fn an_lstm_training_report_states_no_vanilla_rnn_rule() {
-    let dir = TempDir::new("lstm-rule");
+fn a_training_report_states_the_theory_of_its_own_cell() {
+    let dir = TempDir::new("train-rules");
     let corpus_path = dir.0.join("corpus.txt");
     std::fs::write(&corpus_path, corpus()).unwrap();
-    let run_dir = dir.0.join("lstm");
-    ok(&[
-        "train",
-        "--corpus",
-        p(&corpus_path),
-        "--out",
-        p(&run_dir),
-        "--cell",
-        "lstm",
-        "--hidden",
-        "8",
-        "--embedding",
-        "4",
-        "--batch",
-        "4",
-        "--bptt",
-        "16",
-        "--steps",
-        "4",
-        "--eval-every",
-        "4",
-        "--track-gradflow",
-        "2",
-        "--threads",
-        "1",
-    ]);
-    let r = rnnscope::report::build(&run_dir).unwrap();
-    let mut text: Vec<String> = r.figures().iter().map(|f| f.caption.clone()).collect();
-    text.extend(r.reading.iter().cloned());
-    let text = text.join("\n");
-    assert!(
-        text.contains("For a gated cell they bound nothing on their own"),
-        "{text}"
-    );
-    for rule in [
-        "rho > 1 is necessary",
-        "sigma_1 < 1/gamma guarantees",
-        "cannot learn",
-    ] {
-        assert!(!text.contains(rule), "{rule}: {text}");
+    // (cell, activation, clip, what the captions must say, what they must not)
+    let gated = "For a gated cell they bound nothing on their own";
+    let nonlinear = "sigma_1 < 1/gamma = 1 guarantees vanishing gradients and sigma_1 > 1/gamma is necessary for exploding ones";
+    let linear =
+        "rho < 1 makes every gradient component vanish and rho > 1 is necessary for exploding ones";
+    /// A run's cell, activation and `--clip`, what its report must say and must not.
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            "lstm",
+            "tanh",
+            "5",
+            &[
+                gated,
+                "This run clipped the norm at 5: no update used a larger gradient",
+            ],
+            &["rho > 1 is necessary", "sigma_1 < 1/gamma", "did not clip"],
+        ),
+        (
+            "gru",
+            "tanh",
+            "0",
+            &[
+                gated,
+                "This run did not clip: every update used the gradient as plotted",
+            ],
+            &[
+                "rho > 1 is necessary",
+                "sigma_1 < 1/gamma",
+                "clipped the norm",
+            ],
+        ),
+        (
+            "rnn",
+            "tanh",
+            "5",
+            &[nonlinear, "vanilla RNN (tanh, gamma = max|s'| = 1)"],
+            &[linear, "rho > 1 is necessary", gated],
+        ),
+        (
+            "rnn",
+            "identity",
+            "5",
+            &[linear, "linear RNN (identity activation)"],
+            &["sigma_1 < 1/gamma", gated],
+        ),
+    ];
+    for (cell, act, clip, must, must_not) in cases {
+        let run_dir = dir.0.join(format!("{cell}-{act}"));
+        ok(&[
+            "train",
+            "--corpus",
+            p(&corpus_path),
+            "--out",
+            p(&run_dir),
+            "--cell",
+            cell,
+            "--activation",
+            act,
+            "--clip",
+            clip,
+            "--hidden",
+            "8",
+            "--embedding",
+            "4",
+            "--batch",
+            "4",
+            "--bptt",
+            "16",
+            "--steps",
+            "4",
+            "--eval-every",
+            "4",
+            "--track-gradflow",
+            "2",
+            "--threads",
+            "1",
+        ]);
+        let r = rnnscope::report::build(&run_dir).unwrap();
+        let mut text: Vec<String> = r.figures().iter().map(|f| f.caption.clone()).collect();
+        text.extend(r.reading.iter().cloned());
+        let text = text.join("\n");
+        for want in must {
+            assert!(text.contains(want), "{cell} {act}: no `{want}` in\n{text}");
+        }
+        for rule in must_not
+            .iter()
+            .chain(&["cannot learn", "Spikes are exploding"])
+        {
+            assert!(!text.contains(rule), "{cell} {act}: `{rule}` in\n{text}");
+        }
+        // The tracked gradient-norm plot is titled as what it shows: no decay is drawn on it.
+        let names: Vec<String> = r.figures().iter().map(|f| f.name.clone()).collect();
+        assert!(
+            names.iter().any(|n| n.contains("track_grad_norm")),
+            "{names:?}"
+        );
+        let html = std::fs::read_to_string(
+            rnnscope::report::write(&run_dir, &Default::default())
+                .unwrap()
+                .html,
+        )
+        .unwrap();
+        assert!(html.contains("Gradient norm during training"));
+        assert!(!html.contains("Gradient norm and measured decay"));
     }
-    // The plot of the gradient norm says only that.
-    let names: Vec<String> = r.figures().iter().map(|f| f.name.clone()).collect();
-    assert!(
-        names.iter().any(|n| n.contains("track_grad_norm")),
-        "{names:?}"
-    );
-    let html = std::fs::read_to_string(
-        rnnscope::report::write(&run_dir, &Default::default())
-            .unwrap()
-            .html,
-    )
-    .unwrap();
-    assert!(html.contains("Gradient norm during training"));
-    assert!(!html.contains("Gradient norm and measured decay"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! One-step Jacobians of the recurrence along a real trajectory, and their products over `l`
 //! steps, accumulated stably.
 //!
-//! The state is `h` (RNN, GRU) or `(h, c)` stacked (LSTM, dimension `2H`); `J_t` is the full
+//! The state is `h` (RNN, GRU) or `(h, c)` stacked (LSTM, dimension `2H`, or `P + H` with a
+//! projection `proj_size = P`, where `h` has `P` values); `J_t` is the full
 //! derivative of the state after step `t` with respect to the state before it, with the layer's
 //! input held fixed. A gradient (row vector) goes one step back as `g_{t-1} = g_t J_t`. Each
 //! cell's file states its `J_t`; here `J_t` is built from the cell's own backward step, one
@@ -18,19 +19,20 @@
 //!   directions differ in size by far more than the floating-point range.
 
 use crate::analysis::spectrum::singular_values;
-use crate::cell::{CellKind, LayerCache, RowOwners, StepVjp, VjpRows};
-use crate::model::LanguageModel;
+use crate::cell::{LayerCache, RowOwners, StepVjp, VjpRows};
+use crate::model::{LanguageModel, ModelConfig};
 use crate::tensor::{matmul, Trans};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-/// State dimension `S` of a layer: `H`, or `2H` with a cell state (LSTM).
-pub fn state_dim(kind: CellKind, hidden: usize) -> usize {
-    if kind.keeps().cell_state {
-        2 * hidden
+/// State dimension `S` of a layer: `H`, or `P + H` with a cell state (LSTM; `P = H` without
+/// a projection).
+pub fn state_dim(c: &ModelConfig) -> usize {
+    if c.cell.keeps().cell_state {
+        c.h_size() + c.hidden
     } else {
-        hidden
+        c.hidden
     }
 }
 
@@ -40,7 +42,7 @@ pub struct OneStep<'m> {
     model: &'m LanguageModel<f64>,
     layer: usize,
     vjp: StepVjp<f64>,
-    /// `[S, H]` each: the basis rows in, `e_p J_t` out.
+    /// `[S, P]` (`h`) and `[S, H]` (`c`): the basis rows in, `e_p J_t` out.
     up: Vec<f64>,
     dh: Vec<f64>,
     dc: Vec<f64>,
@@ -66,8 +68,9 @@ impl<'m> OneStep<'m> {
     /// (`0..T`) for batch element `b`, written into `j`.
     pub fn jacobian(&mut self, cache: &LayerCache<f64>, t: usize, b: usize, j: &mut [f64]) {
         let c = &self.model.config;
-        let h = c.hidden;
-        let s = state_dim(c.cell, h);
+        // `h` values (P with a projection), then `hc` cell-state values (H).
+        let (h, hc) = (c.h_size(), c.hidden);
+        let s = state_dim(c);
         let with_c = s > h;
         assert_eq!(j.len(), s * s, "J must be [S, S]");
         for v in [&mut self.up, &mut self.dh, &mut self.record_dh] {
@@ -76,20 +79,20 @@ impl<'m> OneStep<'m> {
         }
         for v in [&mut self.dc, &mut self.record_dc] {
             v.clear();
-            v.resize(if with_c { s * h } else { 0 }, 0.0);
+            v.resize(if with_c { s * hc } else { 0 }, 0.0);
         }
         // Row p is the basis vector e_p of the state (h first, then c).
         for p in 0..s {
             if p < h {
                 self.dh[p * h + p] = 1.0;
             } else {
-                self.dc[p * h + p - h] = 1.0;
+                self.dc[p * hc + p - h] = 1.0;
             }
         }
         self.vjp.run(
             c.cell(),
             cache,
-            self.model.layer_params(self.layer).w_hh,
+            self.model.layer_params(self.layer),
             t,
             RowOwners::Element { b, rows: s },
             VjpRows {
@@ -103,7 +106,7 @@ impl<'m> OneStep<'m> {
         for p in 0..s {
             j[p * s..p * s + h].copy_from_slice(&self.dh[p * h..(p + 1) * h]);
             if with_c {
-                j[p * s + h..(p + 1) * s].copy_from_slice(&self.dc[p * h..(p + 1) * h]);
+                j[p * s + h..(p + 1) * s].copy_from_slice(&self.dc[p * hc..(p + 1) * hc]);
             }
         }
     }
@@ -118,7 +121,7 @@ pub fn one_step(
     t: usize,
     b: usize,
 ) -> Vec<f64> {
-    let s = state_dim(model.config.cell, model.config.hidden);
+    let s = state_dim(&model.config);
     let mut j = vec![0.0; s * s];
     OneStep::new(model, layer).jacobian(cache, t, b, &mut j);
     j
@@ -143,7 +146,7 @@ pub struct ProductRow {
 pub struct JacobianProducts {
     pub layer: usize,
     pub batch_index: usize,
-    /// `S`: `H`, or `2H` for the LSTM's `(h, c)`.
+    /// `S`: `H`, or `P + H` for the LSTM's `(h, c)` (`P = H` without a projection).
     pub state_dim: usize,
     /// `sigma_1(J_t)` for `t = 0..T` (exact, by SVD), at the steps `t = T - l` of the SVD
     /// distances `l`; `None` between them.
@@ -219,7 +222,7 @@ pub fn products(
     let dims = cache.dims().expect("forward has run");
     let steps = dims.steps;
     let b = opts.batch_index.min(dims.batch - 1);
-    let s = state_dim(model.config.cell, model.config.hidden);
+    let s = state_dim(&model.config);
     let k = opts.top_k.clamp(1, s);
     let points = opts.svd_points.unwrap_or(if s <= 128 { steps } else { 32 });
     let stride = steps.div_ceil(points.max(1)).max(1);

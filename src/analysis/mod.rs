@@ -127,6 +127,9 @@ pub struct Summary {
     #[serde(default)]
     pub residual: bool,
     pub hidden: usize,
+    /// The LSTM's projection size `P` (`dJ/dh` has `P` values); 0 for none.
+    #[serde(default, skip_serializing_if = "crate::model::is_zero")]
+    pub proj_size: usize,
     pub layers: usize,
     pub bptt: usize,
     pub batch: usize,
@@ -293,8 +296,12 @@ fn check_inputs<T: Float>(
         )));
     }
     if let Some(s) = state {
-        let n = c.layers * batch * c.hidden;
-        let nc = if c.cell.keeps().cell_state { n } else { 0 };
+        let n = c.layers * batch * c.h_size();
+        let nc = if c.cell.keeps().cell_state {
+            c.layers * batch * c.hidden
+        } else {
+            0
+        };
         if s.h.len() != n || s.c.len() != nc {
             return Err(Error::Config(format!(
                 "state has {} + {} values; this model with batch {batch} needs {n} + {nc}",
@@ -430,6 +437,7 @@ pub fn snapshot<T: Float>(
         recurrence: c.recurrence,
         residual: c.residual,
         hidden: c.hidden,
+        proj_size: c.proj_size,
         layers: c.layers,
         bptt: steps,
         batch,
@@ -509,6 +517,9 @@ impl Summary {
         }
         if self.residual {
             act += " residual";
+        }
+        if self.proj_size > 0 {
+            act += &format!(" projection P={}", self.proj_size);
         }
         let mut s = format!(
             "input: {}\n{}{}, H={}, layers={}, T={}, B={}: rho={:.3} sigma_1={:.3}",

@@ -586,6 +586,7 @@ mod tests {
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size: 0,
         };
         let mut model = LanguageModel::<f64>::zeros(config).unwrap();
         let init = InitConfig {

@@ -27,7 +27,9 @@
 //! carry  = the cell's dh_{t-1} (and dc_{t-1}): da W_hh plus its direct paths
 //! dx     = da W_ih^(k)        (to layer k-1, same step; not for layer 0)
 //! ```
-//! The recurrent product is one GEMM `[n B, G H] x [G H, H]` per step and layer.
+//! The recurrent product is one GEMM `[n B, G H] x [G H, H]` per step and layer. With an LSTM
+//! projection (`proj_size = P`) the rows `g` and `carry` of `h` are `P` wide (`W_hh [4H, P]`,
+//! and the cell's step takes `g` through `W_hr` first); those of `c` stay `H` wide.
 //!
 //! **Cost.** Per layer, `sum_t (T - t) B = B T (T+1) / 2` rows, each `2 G H^2` flops for
 //! `W_hh` (and as much again for `W_ih` in layers above the first), plus `O(G H)` elementwise
@@ -50,8 +52,9 @@ pub struct StepView<'a, T> {
     /// `j`: the step whose hidden state the gradients are taken with respect to.
     pub step: usize,
     pub batch: usize,
+    /// Size of `h`: `H`, or `P` for an LSTM with a projection.
     pub hidden: usize,
-    /// `[(T - step), B, H]`: `g^(i)_{step,b} = dJ^(i)/dh^(layer)_{step}` for `i >= step`.
+    /// `[(T - step), B, P]`: `g^(i)_{step,b} = dJ^(i)/dh^(layer)_{step}` for `i >= step`.
     pub dh: &'a [T],
     /// LSTM: `[(T - step), B, H]` total `dJ^(i)/dc^(layer)_{step}`.
     pub dc: Option<&'a [T]>,
@@ -118,8 +121,9 @@ impl InfluenceNorms {
     }
 }
 
-/// The dense top-layer injection `dJ^(i)/dh^(L-1)_i` through the decoder only, `[T, B, H]`:
-/// `dz = softmax(z) - onehot(y)` per token (weight 1), times `W_dec [V, H]`.
+/// The dense top-layer injection `dJ^(i)/dh^(L-1)_i` through the decoder only, `[T, B, P]`:
+/// `dz = softmax(z) - onehot(y)` per token (weight 1), times `W_dec [V, P]` (`P = H` without
+/// a projection).
 ///
 /// `probs [T*B, V]` are the probabilities that [`LanguageModel::loss`] leaves in `ws.logits`.
 pub fn decoder_injection<T: Float>(
@@ -143,8 +147,8 @@ pub fn decoder_injection<T: Float>(
         .layout
         .view(model.params(), name)
         .expect("the layout has a decoder weight");
-    let mut out = vec![T::ZERO; n * c.hidden];
-    // [T*B, V] x [V, H]
+    let mut out = vec![T::ZERO; n * c.h_size()];
+    // [T*B, V] x [V, P]
     matmul(
         &mut out,
         &dz,
@@ -152,7 +156,7 @@ pub fn decoder_injection<T: Float>(
         w_dec,
         Trans::No,
         n,
-        c.hidden,
+        c.h_size(),
         c.vocab,
         false,
     );
@@ -182,7 +186,7 @@ const ROWS_PER_TASK: usize = 64;
 /// The batched backward sweep: every `g^(i)_j` of every layer, in one pass over time.
 ///
 /// `caches` are the layer caches of a forward pass (`ws.caches`, no dropout) over `[T, B]`;
-/// `inject [T, B, H]` is `dJ^(i)/dh^(L-1)_i` through the output layer only (see
+/// `inject [T, B, P]` is `dJ^(i)/dh^(L-1)_i` through the output layer only (see
 /// [`decoder_injection`]). `visit`, when given, sees each layer's live block at each step.
 /// Returns the norms; the cost is stated in the module docs. Each step of each layer is the
 /// cell's own backward step ([`StepVjp`]) on the live rows.
@@ -193,12 +197,13 @@ pub fn sweep<T: Float>(
     mut visit: Option<Visitor<'_, T>>,
 ) -> InfluenceNorms {
     let cfg = &model.config;
-    let (cell, h, layers) = (cfg.cell(), cfg.hidden, cfg.layers);
+    // `h` is the width of the rows of h (P with a projection), `hc` of those of c (H).
+    let (cell, h, hc, layers) = (cfg.cell(), cfg.h_size(), cfg.hidden, cfg.layers);
     assert_eq!(caches.len(), layers, "one cache per layer");
     let dims = caches[0].dims().expect("forward has run");
     let (steps, batch) = (dims.steps, dims.batch);
-    assert_eq!(inject.len(), steps * batch * h, "inject must be [T, B, H]");
-    let gh = cfg.cell.gates() * h;
+    assert_eq!(inject.len(), steps * batch * h, "inject must be [T, B, P]");
+    let gh = cfg.cell.gates() * hc;
     let bh = batch * h;
     let lstm = cfg.cell.keeps().cell_state;
 
@@ -206,12 +211,12 @@ pub fn sweep<T: Float>(
     // Buffers, allocated once, indexed by target row (i, b): the gradient reaching each layer
     // from outside its recurrence (`up`), the carries from step t + 1 (`dh`, `dc`), and the
     // totals a step records.
-    let all = steps * bh;
+    let (all, all_c) = (steps * bh, steps * batch * hc);
     let mut up: Vec<Vec<T>> = vec![vec![T::ZERO; all]; layers];
     let mut dh: Vec<Vec<T>> = vec![vec![T::ZERO; all]; layers];
-    let mut dc: Vec<Vec<T>> = vec![vec![T::ZERO; if lstm { all } else { 0 }]; layers];
+    let mut dc: Vec<Vec<T>> = vec![vec![T::ZERO; if lstm { all_c } else { 0 }]; layers];
     let mut rec_dh = vec![T::ZERO; all];
-    let mut rec_dc = vec![T::ZERO; if lstm { all } else { 0 }];
+    let mut rec_dc = vec![T::ZERO; if lstm { all_c } else { 0 }];
     let mut vjp: Vec<StepVjp<T>> = (0..layers).map(|_| StepVjp::default()).collect();
     let mut step_norm_h = vec![0.0f64; steps * batch];
     let mut step_norm_c = vec![0.0f64; if lstm { steps * batch } else { 0 }];
@@ -233,15 +238,12 @@ pub fn sweep<T: Float>(
                 // before the step, which may write over its upstream gradient).
                 below[k - 1][live.clone()].copy_from_slice(&rest[0][live.clone()]);
             }
-            let dc_k: &mut [T] = if lstm {
-                &mut dc[k][live.clone()]
-            } else {
-                &mut []
-            };
+            let live_c = t * batch * hc..steps * batch * hc;
+            let dc_k: &mut [T] = if lstm { &mut dc[k][live_c] } else { &mut [] };
             let da = vjp[k].run(
                 cell,
                 &caches[k],
-                p.w_hh,
+                p,
                 t,
                 RowOwners::Blocks(steps - t),
                 VjpRows {
@@ -250,13 +252,13 @@ pub fn sweep<T: Float>(
                     dc: dc_k,
                     record_dh: &mut rec_dh[..rows * h],
                     record_dc: if lstm {
-                        &mut rec_dc[..rows * h]
+                        &mut rec_dc[..rows * hc]
                     } else {
                         &mut []
                     },
                 },
             );
-            // dx to the layer below (same step): up[k-1] (+)= da W_ih^(k)   ([nB, GH] x [GH, H])
+            // dx to the layer below (same step): up[k-1] (+)= da W_ih^(k)   ([nB, GH] x [GH, P])
             if k > 0 {
                 matmul(
                     &mut below[k - 1][live.clone()],
@@ -272,7 +274,7 @@ pub fn sweep<T: Float>(
             }
             row_norms(&rec_dh[..rows * h], &mut step_norm_h[..rows], h);
             if lstm {
-                row_norms(&rec_dc[..rows * h], &mut step_norm_c[..rows], h);
+                row_norms(&rec_dc[..rows * hc], &mut step_norm_c[..rows], hc);
             }
             for r in 0..rows {
                 let (i, b) = (t + r / batch, r % batch);
@@ -289,7 +291,7 @@ pub fn sweep<T: Float>(
                     batch,
                     hidden: h,
                     dh: &rec_dh[..rows * h],
-                    dc: lstm.then(|| &rec_dc[..rows * h]),
+                    dc: lstm.then(|| &rec_dc[..rows * hc]),
                 });
             }
         }

@@ -124,20 +124,38 @@ pub fn regime(
     }
 }
 
-/// Spectra of layer `layer`'s `W_hh` blocks.
+/// Spectra of layer `layer`'s `W_hh` blocks. With an LSTM projection (`W_hh` blocks `[H, P]`,
+/// `W_hr [P, H]`) the square map from `h_{t-1}` back to `h` through each gate is taken:
+/// `W_hr W_block` (`[P, P]`).
 pub fn layer_spectrum(model: &LanguageModel<f64>, layer: usize) -> Result<LayerSpectrum> {
     let c = &model.config;
-    let h = c.hidden;
-    let w = model.layer_params(layer).w_hh;
+    let (h, n) = (c.hidden, c.h_size());
+    let p = model.layer_params(layer);
+    let mut composed = vec![0.0; n * n];
     let gates = c
         .cell
         .gate_names()
         .iter()
         .enumerate()
         .map(|(g, name)| {
-            let block = &w[g * h * h..(g + 1) * h * h];
-            let eigenvalues = eigenvalues(block, h)?;
-            let singular_values = singular_values(block, h)?;
+            let mut block = &p.w_hh[g * h * n..(g + 1) * h * n];
+            if !p.w_hr.is_empty() {
+                // [P, H] x [H, P]
+                matmul(
+                    &mut composed,
+                    p.w_hr,
+                    Trans::No,
+                    block,
+                    Trans::No,
+                    n,
+                    n,
+                    h,
+                    false,
+                );
+                block = &composed;
+            }
+            let eigenvalues = eigenvalues(block, n)?;
+            let singular_values = singular_values(block, n)?;
             Ok(GateSpectrum {
                 gate: (*name).into(),
                 rho: eigenvalues.first().map_or(0.0, Eigenvalue::modulus),

@@ -16,9 +16,23 @@
 //! dh_t/dh_{t-1} = diag(tanh(c_t) o(1-o)) W_o + diag(o (1 - tanh^2 c_t)) dc_t/dh_{t-1}
 //! dh_t/dc_{t-1} = diag(o (1 - tanh^2 c_t) f)
 //! ```
+//!
+//! With a projection (`torch.nn.LSTM(proj_size = P)`, Sak et al. 2014) the state is `(h, c)`
+//! with `h` of size `P < H`: `W_hh` is `[4H, P]` and
+//! ```text
+//! m_t = o * tanh(c_t)  [H];   h_t = W_hr m_t  [P]   (W_hr [P, H])
+//! backward:  dh = (gradient reaching h_t);  dW_hr += dh m_t^T;  dm = dh W_hr
+//!            then as above with dm in place of dh (dc' = dc + dm * o * (1 - tanh(c_t)^2), ...)
+//! dh_t/dh_{t-1} = W_hr (diag(tanh(c_t) o(1-o)) W_o + diag(o (1 - tanh^2 c_t)) dc_t/dh_{t-1})
+//! dh_t/dc_{t-1} = W_hr diag(o (1 - tanh^2 c_t) f)
+//! ```
+//! (the `dc_t/d..` rows are unchanged, with `W_i, W_f, W_g` now `[H, P]`).
 
-use super::{BackwardStep, Cell, ForwardStep, Keeps, LayerParams, Recurrent, StepMath};
-use crate::tensor::{multiversion, sigmoid, Float};
+use super::{
+    dense_recurrent_grads, BackwardStep, Cell, ChunkValues, ForwardStep, Keeps, LayerGrads,
+    LayerParams, Recurrent, StepMath,
+};
+use crate::tensor::{matmul, matmul_on, multiversion, sigmoid, Float, Trans};
 
 #[derive(Clone, Copy)]
 pub struct Lstm;
@@ -38,33 +52,110 @@ impl StepMath for Lstm {
         Lstm
     }
 
-    /// `gates += h_{t-1} W_hh^T`, then the gate nonlinearities and the cell update, fused.
+    /// `gates += h_{t-1} W_hh^T`, then the gate nonlinearities and the cell update, fused;
+    /// with a projection `m_t` goes into `aux` and `h_t = m_t W_hr^T`.
     fn forward_step<T: Float>(
         self,
         s: ForwardStep<'_, T>,
         w_hh: Recurrent<'_, T>,
-        _p: &LayerParams<'_, T>,
+        p: &LayerParams<'_, T>,
     ) {
-        // [R, H] x [H, 4H]
-        w_hh.matmul(s.gates, s.h_prev, s.h_prev.len() / s.hidden, true);
-        forward_gates(s.gates, s.c_prev, s.h, s.c, s.hidden);
+        let h = s.hidden;
+        let rows = s.gates.len() / (4 * h);
+        // [R, P] x [P, 4H]
+        w_hh.matmul(s.gates, s.h_prev, rows, true);
+        if p.w_hr.is_empty() {
+            forward_gates(s.gates, s.c_prev, s.h, s.c, h);
+        } else {
+            forward_gates(s.gates, s.c_prev, &mut *s.aux, s.c, h);
+            // [R, H] x [H, P]
+            let proj = p.w_hr.len() / h;
+            matmul_on(
+                s.h,
+                s.aux,
+                Trans::No,
+                p.w_hr,
+                Trans::Yes,
+                rows,
+                proj,
+                h,
+                false,
+                1,
+            );
+        }
     }
 
-    /// The gate gradients over the gates, then `dh_{t-1} = da W_hh` (`[R, 4H] x [4H, H]`).
+    /// The gate gradients over the gates, then `dh_{t-1} = da W_hh` (`[R, 4H] x [4H, P]`).
+    /// With a projection, first `dh = up + dh_carry` (left in `up`) and `dm = dh W_hr`.
     fn backward_step<T: Float>(self, s: BackwardStep<'_, T>, w_hh: Recurrent<'_, T>) {
         let h = s.hidden;
-        backward_gates(
-            &mut *s.gates,
-            s.c_prev,
-            s.c,
-            &*s.up,
-            &mut *s.dh,
-            &mut *s.dc,
-            s.record_dh,
-            s.record_dc,
-            h,
-        );
-        w_hh.matmul(s.dh, s.gates, s.up.len() / h, false);
+        let rows = s.gates.len() / (4 * h);
+        if s.w_hr.is_empty() {
+            backward_gates(
+                &mut *s.gates,
+                s.c_prev,
+                s.c,
+                &*s.up,
+                Some(&*s.dh),
+                &mut *s.dc,
+                s.record_dh,
+                s.record_dc,
+                h,
+            );
+        } else {
+            crate::tensor::add_assign(&mut *s.up, &*s.dh);
+            if let Some(r) = s.record_dh {
+                r.copy_from_slice(s.up);
+            }
+            // dm = dh W_hr   ([R, P] x [P, H])
+            let proj = s.w_hr.len() / h;
+            let dm = &mut s.scratch[..rows * h];
+            matmul_on(
+                dm,
+                s.up,
+                Trans::No,
+                s.w_hr,
+                Trans::No,
+                rows,
+                h,
+                proj,
+                false,
+                1,
+            );
+            backward_gates(
+                &mut *s.gates,
+                s.c_prev,
+                s.c,
+                dm,
+                None,
+                &mut *s.dc,
+                None,
+                s.record_dc,
+                h,
+            );
+        }
+        w_hh.matmul(s.dh, s.gates, rows, false);
+    }
+
+    /// [`dense_recurrent_grads`], and with a projection `dW_hr += dH^T M` (`dH [rows, P]`
+    /// the total `dL/dh_t` backward left in `up`, `M [rows, H]` the kept `m_t`).
+    fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
+        dense_recurrent_grads(g, &v);
+        let (h, rows) = (v.hidden, v.da.len() / (4 * v.hidden));
+        let hs = v.h_prev.len() / rows.max(1);
+        if !g.w_hr.is_empty() {
+            matmul(
+                &mut *g.w_hr,
+                v.up,
+                Trans::Yes,
+                v.aux,
+                Trans::No,
+                hs,
+                h,
+                rows,
+                true,
+            );
+        }
     }
 }
 
@@ -103,14 +194,15 @@ multiversion! {
 multiversion! {
     /// The element-wise part of one backward step (see the module docs) for a block of batch
     /// rows: `gates [R, 4H]` holds the activated gates on entry and their pre-activation
-    /// gradients on exit; the others are `[R, H]`.
+    /// gradients on exit; the others are `[R, H]`. The gradient reaching `m_t = o * tanh(c_t)`
+    /// is `up + dh_carry` (`dh_carry` is `None` with a projection: `up` is then `dm`).
     #[allow(clippy::too_many_arguments)]
     fn backward_gates<T: Float>(
         gates: &mut [T],
         c_prev: &[T],
         c_t: &[T],
         up: &[T],
-        dh_carry: &mut [T],
+        dh_carry: Option<&[T]>,
         dc_carry: &mut [T],
         rec_dh: Option<&mut [T]>,
         rec_dc: Option<&mut [T]>,
@@ -124,15 +216,20 @@ multiversion! {
                 c_prev: &c_prev[span.clone()],
                 c_t: &c_t[span.clone()],
                 up: &up[span.clone()],
-                dh_carry: &mut dh_carry[span.clone()],
+                dh_carry: dh_carry.map_or(&[][..], |c| &c[span.clone()]),
                 dc_carry: &mut dc_carry[span.clone()],
             };
-            // One loop per combination of records, so that each is a straight vector loop.
-            match (rec.dh.as_deref_mut(), rec.dc.as_deref_mut()) {
-                (None, None) => row.run::<false, false>(&mut [], &mut []),
-                (Some(a), None) => row.run::<true, false>(&mut a[span], &mut []),
-                (None, Some(b)) => row.run::<false, true>(&mut [], &mut b[span]),
-                (Some(a), Some(b)) => row.run::<true, true>(&mut a[span.clone()], &mut b[span]),
+            // One loop per combination of records and carry, so that each is a straight
+            // vector loop.
+            match (dh_carry.is_some(), rec.dh.as_deref_mut(), rec.dc.as_deref_mut()) {
+                (false, _, None) => row.run::<false, false, false>(&mut [], &mut []),
+                (false, _, Some(b)) => row.run::<false, false, true>(&mut [], &mut b[span]),
+                (true, None, None) => row.run::<true, false, false>(&mut [], &mut []),
+                (true, Some(a), None) => row.run::<true, true, false>(&mut a[span], &mut []),
+                (true, None, Some(b)) => row.run::<true, false, true>(&mut [], &mut b[span]),
+                (true, Some(a), Some(b)) => {
+                    row.run::<true, true, true>(&mut a[span.clone()], &mut b[span])
+                }
             }
         }
     }
@@ -144,30 +241,35 @@ struct Record<'a, T> {
     dc: Option<&'a mut [T]>,
 }
 
-/// One batch row of a backward step: `d [4H]` gates in, gate gradients out; the rest `[H]`.
+/// One batch row of a backward step: `d [4H]` gates in, gate gradients out; the rest `[H]`
+/// (`dh_carry` empty when the row has no carry of its own, see [`backward_gates`]).
 struct BackwardRow<'a, T> {
     d: &'a mut [T],
     c_prev: &'a [T],
     c_t: &'a [T],
     up: &'a [T],
-    dh_carry: &'a mut [T],
+    dh_carry: &'a [T],
     dc_carry: &'a mut [T],
 }
 
 impl<T: Float> BackwardRow<'_, T> {
     #[inline(always)]
-    fn run<const DH: bool, const DC: bool>(self, rec_dh: &mut [T], rec_dc: &mut [T]) {
+    fn run<const CARRY: bool, const DH: bool, const DC: bool>(
+        self,
+        rec_dh: &mut [T],
+        rec_dc: &mut [T],
+    ) {
         let h = self.up.len();
         let (di, rest) = self.d.split_at_mut(h);
         let (df, rest) = rest.split_at_mut(h);
         let (dg, d_o) = rest.split_at_mut(h);
         // Slices of exactly `h` values, so that the loop runs without bounds checks.
-        let (c_prev, c_t, dh_carry, dc_carry) = (
-            &self.c_prev[..h],
-            &self.c_t[..h],
-            &mut self.dh_carry[..h],
-            &mut self.dc_carry[..h],
-        );
+        let (c_prev, c_t, dc_carry) = (&self.c_prev[..h], &self.c_t[..h], &mut self.dc_carry[..h]);
+        let dh_carry = if CARRY {
+            &self.dh_carry[..h]
+        } else {
+            self.dh_carry
+        };
         let (di, df, dg, d_o) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
         let up = &self.up[..h];
         let rec_dh = if DH { &mut rec_dh[..h] } else { rec_dh };
@@ -176,7 +278,7 @@ impl<T: Float> BackwardRow<'_, T> {
             // Read this unit's four gates before overwriting them with their gradients.
             let (i, f, gv, o) = (di[j], df[j], dg[j], d_o[j]);
             let tc = c_t[j].tanh();
-            let dh = dh_carry[j] + up[j];
+            let dh = if CARRY { dh_carry[j] + up[j] } else { up[j] };
             let dc = dc_carry[j] + dh * o * (T::ONE - tc * tc);
             if DH {
                 rec_dh[j] = dh;

@@ -3,7 +3,9 @@
 //!
 //! Every cell follows the PyTorch definitions (`torch.nn.RNN`, `torch.nn.LSTM`, `torch.nn.GRU`);
 //! parameters of one layer are `W_ih [G*H, in]`, `W_hh [G*H, H]`, `b_ih [G*H]`, `b_hh [G*H]`
-//! with `G` gate blocks. Activations are time-major `[T][B][H]`.
+//! with `G` gate blocks. Activations are time-major `[T][B][H]`. An LSTM with a projection
+//! (`proj_size = P`, see [`Dims::proj`]) has `h` of size `P`: `W_hh [4H, P]`, `W_hr [P, H]`,
+//! and `h` buffers `[T][B][P]` (the cell state stays `[T][B][H]`).
 //!
 //! A cell ([`StepMath`]) says how one time step goes forward and backward for a block of batch
 //! rows; this module runs those steps over time and batch ([`forward`], [`backward`]), and the
@@ -111,6 +113,18 @@ cells! { $
     Gru = "gru" => gru::Gru,
 }
 
+/// What `cell` keeps per step for its backward step with sizes `dims`: the cell's own
+/// [`StepMath::KEEPS`], and with a projection (`dims.proj > 0`) also `aux` (the LSTM's
+/// `m_t = o * tanh(c_t)`, which `dW_hr` needs) and `scratch` (its `dm_t`).
+fn keeps(cell: Cell, dims: Dims) -> Keeps {
+    let mut k = cell.kind.keeps();
+    if dims.proj > 0 {
+        k.aux = true;
+        k.scratch = true;
+    }
+    k
+}
+
 /// What a cell keeps per step for its backward step, besides `h_0..h_T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keeps {
@@ -137,9 +151,9 @@ pub struct ForwardStep<'a, T> {
     /// `[R, G*H]`: the input side `x_t W_ih^T + b_ih (+ b_hh)` on entry, the kept gate values
     /// on exit.
     pub gates: &'a mut [T],
-    /// `[R, H]` `h_{t-1}`.
+    /// `[R, P]` `h_{t-1}` (`P = H` without a projection).
     pub h_prev: &'a [T],
-    /// `[R, H]` `h_t` on exit (without gates: the input side on entry).
+    /// `[R, P]` `h_t` on exit (without gates: the input side on entry).
     pub h: &'a mut [T],
     /// `[R, H]` `c_{t-1}` and `c_t`.
     pub c_prev: &'a [T],
@@ -156,8 +170,11 @@ pub struct ForwardStep<'a, T> {
 pub struct BackwardStep<'a, T> {
     /// `H`.
     pub hidden: usize,
-    /// `[R, H]` the gradient reaching `h_t` from outside the recurrence (the layer's output).
-    /// Without kept gates: the pre-activation gradient `da_t` on exit.
+    /// `[P, H]` the LSTM's projection `W_hr`; empty without one.
+    pub w_hr: &'a [T],
+    /// `[R, P]` the gradient reaching `h_t` from outside the recurrence (the layer's output).
+    /// Without kept gates: the pre-activation gradient `da_t` on exit; with a projection: the
+    /// total `dL/dh_t` on exit.
     pub up: &'a mut [T],
     /// `[R, G*H]` the gate values on entry; the pre-activation gradient `da_t` on exit.
     pub gates: &'a mut [T],
@@ -170,12 +187,12 @@ pub struct BackwardStep<'a, T> {
     pub aux: &'a mut [T],
     /// `[R, G*H]` scratch.
     pub scratch: &'a mut [T],
-    /// `[R, H]` the gradient reaching `h_t` from step `t + 1` on entry; `dL/dh_{t-1}` through
+    /// `[R, P]` the gradient reaching `h_t` from step `t + 1` on entry; `dL/dh_{t-1}` through
     /// this step on exit.
     pub dh: &'a mut [T],
     /// `[R, H]` the same for the cell state (LSTM).
     pub dc: &'a mut [T],
-    /// When given, `[R, H]` receives the total `dL/dh_t` (and `dL/dc_t`).
+    /// When given, `[R, P]` receives the total `dL/dh_t` (and `[R, H]` `dL/dc_t`).
     pub record_dh: Option<&'a mut [T]>,
     pub record_dc: Option<&'a mut [T]>,
 }
@@ -210,23 +227,28 @@ pub trait StepMath: Copy + Send + Sync {
         None
     }
     /// The recurrent-side parameter gradients of a chunk of rows after backward walked it: by
-    /// default `dW_hh += dA^T H_prev`, `db_hh += sum dA`.
+    /// default [`dense_recurrent_grads`].
     fn recurrent_grads<T: Float>(self, g: &mut LayerGrads<'_, T>, v: ChunkValues<'_, T>) {
-        let gh = Self::GATES * v.hidden;
-        let rows = v.da.len() / gh;
-        matmul(
-            &mut *g.w_hh,
-            v.da,
-            Trans::Yes,
-            v.h_prev,
-            Trans::No,
-            gh,
-            v.hidden,
-            rows,
-            true,
-        );
-        sum_rows_into(&mut *g.b_hh, v.da);
+        dense_recurrent_grads(g, &v);
     }
+}
+
+/// `dW_hh += dA^T H_prev` (`[G*H, rows] x [rows, P]`), `db_hh += sum dA`.
+pub fn dense_recurrent_grads<T: Float>(g: &mut LayerGrads<'_, T>, v: &ChunkValues<'_, T>) {
+    let gh = g.b_hh.len();
+    let rows = v.da.len() / gh;
+    matmul(
+        &mut *g.w_hh,
+        v.da,
+        Trans::Yes,
+        v.h_prev,
+        Trans::No,
+        gh,
+        v.h_prev.len() / rows.max(1),
+        rows,
+        true,
+    );
+    sum_rows_into(&mut *g.b_hh, v.da);
 }
 
 /// What backward leaves for the parameter gradients of a chunk of `rows` rows (time-major
@@ -236,7 +258,10 @@ pub struct ChunkValues<'a, T> {
     pub da: &'a [T],
     /// `[rows, H]` the cell's `aux` values as backward left them (empty if it keeps none).
     pub aux: &'a [T],
-    /// `[rows, H]` `h_{t-1}` and `h_t` of every row.
+    /// `[rows, P]` the upstream gradients as backward left them (with a projection: the total
+    /// `dL/dh_t`).
+    pub up: &'a [T],
+    /// `[rows, P]` `h_{t-1}` and `h_t` of every row.
     pub h_prev: &'a [T],
     pub h: &'a [T],
     pub hidden: usize,
@@ -264,6 +289,19 @@ pub struct Dims {
     pub batch: usize,
     pub input: usize,
     pub hidden: usize,
+    /// The LSTM's projection size `P` (`torch.nn.LSTM(proj_size = P)`), 0 for none.
+    pub proj: usize,
+}
+
+impl Dims {
+    /// Size of `h`: `P` with a projection, else `H`.
+    pub fn h_size(&self) -> usize {
+        if self.proj > 0 {
+            self.proj
+        } else {
+            self.hidden
+        }
+    }
 }
 
 /// Borrowed parameters of one layer.
@@ -271,7 +309,7 @@ pub struct Dims {
 pub struct LayerParams<'a, T> {
     /// `[G*H, in]`
     pub w_ih: &'a [T],
-    /// `[G*H, H]`
+    /// `[G*H, P]` (`P = H` without a projection)
     pub w_hh: &'a [T],
     /// `[G*H]`
     pub b_ih: &'a [T],
@@ -279,21 +317,27 @@ pub struct LayerParams<'a, T> {
     pub b_hh: &'a [T],
     /// `[H]` the cell's extra parameter ([`StepMath::extra_param`]), else empty.
     pub extra: &'a [T],
+    /// `[P, H]` the LSTM's projection `W_hr`, else empty.
+    pub w_hr: &'a [T],
 }
 
 impl<'a, T: Float> LayerParams<'a, T> {
-    /// Splits one layer's contiguous block `[w_ih | w_hh | b_ih | b_hh | extra]`.
-    pub fn split(block: &'a [T], gh: usize, input: usize, hidden: usize) -> Self {
+    /// Splits one layer's contiguous block `[w_ih | w_hh | b_ih | b_hh | extra | w_hr]`
+    /// (`extra` is `[H]` when the cell has one, `w_hr` is `[P, H]` when `proj > 0`).
+    pub fn split(block: &'a [T], gh: usize, input: usize, hidden: usize, proj: usize) -> Self {
+        let hs = if proj > 0 { proj } else { hidden };
         let (w_ih, rest) = block.split_at(gh * input);
-        let (w_hh, rest) = rest.split_at(gh * hidden);
+        let (w_hh, rest) = rest.split_at(gh * hs);
         let (b_ih, rest) = rest.split_at(gh);
-        let (b_hh, extra) = rest.split_at(gh);
+        let (b_hh, rest) = rest.split_at(gh);
+        let (extra, w_hr) = rest.split_at(rest.len() - proj * hidden);
         LayerParams {
             w_ih,
             w_hh,
             b_ih,
             b_hh,
             extra,
+            w_hr,
         }
     }
 }
@@ -305,20 +349,25 @@ pub struct LayerGrads<'a, T> {
     pub b_ih: &'a mut [T],
     pub b_hh: &'a mut [T],
     pub extra: &'a mut [T],
+    pub w_hr: &'a mut [T],
 }
 
 impl<'a, T: Float> LayerGrads<'a, T> {
-    pub fn split(block: &'a mut [T], gh: usize, input: usize, hidden: usize) -> Self {
+    pub fn split(block: &'a mut [T], gh: usize, input: usize, hidden: usize, proj: usize) -> Self {
+        let hs = if proj > 0 { proj } else { hidden };
         let (w_ih, rest) = block.split_at_mut(gh * input);
-        let (w_hh, rest) = rest.split_at_mut(gh * hidden);
+        let (w_hh, rest) = rest.split_at_mut(gh * hs);
         let (b_ih, rest) = rest.split_at_mut(gh);
-        let (b_hh, extra) = rest.split_at_mut(gh);
+        let (b_hh, rest) = rest.split_at_mut(gh);
+        let at = rest.len() - proj * hidden;
+        let (extra, w_hr) = rest.split_at_mut(at);
         LayerGrads {
             w_ih,
             w_hh,
             b_ih,
             b_hh,
             extra,
+            w_hr,
         }
     }
 }
@@ -337,10 +386,11 @@ enum Phase {
 /// What forward keeps for backward, and backward's scratch, sized once per shape.
 ///
 /// ```text
-/// h      [(T+1), B, H]   h[0] = initial state, h[t+1] = h_t
+/// h      [(T+1), B, P]   h[0] = initial state, h[t+1] = h_t  (P = H without a projection)
 /// c      [(T+1), B, H]   LSTM cell states, same indexing
 /// gates  [T, B, G*H]     activated gates (LSTM: i f g o; GRU: r z n); empty for the RNN
-/// aux    [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it
+/// aux    [T, B, H]       GRU: W_hn h_{t-1} + b_hn, needed because r multiplies it;
+///                        projected LSTM: m_t = o * tanh(c_t)
 /// ```
 /// Backward keeps no buffer of its own for `dA`, the gradient w.r.t. the pre-activations fed by
 /// `W_ih`: the LSTM and GRU write it over `gates`, the RNN over its upstream gradient, step by
@@ -358,7 +408,7 @@ pub struct LayerCache<T> {
     aux: Vec<T>,
     /// `[B, G*H]` (see [`Keeps::scratch`]).
     scratch: Vec<T>,
-    /// `[B, H]` gradient flowing into `h_{t-1}` (and `c_{t-1}`) from step `t`.
+    /// `[B, P]` (`[B, H]`) gradient flowing into `h_{t-1}` (`c_{t-1}`) from step `t`.
     dh_carry: Vec<T>,
     dc_carry: Vec<T>,
     /// `W_hh^T [H, G*H]` packed by forward, then `W_hh [G*H, H]` packed by backward, once per
@@ -385,15 +435,15 @@ impl<T: Float> LayerCache<T> {
             hidden: h,
             ..
         } = dims;
-        let keeps = cell.kind.keeps();
+        let keeps = keeps(cell, dims);
         let gh = cell.kind.gates() * h;
         let size = |on: bool, n: usize| if on { n } else { 0 };
-        resize(&mut self.h, (t + 1) * b * h);
+        resize(&mut self.h, (t + 1) * b * dims.h_size());
         resize(&mut self.c, size(keeps.cell_state, (t + 1) * b * h));
         resize(&mut self.gates, size(keeps.gates, t * b * gh));
         resize(&mut self.aux, size(keeps.aux, t * b * h));
         resize(&mut self.scratch, size(keeps.scratch, b * gh));
-        resize(&mut self.dh_carry, b * h);
+        resize(&mut self.dh_carry, b * dims.h_size());
         resize(&mut self.dc_carry, size(keeps.cell_state, b * h));
         self.dims = Some(dims);
         self.cell = Some(cell);
@@ -411,17 +461,17 @@ impl<T: Float> LayerCache<T> {
         }
     }
 
-    /// Hidden state `h_t` for `t` in `0..=T` (`t = 0` is the initial state), `[B, H]`.
+    /// Hidden state `h_t` for `t` in `0..=T` (`t = 0` is the initial state), `[B, P]`.
     pub fn h_at(&self, t: usize) -> &[T] {
         let d = self.forward_dims("h_at");
-        let n = d.batch * d.hidden;
+        let n = d.batch * d.h_size();
         &self.h[t * n..(t + 1) * n]
     }
 
-    /// Outputs `h_1..h_T` as one `[T, B, H]` slice.
+    /// Outputs `h_1..h_T` as one `[T, B, P]` slice.
     pub fn outputs(&self) -> &[T] {
         let d = self.forward_dims("outputs");
-        &self.h[d.batch * d.hidden..]
+        &self.h[d.batch * d.h_size()..]
     }
 
     /// LSTM cell states `c_1..c_T` as one `[T, B, H]` slice (empty for other cells).
@@ -462,7 +512,7 @@ impl<T: Float> LayerCache<T> {
             self.phase == Phase::Forward,
             "LayerCache: backward has overwritten the gate values; run forward again"
         );
-        let bh = d.batch * d.hidden;
+        let (bh, bp) = (d.batch * d.hidden, d.batch * d.h_size());
         fn at<T>(v: &[T], t: usize, n: usize) -> &[T] {
             if v.is_empty() {
                 &[]
@@ -473,8 +523,8 @@ impl<T: Float> LayerCache<T> {
         let gn = self.gates.len() / d.steps.max(1);
         StepValues {
             gates: at(&self.gates, t, gn),
-            h_prev: at(&self.h, t, bh),
-            h: at(&self.h, t + 1, bh),
+            h_prev: at(&self.h, t, bp),
+            h: at(&self.h, t + 1, bp),
             c_prev: at(&self.c, t, bh),
             c: at(&self.c, t + 1, bh),
             aux: at(&self.aux, t, bh),
@@ -492,14 +542,14 @@ struct StepValues<'a, T> {
     aux: &'a [T],
 }
 
-/// Where backward writes the per-step gradients `dL/dh_t` (and `dL/dc_t` for the LSTM), each
-/// `[T, B, H]`, when a caller asks for them; `None` costs nothing.
+/// Where backward writes the per-step gradients `dL/dh_t` `[T, B, P]` (and `dL/dc_t`
+/// `[T, B, H]` for the LSTM), when a caller asks for them; `None` costs nothing.
 pub struct StepGrads<'a, T> {
     pub dh: &'a mut [T],
     pub dc: Option<&'a mut [T]>,
 }
 
-/// The initial state of one layer: `h [B, H]` and, for the LSTM, `c [B, H]` (empty otherwise).
+/// The initial state of one layer: `h [B, P]` and, for the LSTM, `c [B, H]` (empty otherwise).
 pub struct StateIo<'a, T> {
     pub h: &'a [T],
     pub c: &'a [T],
@@ -548,18 +598,18 @@ impl<'a, T: Float> Recurrent<'a, T> {
 
     /// `op(w_hh)` for `rows` products per step: packed into `packed` when `rows` is at least
     /// `PACK_MIN_ROWS` (short passes, e.g. sampling one token at a time, read it as stored).
-    /// Forward uses `W_hh^T [H, G*H]` (`Trans::Yes`), backward `W_hh [G*H, H]`.
+    /// Forward uses `W_hh^T [P, G*H]` (`Trans::Yes`), backward `W_hh [G*H, P]`.
     fn new(
         packed: &'a mut PackedRhs<T>,
         w_hh: &'a [T],
         trans: Trans,
         gh: usize,
-        hidden: usize,
+        h_size: usize,
         rows: usize,
     ) -> Self {
         let (k, n) = match trans {
-            Trans::Yes => (hidden, gh),
-            Trans::No => (gh, hidden),
+            Trans::Yes => (h_size, gh),
+            Trans::No => (gh, h_size),
         };
         if rows >= PACK_MIN_ROWS {
             packed.pack(w_hh, trans, k, n);
@@ -587,9 +637,9 @@ pub fn forward<T: Float>(
     dims: Dims,
 ) {
     cache.prepare(cell, dims);
-    let keeps = cell.kind.keeps();
-    let bh = dims.batch * dims.hidden;
-    cache.h[..bh].copy_from_slice(state.h);
+    let keeps = keeps(cell, dims);
+    let (bh, bp) = (dims.batch * dims.hidden, dims.batch * dims.h_size());
+    cache.h[..bp].copy_from_slice(state.h);
     if keeps.cell_state {
         cache.c[..bh].copy_from_slice(state.c);
     }
@@ -597,7 +647,7 @@ pub fn forward<T: Float>(
     let projection = if keeps.gates {
         &mut cache.gates[..]
     } else {
-        &mut cache.h[bh..]
+        &mut cache.h[bp..]
     };
     input_projection(
         projection,
@@ -613,7 +663,7 @@ pub fn forward<T: Float>(
         p.w_hh,
         Trans::Yes,
         gh,
-        dims.hidden,
+        dims.h_size(),
         dims.steps * dims.batch,
     );
     with_cell!(cell, |c| forward_pass(c, cache, w_hh, &p, dims));
@@ -632,7 +682,7 @@ fn forward_pass<C: StepMath, T: Float>(
 ) {
     let (b, h, gh) = (dims.batch, dims.hidden, C::GATES * dims.hidden);
     let views = (
-        RowsMut::new(&mut cache.h, b, h),
+        RowsMut::new(&mut cache.h, b, dims.h_size()),
         RowsMut::new(&mut cache.c, b, h),
         RowsMut::new(&mut cache.gates, b, gh),
         RowsMut::new(&mut cache.aux, b, h),
@@ -667,7 +717,7 @@ pub struct BackwardOut<'a, T> {
     /// (overwritten) for [`Input::Dense`], the embedding's `[V, in]` (accumulated) for
     /// [`Input::Tokens`].
     pub dx: Option<&'a mut [T]>,
-    /// `[B, H]` gradient w.r.t. `h_0` (overwritten).
+    /// `[B, P]` gradient w.r.t. `h_0` (overwritten).
     pub dh0: &'a mut [T],
     /// `[B, H]` gradient w.r.t. `c_0` (LSTM; overwritten; empty otherwise).
     pub dc0: &'a mut [T],
@@ -675,9 +725,9 @@ pub struct BackwardOut<'a, T> {
 
 /// The gradient reaching a layer's outputs `h_1..h_T` from above.
 pub enum Upstream<'a, T> {
-    /// All steps at once, `[T, B, H]`; consumed (the RNN leaves `dA` in it).
+    /// All steps at once, `[T, B, P]`; consumed (the RNN leaves `dA` in it).
     Whole(&'a mut [T]),
-    /// Produced for a few steps at a time by `fill(steps, out)` (`out` `[steps.len(), B, H]`)
+    /// Produced for a few steps at a time by `fill(steps, out)` (`out` `[steps.len(), B, P]`)
     /// just before backward walks those steps, so no `[T, B, H]` buffer exists: the top layer's
     /// `dz W_dec`. Each chunk holds about [`CHUNK_ROWS`] rows, and the weight gradients are
     /// taken chunk by chunk.
@@ -729,8 +779,9 @@ fn backward_pass<C: StepMath, T: Float>(
     mut record: Option<StepGrads<T>>,
 ) {
     let dims = cache.dims.expect("checked by backward");
-    let (b, h) = (dims.batch, dims.hidden);
-    let (bh, gh) = (b * h, C::GATES * h);
+    let (b, h, hs) = (dims.batch, dims.hidden, dims.h_size());
+    let (bp, gh) = (b * hs, C::GATES * h);
+    let keeps = keeps(cache.cell.expect("checked by backward"), dims);
     cache.dh_carry.fill(T::ZERO);
     cache.dc_carry.fill(T::ZERO);
     let per_chunk = match upstream {
@@ -739,7 +790,7 @@ fn backward_pass<C: StepMath, T: Float>(
     };
     let mut chunk = std::mem::take(&mut cache.dh_chunk);
     if let Upstream::Chunked(_) = upstream {
-        resize(&mut chunk, per_chunk * bh);
+        resize(&mut chunk, per_chunk * bp);
     }
     let mut token_rows = std::mem::take(&mut cache.token_rows);
     if let Input::Tokens { embedding, .. } = x {
@@ -747,35 +798,35 @@ fn backward_pass<C: StepMath, T: Float>(
         token_rows.fill(T::ZERO);
     }
     let mut packed = std::mem::take(&mut cache.w_packed);
-    let w_hh = Recurrent::new(&mut packed, p.w_hh, Trans::No, gh, h, dims.steps * b);
+    let w_hh = Recurrent::new(&mut packed, p.w_hh, Trans::No, gh, hs, dims.steps * b);
     let mut dx = out.dx;
     let mut end = dims.steps;
     while end > 0 {
         let steps = end.saturating_sub(per_chunk)..end;
         let dh_out: &mut [T] = match &mut upstream {
-            Upstream::Whole(all) => &mut all[steps.start * bh..steps.end * bh],
+            Upstream::Whole(all) => &mut all[steps.start * bp..steps.end * bp],
             Upstream::Chunked(fill) => {
-                let dh = &mut chunk[..steps.len() * bh];
+                let dh = &mut chunk[..steps.len() * bp];
                 fill(steps.clone(), dh);
                 dh
             }
         };
         let rec = record.as_mut().map(|r| {
             (
-                RowsMut::new(&mut *r.dh, b, h),
+                RowsMut::new(&mut *r.dh, b, hs),
                 r.dc.as_deref_mut().map(|d| RowsMut::new(d, b, h)),
             )
         });
         let views = (
             (
-                RowsMut::new(&mut *dh_out, b, h),
+                RowsMut::new(&mut *dh_out, b, hs),
                 RowsMut::new(&mut cache.gates, b, gh),
                 RowsMut::new(&mut cache.aux, b, h),
                 RowsMut::new(&mut cache.scratch, b, gh),
             ),
-            (Rows::new(&cache.h, b, h), Rows::new(&cache.c, b, h)),
+            (Rows::new(&cache.h, b, hs), Rows::new(&cache.c, b, h)),
             (
-                RowsMut::new(&mut cache.dh_carry, b, h),
+                RowsMut::new(&mut cache.dh_carry, b, hs),
                 RowsMut::new(&mut cache.dc_carry, b, h),
             ),
             rec,
@@ -792,6 +843,7 @@ fn backward_pass<C: StepMath, T: Float>(
                     };
                     let s = BackwardStep {
                         hidden: h,
+                        w_hr: p.w_hr,
                         up: up.at(t - first),
                         gates: gates.at(t),
                         h_prev: hs.at(t),
@@ -816,7 +868,7 @@ fn backward_pass<C: StepMath, T: Float>(
         } else {
             &*dh_out
         };
-        let aux = if C::KEEPS.aux {
+        let aux = if keeps.aux {
             &cache.aux[rows.start * h..rows.end * h]
         } else {
             &[]
@@ -826,8 +878,9 @@ fn backward_pass<C: StepMath, T: Float>(
             ChunkValues {
                 da,
                 aux,
-                h_prev: &cache.h[rows.start * h..rows.end * h],
-                h: &cache.h[(rows.start + b) * h..(rows.end + b) * h],
+                up: dh_out,
+                h_prev: &cache.h[rows.start * hs..rows.end * hs],
+                h: &cache.h[(rows.start + b) * hs..(rows.end + b) * hs],
                 hidden: h,
             },
         );
@@ -1037,7 +1090,7 @@ pub struct StepVjp<T> {
     packed_from: Option<(usize, usize)>,
 }
 
-/// The gradient rows of a [`StepVjp::run`], each `[R, H]`.
+/// The gradient rows of a [`StepVjp::run`], each `[R, P]` for `h` and `[R, H]` for `c`.
 pub struct VjpRows<'a, T> {
     /// The gradient reaching `h_t` from outside the recurrence; the cells without kept gates
     /// leave the pre-activation gradient in it.
@@ -1053,20 +1106,21 @@ pub struct VjpRows<'a, T> {
 
 impl<T: Float> StepVjp<T> {
     /// Runs step `t` of `cache` (after its forward, before its backward) backward for the rows
-    /// `rows` (`owners` says whose forward values each reads). Returns the pre-activation
-    /// gradients `da [R, G*H]`.
+    /// `rows` (`owners` says whose forward values each reads), with the layer's parameters
+    /// `p`. Returns the pre-activation gradients `da [R, G*H]`.
     pub fn run<'s>(
         &'s mut self,
         cell: Cell,
         cache: &LayerCache<T>,
-        w_hh: &[T],
+        p: LayerParams<'_, T>,
         t: usize,
         owners: RowOwners,
         rows: VjpRows<'s, T>,
     ) -> &'s [T] {
         let d = cache.forward_dims("StepVjp");
-        let (b, h) = (d.batch, d.hidden);
-        let keeps = cell.kind.keeps();
+        let (b, h, hs) = (d.batch, d.hidden, d.h_size());
+        let w_hh = p.w_hh;
+        let keeps = keeps(cell, d);
         let gh = cell.kind.gates() * h;
         let n = owners.rows(b);
         let v = cache.step_values(t);
@@ -1090,8 +1144,8 @@ impl<T: Float> StepVjp<T> {
             }
         };
         fill(&mut self.gates, v.gates, gh, keeps.gates);
-        fill(&mut self.h_prev, v.h_prev, h, true);
-        fill(&mut self.h, v.h, h, true);
+        fill(&mut self.h_prev, v.h_prev, hs, true);
+        fill(&mut self.h, v.h, hs, true);
         fill(&mut self.c_prev, v.c_prev, h, keeps.cell_state);
         fill(&mut self.c, v.c, h, keeps.cell_state);
         fill(&mut self.aux, v.aux, h, keeps.aux);
@@ -1099,7 +1153,7 @@ impl<T: Float> StepVjp<T> {
         let key = (w_hh.as_ptr() as usize, w_hh.len());
         let w = if n >= PACK_MIN_ROWS {
             if self.packed_from != Some(key) {
-                self.packed.pack(w_hh, Trans::No, gh, h);
+                self.packed.pack(w_hh, Trans::No, gh, hs);
                 self.packed_from = Some(key);
             }
             Recurrent::Packed(&self.packed)
@@ -1108,7 +1162,7 @@ impl<T: Float> StepVjp<T> {
                 w: w_hh,
                 trans: Trans::No,
                 k: gh,
-                n: h,
+                n: hs,
             }
         };
         let VjpRows {
@@ -1123,22 +1177,22 @@ impl<T: Float> StepVjp<T> {
             .then(|| RowsMut::new(&mut *record_dc, n, h));
         let views = (
             (
-                RowsMut::new(&mut *up, n, h),
+                RowsMut::new(&mut *up, n, hs),
                 RowsMut::new(&mut self.gates, n, gh),
                 RowsMut::new(&mut self.aux, n, h),
                 RowsMut::new(&mut self.scratch, n, gh),
             ),
             (
-                Rows::new(&self.h_prev, n, h),
-                Rows::new(&self.h, n, h),
+                Rows::new(&self.h_prev, n, hs),
+                Rows::new(&self.h, n, hs),
                 Rows::new(&self.c_prev, n, h),
                 Rows::new(&self.c, n, h),
             ),
             (
-                RowsMut::new(&mut *dh, n, h),
+                RowsMut::new(&mut *dh, n, hs),
                 RowsMut::new(if keeps.cell_state { &mut *dc } else { &mut [] }, n, h),
             ),
-            (RowsMut::new(&mut *record_dh, n, h), rec_dc),
+            (RowsMut::new(&mut *record_dh, n, hs), rec_dc),
         );
         with_cell!(cell, |c| for_each_row_block(
             n,
@@ -1152,6 +1206,7 @@ impl<T: Float> StepVjp<T> {
                 c.backward_step(
                     BackwardStep {
                         hidden: h,
+                        w_hr: p.w_hr,
                         up: up.at(0),
                         gates: gates.at(0),
                         h_prev: hp.at(0),

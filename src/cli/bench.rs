@@ -107,6 +107,7 @@ impl BenchConfig {
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size: 0,
         }
     }
 

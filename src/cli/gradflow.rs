@@ -160,6 +160,7 @@ fn fresh_model(a: &Args) -> Result<LanguageModel<f64>> {
         residual: a.residual,
         attention,
         attention_span: a.attention_span.unwrap_or(0),
+        proj_size: 0,
     };
     check_memory(a, &config)?;
     let mut model = LanguageModel::<f64>::zeros(config)?;

@@ -79,6 +79,10 @@ pub struct Args {
     /// Attention reads at most K earlier steps (0 = the whole window) [default: 0].
     #[arg(long, value_name = "K")]
     pub attention_span: Option<usize>,
+    /// LSTM projection size P < hidden: h_t = W_hr (o * tanh(c_t)) has P values, as
+    /// nn.LSTM(proj_size=P); 0 = none [default: 0].
+    #[arg(long, value_name = "P")]
+    pub proj_size: Option<usize>,
     /// Stacked recurrent layers [default: 1].
     #[arg(long, value_name = "N")]
     pub layers: Option<usize>,
@@ -194,7 +198,7 @@ impl Args {
             embedding => "--embedding", dropout => "--dropout", tie => "--tie", init => "--init",
             recurrence => "--recurrence", residual => "--residual",
             attention => "--attention", attention_span => "--attention-span",
-            forget_bias => "--forget-bias", spectral_radius => "--spectral-radius",
+            proj_size => "--proj-size", forget_bias => "--forget-bias", spectral_radius => "--spectral-radius",
             optimizer => "--optimizer", lr => "--lr", momentum => "--momentum",
             beta1 => "--beta1", beta2 => "--beta2", alpha => "--alpha", eps => "--eps",
             weight_decay => "--weight-decay", schedule => "--schedule", clip => "--clip",
@@ -222,6 +226,7 @@ impl Args {
             tie,
             residual,
             attention_span,
+            proj_size,
             init,
             lr,
             momentum,
@@ -431,6 +436,11 @@ fn describe(p: &Prepared, model: &LanguageModel<f32>) -> String {
         other => other.name().to_uppercase(),
     };
     let unit = p.corpus.vocab.kind().unit();
+    let cell = if c.proj_size > 0 {
+        format!("{cell} (projection {})", c.proj_size)
+    } else {
+        cell
+    };
     let mut s = format!(
         "{cell} {}x{} (embedding {}, dropout {}), {} parameters; vocabulary {} ({}s)\n\
          data: {} train tokens from {}, {} valid tokens from {}",

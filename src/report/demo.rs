@@ -86,7 +86,7 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
     s.blocks.push(fig(
         p.name("demo_gradient"),
         Figure::Line(g),
-        "R(l) of each trained model at l = the task's distance (log scale): the fraction of the gradient at the dependent word that reaches the key noun.",
+        "R(l) of each trained model at l = the task's distance (log scale), measured on held-out sentences of the task: the norm of a step's loss gradient l steps back, relative to its own step's, averaged over every step of the sentences (for an attentive model, along its attention path). The dependent word's gradient to the key noun is one of these pairs.",
     ));
 
     let mut table = Table {
@@ -167,7 +167,7 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
                 list(&solved)
             },
         ));
-        let mut text = format!("{}: ", cell_name(c));
+        let mut text = format!("{} (solved: held-out accuracy >= 99%): ", cell_name(c));
         text += &if failed.is_empty() {
             format!("solved every distance (l = {}).", list(&solved))
         } else if solved.is_empty() {
@@ -177,17 +177,21 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
         };
         if !at_chance.is_empty() {
             text += &format!(
-                " At l = {} its accuracy is at chance: it did not learn the dependency at all.",
+                " At l = {} its accuracy is within 5 points of chance: it did not learn the dependency there.",
                 list(&at_chance)
             );
         }
         let decays: Vec<f64> = rows.iter().filter_map(|&i| decay[i]).collect();
         if !decays.is_empty() {
             let d = decays.iter().sum::<f64>() / decays.len() as f64;
-            text += &format!(" Its gradient shrinks by x{} per step on average", num(d));
+            text += &format!(
+                " Measured on held-out sentences of the task, its gradient {} x{} per step on average",
+                if d < 1.0 { "shrinks by" } else { "changes by" },
+                num(d)
+            );
             text += &match reach(d) {
                 Some(l) => format!(
-                    " on held-out sentences of the task, a factor 1e-3 after about {l:.0} steps."
+                    "; at that rate it would fall by a factor 1e-3 over about {l:.0} steps (extrapolated)."
                 ),
                 None => ".".into(),
             };
@@ -208,7 +212,7 @@ pub(super) fn demo_report(dir: &Path, results: &Csv) -> Result<Part> {
                 at.iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("two"),
             );
             part.reading.push(format!(
-                "At the longest distance, l = {far:.0}, the {} keeps R(l) = {} of its gradient and the {} only {}: {} times less training signal reaches the key noun.",
+                "At the longest distance, l = {far:.0}, the {} keeps R(l) = {} of its gradient that far back and the {} only {}: a gradient {} times weaker, relative to its own step's, at the key noun's distance (averages over the held-out sentences).",
                 hi.0,
                 sci(hi.1),
                 lo.0,

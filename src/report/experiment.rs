@@ -115,7 +115,7 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         s.blocks.push(fig(
             p.name("experiment_decay"),
             Figure::Line(dc),
-            "Per-step decay of the gradient with distance, measured on each trained model (mean over runs): 1 means the gradient reaches arbitrarily far back.",
+            "Per-step factor of the gradient with distance, measured on held-out sequences of the task with each trained model (mean over runs): below 1 the gradient shrinks geometrically with distance, 1 means no decay was measured over the sequence.",
         ));
     }
     let mut table = Table {
@@ -182,13 +182,17 @@ pub(super) fn experiment_report(dir: &Path, results: &Csv) -> Result<Part> {
         let ds: Vec<f64> = idx.iter().filter_map(|&i| decay[i]).collect();
         if !ds.is_empty() {
             let d = ds.iter().sum::<f64>() / ds.len() as f64;
-            text += &format!("; its gradient shrinks by x{} per step", num(d));
+            text += &format!(
+                "; measured on held-out sequences of the task, its gradient {} x{} per step",
+                if d < 1.0 { "shrinks by" } else { "changes by" },
+                num(d)
+            );
             if let Some(l) = reach(d) {
                 let longest = idx.iter().filter_map(|&i| len[i]).fold(0.0f64, f64::max);
                 text += &format!(
-                    ", a factor 1e-3 after about {l:.0} steps{}",
+                    "; at that rate it would fall by a factor 1e-3 over about {l:.0} steps (extrapolated){}",
                     if l < longest {
-                        format!(", far fewer than the length {longest:.0} it has to bridge")
+                        format!(", fewer than the longest length here, {longest:.0}")
                     } else {
                         String::new()
                     }

@@ -338,7 +338,17 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
 
     super::attention::attention_blocks(g, &snap, p, &mut s, part)?;
 
-    // Spectra.
+    // Spectra: of W_hh, or with an LSTM projection of the [P, P] maps W_hr W_block.
+    let (w, blocks) = if sm.proj_size > 0 {
+        (
+            "W_hr W_hh",
+            "of W_hr times each gate block of the recurrent weight ([P, P]: the map from h_(t-1) back to h through that gate, before the gates' own factors)",
+        )
+    } else if is_rnn {
+        ("W_hh", "of the recurrent weight")
+    } else {
+        ("W_hh", "of each gate block of the recurrent weight")
+    };
     for sp in &snap.spectrum {
         let k = sp.layer;
         let groups: Vec<PointGroup> = sp
@@ -388,23 +398,23 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         s.blocks.push(fig(
             p.name(&format!("eigenvalues_l{k}")),
             Figure::Complex(ComplexPlane {
-                title: format!("Eigenvalues of W_hh{layer} (rho = {})", num(rho)),
+                title: format!("Eigenvalues of {w}{layer} (rho = {})", num(rho)),
                 x_label: "Re(lambda)".into(),
                 y_label: "Im(lambda)".into(),
                 groups,
                 circles,
             }),
             if gamma.is_some() {
-                "Eigenvalues of the recurrent weight in the complex plane. With the identity activation, eigenvalues outside the unit circle make gradients explode and inside make them vanish; for a nonlinear activation, all singular values (not just eigenvalues) below 1/gamma guarantee vanishing."
+                "Eigenvalues of the recurrent weight in the complex plane. With the identity activation, eigenvalues outside the unit circle make gradients explode and inside make them vanish; for a nonlinear activation, all singular values (not just eigenvalues) below 1/gamma guarantee vanishing.".to_string()
             } else {
-                "Eigenvalues of each gate block of the recurrent weight. For gated cells they do not decide the gradient flow alone: the forget (LSTM) or update (GRU) gate carries gradient through time additively."
+                format!("Eigenvalues {blocks}. For gated cells they do not decide the gradient flow alone: the forget (LSTM) or update (GRU) gate carries gradient through time additively.")
             },
         ));
     }
     for sp in &snap.spectrum {
         let k = sp.layer;
         let mut c = LineChart::new(
-            format!("Singular values of W_hh{}", of_layer(k)),
+            format!("Singular values of {w}{}", of_layer(k)),
             Axis::linear("index (largest first)"),
             Axis::linear("singular value"),
         );
@@ -438,7 +448,11 @@ pub(super) fn gradflow_part(g: &Path, p: &Prefix, part: &mut Part) -> Result<()>
         s.blocks.push(fig(
             p.name(&format!("singular_values_l{k}")),
             Figure::Line(c),
-            "Singular values of the recurrent weight, sorted. sigma_1 (the first) bounds how much one step can stretch a gradient: for a vanilla RNN, sigma_1 below the dashed line 1/gamma guarantees that the gradient vanishes.",
+            if is_rnn {
+                "Singular values of the recurrent weight, sorted. sigma_1 (the first) bounds how much one step can stretch a gradient: sigma_1 below the dashed line 1/gamma guarantees that the gradient vanishes (Pascanu et al. 2013).".to_string()
+            } else {
+                format!("Singular values {blocks}, sorted. For a gated cell they bound nothing on their own: the gates scale every path through time, and the cell state (LSTM) or the update gate (GRU) carries gradient additively.")
+            },
         ));
     }
     for j in &snap.jacobian {

@@ -19,7 +19,7 @@ pub(super) fn run_part(dir: &Path, p: &Prefix) -> Result<Part> {
     let summary = data::read_json(&dir.join("summary.json"))?;
     match &metrics {
         Some(m) if m.has("metric") => task_part(m, summary.as_ref(), p, &mut part),
-        Some(m) => train_part(m, summary.as_ref(), p, &mut part),
+        Some(m) => train_part(m, summary.as_ref(), clip_of(dir)?, p, &mut part),
         None => {}
     }
     tracking_part(dir, p, &mut part)?;
@@ -38,4 +38,14 @@ pub(super) fn run_part(dir: &Path, p: &Prefix) -> Result<Part> {
         part.sections.push(s);
     }
     Ok(part)
+}
+
+/// The gradient-norm clipping threshold `clip` of the run's `config.toml`, if it says.
+fn clip_of(dir: &Path) -> Result<Option<f64>> {
+    let Some(text) = data::read_optional(&dir.join("config.toml"))? else {
+        return Ok(None);
+    };
+    Ok(toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| t.get("clip").and_then(|v| v.as_float())))
 }

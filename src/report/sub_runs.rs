@@ -187,7 +187,7 @@ pub(super) fn overlays(runs: &[SubRun], p: &Prefix, s: &mut Section) -> Result<(
         s.blocks.push(fig(
             p.name("profiles"),
             Figure::Line(c),
-            "Each trained model's R(l), measured on held-out sequences (top layer, log scale): colour is the model, marker shape the run. A steep line is a model whose gradient cannot reach far back.",
+            "Each trained model's R(l), measured on held-out sequences (top layer, log scale): colour is the model, marker shape the run. A steep line is a model whose gradient shrinks fast with distance.",
         ));
     }
     let mut c: Option<LineChart> = None;

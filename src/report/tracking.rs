@@ -8,7 +8,7 @@ use super::{Block, Section};
 use crate::analysis::output::{self, TrackRow};
 use crate::analysis::profile::Horizon;
 use crate::analysis::GradflowSnapshot;
-use crate::cell::CellKind;
+use crate::cell::{Activation, CellKind};
 use crate::error::Result;
 use std::path::Path;
 
@@ -36,6 +36,7 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         .flatten()
         .collect();
     let cell = snaps.first().map(|(_, x)| x.summary.cell);
+    let activation = snaps.first().map(|(_, x)| x.summary.activation);
     if let Some((_, x)) = snaps.first() {
         s.blocks.push(Block::Text(format!(
             "Each snapshot is measured on the batch trained at that step, from a zero state: {}.",
@@ -95,10 +96,16 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
         s.blocks.push(fig(
             p.name("track_spectrum"),
             Figure::Line(c),
-            match cell {
-                Some(CellKind::Rnn) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. For this vanilla RNN, rho > 1 is necessary for exploding gradients with the identity activation, and sigma_1 < 1/gamma guarantees vanishing ones (Pascanu et al. 2013).",
-                Some(_) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight's gate blocks (the largest over the blocks) at each tracked step. For a gated cell they bound nothing on their own: the gates scale every path through time, and the cell state (LSTM) or the update gate (GRU) carries gradient additively, so only the measured decay below says how the gradient behaves.",
-                None => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight (the largest over its gate blocks) at each tracked step.",
+            match (cell, activation) {
+                (Some(CellKind::Rnn), Some(Activation::Identity)) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. For this linear RNN (identity activation), rho < 1 makes every gradient component vanish and rho > 1 is necessary for exploding ones (Pascanu et al. 2013).".to_string(),
+                (Some(CellKind::Rnn), Some(a)) => format!(
+                    "Spectral radius rho and largest singular value sigma_1 of the recurrent weight at each tracked step. For this vanilla RNN ({}, gamma = max|s'| = {}), sigma_1 < 1/gamma = {} guarantees vanishing gradients and sigma_1 > 1/gamma is necessary for exploding ones (Pascanu et al. 2013).",
+                    a.name(),
+                    a.gamma(),
+                    1.0 / a.gamma()
+                ),
+                (Some(_), _) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight's gate blocks (the largest over the blocks) at each tracked step. For a gated cell they bound nothing on their own: the gates scale every path through time, and the cell state (LSTM) or the update gate (GRU) carries gradient additively, so only the measured decay below says how the gradient behaves.".to_string(),
+                (None, _) => "Spectral radius rho and largest singular value sigma_1 of the recurrent weight (the largest over its gate blocks) at each tracked step.".to_string(),
             },
         ));
         let mut c = LineChart::new(

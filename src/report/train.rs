@@ -7,14 +7,15 @@ use super::plot::{downsample, Axis, Figure, LineChart, Marker, Series, PALETTE};
 use super::Section;
 use serde_json::Value;
 
-/// `lstm, 2 x 128, embedding 64` from the `model` object of `summary.json`.
+/// `lstm, 2 x 128, embedding 64` from the `model` object of `summary.json` (`lstm with
+/// projection 32, ...` for a projected LSTM).
 fn model_text(m: &Value) -> Option<String> {
     let cell = jstr(m, "cell")?;
     let act = jstr(m, "activation").unwrap_or_default();
-    let cell = if cell == "rnn" {
-        format!("rnn ({act})")
-    } else {
-        cell
+    let cell = match jnum(m, "proj_size") {
+        _ if cell == "rnn" => format!("rnn ({act})"),
+        Some(p) if p > 0.0 => format!("{cell} with projection {p:.0}"),
+        _ => cell,
     };
     Some(format!(
         "{cell}, {} x {}, embedding {}",
@@ -24,8 +25,15 @@ fn model_text(m: &Value) -> Option<String> {
     ))
 }
 
-/// The part of a training run: `metrics.csv` and its `summary.json`.
-pub(super) fn train_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mut Part) {
+/// The part of a training run: `metrics.csv`, its `summary.json` and the gradient-norm
+/// clipping threshold of its `config.toml` (`clip`; 0 = off, `None` = not known).
+pub(super) fn train_part(
+    m: &Csv,
+    summary: Option<&Value>,
+    clip: Option<f64>,
+    p: &Prefix,
+    part: &mut Part,
+) {
     part.kind = "train".into();
     part.title = summary
         .and_then(|v| v.get("model"))
@@ -98,10 +106,17 @@ pub(super) fn train_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mu
             )
             .color(PALETTE[2]),
         );
+        let clipping = match clip {
+            Some(c) if c > 0.0 => format!(
+                " This run clipped the norm at {c}: no update used a larger gradient than that."
+            ),
+            Some(_) => " This run did not clip: every update used the gradient as plotted.".into(),
+            None => String::new(),
+        };
         s.blocks.push(fig(
             p.name("grad_norm"),
             Figure::Line(c),
-            "L2 norm of the gradient of all parameters at each update (log scale). Spikes are exploding gradients; clipping bounds the step they cause.",
+            format!("L2 norm of the gradient of all parameters at each update, before clipping (log scale). Exploding gradients show as spikes: updates whose gradient is far larger than their neighbours'.{clipping}"),
         ));
     }
     let lr = m.pairs("step", "lr");
@@ -194,13 +209,42 @@ pub(super) fn train_part(m: &Csv, summary: Option<&Value>, p: &Prefix, part: &mu
             best.0
         ));
         if last.0 > best.0 && last.1 > best.1 * 1.03 {
-            part.reading.push(format!(
-                "Since then the validation loss has risen {:.0}% (to {:.4} at update {:.0}) while training continued: the model is overfitting; more dropout, a smaller model or stopping near update {:.0} would help.",
+            // Overfitting only if the training loss kept falling meanwhile (means of the
+            // updates up to the best evaluation and after the last one's predecessor).
+            let span = |lo: f64, hi: f64| -> Option<f64> {
+                let v: Vec<f64> = train
+                    .iter()
+                    .filter(|p| p.0 > lo && p.0 <= hi)
+                    .map(|p| p.1)
+                    .collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            let before = valid
+                .iter()
+                .rev()
+                .find(|v| v.0 < best.0)
+                .map_or(0.0, |v| v.0);
+            let after = valid
+                .iter()
+                .rev()
+                .find(|v| v.0 < last.0)
+                .map_or(best.0, |v| v.0);
+            let rise = format!(
+                "Since then the validation loss has risen {:.0}% (to {:.4} at update {:.0})",
                 100.0 * (last.1 / best.1 - 1.0),
                 last.1,
-                last.0,
-                best.0
-            ));
+                last.0
+            );
+            part.reading.push(match (span(before, best.0), span(after, last.0)) {
+                (Some(a), Some(b)) if b < a => format!(
+                    "{rise} while the training loss kept falling ({a:.3} to {b:.3}): the model is overfitting; more dropout, a smaller model or stopping near update {:.0} would help.",
+                    best.0
+                ),
+                (Some(a), Some(b)) => format!(
+                    "{rise}, and the training loss did not fall meanwhile ({a:.3} to {b:.3}): training itself got worse, which is not overfitting; a lower learning rate or stronger clipping would help."
+                ),
+                _ => format!("{rise}."),
+            });
         }
     }
     let bad = m.non_finite("train_loss");

@@ -172,9 +172,12 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
+    const SHIFT: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.0);
-    // Round to nearest with the 1.5 * 2^23 trick (branch-free, vectorises).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest with the 1.5 * 2^23 trick (branch-free, vectorises): `x log2(e) + SHIFT`
+    // has `n` in its low mantissa bits, `bits(SHIFT) + n`.
+    let shifted = x * LOG2E + SHIFT;
+    let n = shifted - SHIFT;
     let r = x - n * C1 - n * C2;
     let z = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -182,7 +185,13 @@ pub fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * z + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `2^n` from those bits, in integer arithmetic: `n as i32` saturates, which LLVM does not
+    // vectorise (it converted lane by lane, with scalar compares for the saturation).
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(SHIFT.to_bits())
+        .wrapping_add(127);
+    y * f32::from_bits(biased << 23)
 }
 
 /// `tanh x` in f32 as a rational function of `x` (Eigen's `generic_fast_tanh_float`): odd

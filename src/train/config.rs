@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub attention: Attention,
     /// Attention reads at most this many earlier steps; 0 = the whole window.
     pub attention_span: usize,
+    /// LSTM projection size (`h_t = W_hr (o * tanh(c_t))`, as `nn.LSTM(proj_size=...)`); 0 = none.
+    #[serde(skip_serializing_if = "crate::model::is_zero")]
+    pub proj_size: usize,
     /// `default`, `uniform:A`, `xavier`, `orthogonal`, `identity` or `chrono:T_MAX`.
     pub init: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +126,7 @@ impl Default for TrainConfig {
             residual: false,
             attention: Attention::None,
             attention_span: 0,
+            proj_size: 0,
             init: "default".into(),
             forget_bias: None,
             spectral_radius: None,
@@ -381,6 +385,7 @@ impl TrainConfig {
             residual: self.residual,
             attention: self.attention,
             attention_span: self.attention_span,
+            proj_size: self.proj_size,
         }
     }
 

@@ -101,12 +101,13 @@ pub fn evaluate<T: Float>(
     let tail = n - b * cols;
     if tail > 0 {
         // Continue column b - 1, which ended at position b * cols.
-        let h = model.config.hidden;
+        let (hp, h) = (model.config.h_size(), model.config.hidden);
         let mut one = State::zeros(&model.config, 1);
         for k in 0..model.config.layers {
-            let src = (k * b + b - 1) * h..(k * b + b) * h;
-            one.h[k * h..(k + 1) * h].copy_from_slice(&state.h[src.clone()]);
+            let src = (k * b + b - 1) * hp..(k * b + b) * hp;
+            one.h[k * hp..(k + 1) * hp].copy_from_slice(&state.h[src]);
             if !one.c.is_empty() {
+                let src = (k * b + b - 1) * h..(k * b + b) * h;
                 one.c[k * h..(k + 1) * h].copy_from_slice(&state.c[src]);
             }
         }
@@ -230,6 +231,7 @@ mod tests {
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size: 0,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

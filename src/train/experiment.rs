@@ -182,7 +182,7 @@ pub fn measured_decay(model: &LanguageModel<f32>, task: &Task, seed: u64) -> Opt
         let x: Vec<f32> = b.dense.iter().map(|&v| v as f32).collect();
         model.forward_dense(&mut ws, &x, &state, b.steps, b.batch, None);
     }
-    let h = model.config.hidden;
+    let h = model.config.h_size();
     let mut inject: Vec<f32> = (0..b.steps * b.batch * h)
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();

@@ -11,7 +11,8 @@
 //! For all but AdamW, `weight_decay` adds `wd p` to the gradient (L2 regularisation).
 
 use crate::error::{Error, Result};
-use crate::tensor::Float;
+use crate::tensor::{multiversion, Float};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,78 +91,162 @@ impl<T: Float> Optimizer<T> {
         }
     }
 
-    /// The update of one scalar, `(p, g, m, v) -> (p', m', v')`, for update number `t`.
-    fn kernel(&self, lr: f64, t: u64) -> impl Fn(T, T, T, T) -> (T, T, T) {
-        let c = self.config.clone();
-        let wd = T::from_f64(c.weight_decay);
-        let lr_t = T::from_f64(lr);
-        let eps = T::from_f64(c.eps);
-        let l2 = c.kind != OptimizerKind::Adamw && c.weight_decay != 0.0;
-        let mu = T::from_f64(c.momentum);
-        let a = T::from_f64(c.alpha);
-        let (b1, b2) = (T::from_f64(c.beta1), T::from_f64(c.beta2));
-        let bc1 = T::from_f64(1.0 / (1.0 - c.beta1.powi(t as i32)));
-        let bc2 = T::from_f64(1.0 / (1.0 - c.beta2.powi(t as i32)));
-        let decay = T::ONE
-            - T::from_f64(if c.kind == OptimizerKind::Adamw {
-                lr * c.weight_decay
-            } else {
-                0.0
-            });
-        move |p: T, g: T, m: T, v: T| {
-            let g = if l2 { g + wd * p } else { g };
-            match c.kind {
-                OptimizerKind::Sgd => {
-                    let m = mu * m + g;
-                    (p - lr_t * m, m, v)
-                }
-                OptimizerKind::Adagrad => {
-                    let s = m + g * g;
-                    (p - lr_t * g / (s.sqrt() + eps), s, v)
-                }
-                OptimizerKind::Rmsprop => {
-                    let s = a * v + (T::ONE - a) * g * g;
-                    (p - lr_t * g / (s.sqrt() + eps), m, s)
-                }
-                OptimizerKind::Adam | OptimizerKind::Adamw => {
-                    let m = b1 * m + (T::ONE - b1) * g;
-                    let v = b2 * v + (T::ONE - b2) * g * g;
-                    (
-                        p * decay - lr_t * (m * bc1) / ((v * bc2).sqrt() + eps),
-                        m,
-                        v,
-                    )
-                }
-            }
-        }
-    }
-
     /// One update `p <- p - lr * direction(g)`. An update that would make any parameter
     /// non-finite is refused as a whole (parameters and state untouched): a first pass checks,
-    /// a second applies.
+    /// a second applies. Both run on blocks of [`BLOCK`] parameters in parallel (the rule is
+    /// element-wise: the result does not depend on the threads).
     pub fn step(&mut self, params: &mut [T], grads: &[T], lr: f64) -> Result<()> {
         assert_eq!(params.len(), grads.len());
-        let f = self.kernel(lr, self.steps + 1);
+        let u = Update::new(&self.config, lr, self.steps + 1);
         let all_finite = params
-            .iter()
-            .zip(grads)
-            .zip(self.m.iter().zip(&self.v))
-            .all(|((&p, &g), (&m, &v))| f(p, g, m, v).0.is_finite());
+            .par_chunks(BLOCK)
+            .zip(grads.par_chunks(BLOCK))
+            .zip(self.m.par_chunks(BLOCK).zip(self.v.par_chunks(BLOCK)))
+            .all(|((p, g), (m, v))| {
+                let mut finite = true;
+                check_update(&mut finite, &u, p, g, m, v);
+                finite
+            });
         if !all_finite {
             return Err(Error::Numeric(format!(
                 "update {} would make parameters non-finite (learning rate {lr:e}); it was skipped",
                 self.steps + 1
             )));
         }
-        for ((p, &g), (m, v)) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
-        {
-            (*p, *m, *v) = f(*p, g, *m, *v);
-        }
+        params
+            .par_chunks_mut(BLOCK)
+            .zip(grads.par_chunks(BLOCK))
+            .zip(
+                self.m
+                    .par_chunks_mut(BLOCK)
+                    .zip(self.v.par_chunks_mut(BLOCK)),
+            )
+            .for_each(|((p, g), (m, v))| apply_update(&u, p, g, m, v));
         self.steps += 1;
         Ok(())
+    }
+}
+
+/// Parameters per block of an update pass (256 KB of each of `p`, `g`, `m`, `v`).
+const BLOCK: usize = 1 << 16;
+
+/// The constants of update number `t` with learning rate `lr`, in `T`.
+#[derive(Clone, Copy)]
+struct Update<T> {
+    kind: OptimizerKind,
+    /// Whether `wd p` is added to the gradient (L2 regularisation).
+    l2: bool,
+    wd: T,
+    lr: T,
+    eps: T,
+    mu: T,
+    alpha: T,
+    b1: T,
+    b2: T,
+    /// `1 / (1 - b1^t)`, `1 / (1 - b2^t)`.
+    bc1: T,
+    bc2: T,
+    /// AdamW's `1 - lr wd` (1 for the others).
+    decay: T,
+}
+
+impl<T: Float> Update<T> {
+    fn new(c: &OptimizerConfig, lr: f64, t: u64) -> Self {
+        let adamw = c.kind == OptimizerKind::Adamw;
+        Update {
+            kind: c.kind,
+            l2: !adamw && c.weight_decay != 0.0,
+            wd: T::from_f64(c.weight_decay),
+            lr: T::from_f64(lr),
+            eps: T::from_f64(c.eps),
+            mu: T::from_f64(c.momentum),
+            alpha: T::from_f64(c.alpha),
+            b1: T::from_f64(c.beta1),
+            b2: T::from_f64(c.beta2),
+            bc1: T::from_f64(1.0 / (1.0 - c.beta1.powi(t as i32))),
+            bc2: T::from_f64(1.0 / (1.0 - c.beta2.powi(t as i32))),
+            decay: T::ONE - T::from_f64(if adamw { lr * c.weight_decay } else { 0.0 }),
+        }
+    }
+
+    /// The update of one scalar, `(p, g, m, v) -> (p', m', v')`, by the rule `kind`; `kind`
+    /// is a parameter so that each pass picks the rule once, outside its loop.
+    #[inline(always)]
+    fn rule(&self, kind: OptimizerKind, p: T, g: T, m: T, v: T) -> (T, T, T) {
+        let g = if self.l2 { g + self.wd * p } else { g };
+        match kind {
+            OptimizerKind::Sgd => {
+                let m = self.mu * m + g;
+                (p - self.lr * m, m, v)
+            }
+            OptimizerKind::Adagrad => {
+                let s = m + g * g;
+                (p - self.lr * g / (s.sqrt() + self.eps), s, v)
+            }
+            OptimizerKind::Rmsprop => {
+                let s = self.alpha * v + (T::ONE - self.alpha) * g * g;
+                (p - self.lr * g / (s.sqrt() + self.eps), m, s)
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let m = self.b1 * m + (T::ONE - self.b1) * g;
+                let v = self.b2 * v + (T::ONE - self.b2) * g * g;
+                (
+                    p * self.decay - self.lr * (m * self.bc1) / ((v * self.bc2).sqrt() + self.eps),
+                    m,
+                    v,
+                )
+            }
+        }
+    }
+}
+
+/// Runs `$body` with `$k` bound to `$kind` as a constant of each arm, so that every arm's loop
+/// is a straight vector loop for one rule.
+macro_rules! for_rule {
+    ($kind:expr, |$k:ident| $body:expr) => {
+        match $kind {
+            OptimizerKind::Sgd => {
+                let $k = OptimizerKind::Sgd;
+                $body
+            }
+            OptimizerKind::Adagrad => {
+                let $k = OptimizerKind::Adagrad;
+                $body
+            }
+            OptimizerKind::Rmsprop => {
+                let $k = OptimizerKind::Rmsprop;
+                $body
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let $k = OptimizerKind::Adam;
+                $body
+            }
+        }
+    };
+}
+
+multiversion! {
+    /// `finite` becomes false when the update would make any parameter of the block
+    /// non-finite.
+    fn check_update<T: Float>(finite: &mut bool, u: &Update<T>, params: &[T], grads: &[T], m: &[T], v: &[T]) {
+        let mut all = true;
+        for_rule!(u.kind, |kind| {
+            for (((&p, &g), &m), &v) in params.iter().zip(grads).zip(m).zip(v) {
+                all &= u.rule(kind, p, g, m, v).0.is_finite();
+            }
+        });
+        *finite &= all;
+    }
+}
+
+multiversion! {
+    /// Applies the update to one block.
+    fn apply_update<T: Float>(u: &Update<T>, params: &mut [T], grads: &[T], m: &mut [T], v: &mut [T]) {
+        for_rule!(u.kind, |kind| {
+            for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+                (*p, *m, *v) = u.rule(kind, *p, g, *m, *v);
+            }
+        });
     }
 }
 

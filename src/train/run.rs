@@ -519,6 +519,7 @@ mod tests {
             residual: false,
             attention: Default::default(),
             attention_span: 0,
+            proj_size: 0,
         };
         let mut m = LanguageModel::zeros(c).unwrap();
         initialize(&mut m, &InitConfig::default()).unwrap();

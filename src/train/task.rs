@@ -149,6 +149,7 @@ impl TaskRunConfig {
             residual: self.residual,
             attention: self.attention,
             attention_span: self.attention_span,
+            proj_size: 0,
         };
         c.validate()?;
         Ok(c)

@@ -21,6 +21,7 @@ pub fn config(cell: CellKind, activation: Activation, layers: usize, tie: bool) 
         residual: false,
         attention: Default::default(),
         attention_span: 0,
+        proj_size: 0,
     }
 }
 

@@ -252,10 +252,28 @@ impl<T: Float> PackedRhs<T> {
             let panels = n.div_ceil(nr);
             resize(&mut self.data, panels * k * nr);
             for (p, panel) in self.data.chunks_exact_mut(k * nr).enumerate() {
-                for (row, out) in panel.chunks_exact_mut(nr).enumerate() {
-                    for (j, o) in out.iter_mut().enumerate() {
-                        let col = p * nr + j;
-                        *o = if col < n { at(row, col) } else { T::ZERO };
+                let (first, cols) = (p * nr, nr.min(n - p * nr));
+                match tb {
+                    // Row `row` of the panel is a contiguous piece of row `row` of `b`.
+                    Trans::No => {
+                        for (row, out) in panel.chunks_exact_mut(nr).enumerate() {
+                            out[..cols].copy_from_slice(&b[row * n + first..][..cols]);
+                            out[cols..].fill(T::ZERO);
+                        }
+                    }
+                    // Column `j` of the panel is row `first + j` of `b`: read it in order and
+                    // write it down the panel (which is small enough to stay in cache).
+                    Trans::Yes => {
+                        for j in 0..nr {
+                            let column = panel[j..].iter_mut().step_by(nr);
+                            if j < cols {
+                                for (o, &x) in column.zip(&b[(first + j) * k..][..k]) {
+                                    *o = x;
+                                }
+                            } else {
+                                column.for_each(|o| *o = T::ZERO);
+                            }
+                        }
                     }
                 }
             }
