@@ -316,8 +316,9 @@ impl TensorFile {
             .take_while(|k| self.tensors.contains_key(&format!("rnn.weight_ih_l{k}")))
             .count();
         let top = layers - 1;
-        let output = cols(&format!("rnn.weight_hr_l{top}"))
-            .or_else(|| cols(&format!("rnn.weight_hh_l{top}")))
+        // The top layer's output size: the columns of its `weight_hh` (`H`, or `P` with a
+        // projection, where `weight_hh` is `[4H, P]`).
+        let output = cols(&format!("rnn.weight_hh_l{top}"))
             .ok_or_else(|| err(format!("tensor `rnn.weight_hh_l{top}` is missing")))?;
         // Other modules: name -> its leaves (weight, bias).
         let mut modules: BTreeMap<String, Vec<String>> = BTreeMap::new();
