@@ -69,6 +69,10 @@ pub struct TensorFile {
     pub path: PathBuf,
     pub tensors: BTreeMap<String, Tensor>,
     pub metadata: HashMap<String, String>,
+    /// After [`Self::adopt_pytorch_names`] renamed a PyTorch state dict: each tensor's name in
+    /// the state dict, by the name it has now (tensors made up for a missing embedding or
+    /// decoder have none). `None` for rnnscope's own files, whose names are kept.
+    pub source_names: Option<BTreeMap<String, String>>,
 }
 
 impl TensorFile {
@@ -119,15 +123,6 @@ impl TensorFile {
                     ),
                 )
             })?;
-            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-                return Err(Error::checkpoint(
-                    path,
-                    format!(
-                        "tensor `{name}` holds a non-finite value ({}) at index {i}: the weights are unusable; use an earlier checkpoint",
-                        data[i]
-                    ),
-                ));
-            }
             tensors.insert(
                 name,
                 Tensor {
@@ -136,10 +131,42 @@ impl TensorFile {
                 },
             );
         }
+        Self::from_tensors(path, tensors, metadata)
+    }
+
+    /// Tensors already in memory (e.g. a state dict handed over by Python), named in errors as
+    /// `path`; every value must be finite.
+    pub fn from_tensors(
+        path: &Path,
+        tensors: BTreeMap<String, Tensor>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Self> {
+        for (name, t) in &tensors {
+            if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
+                return Err(Error::checkpoint(
+                    path,
+                    format!(
+                        "tensor `{name}` holds a non-finite value ({}) at index {i}: the weights are unusable; use an earlier checkpoint",
+                        t.data[i]
+                    ),
+                ));
+            }
+            if t.shape.iter().product::<usize>() != t.data.len() {
+                return Err(Error::checkpoint(
+                    path,
+                    format!(
+                        "tensor `{name}` has shape {:?} but {} values",
+                        t.shape,
+                        t.data.len()
+                    ),
+                ));
+            }
+        }
         Ok(TensorFile {
             path: path.to_path_buf(),
             tensors,
             metadata,
+            source_names: None,
         })
     }
 
@@ -298,12 +325,14 @@ impl TensorFile {
             })
         };
         let mut renamed = BTreeMap::new();
+        let mut names = BTreeMap::new();
         for (name, t) in std::mem::take(&mut self.tensors) {
-            let name = match name.strip_prefix(&prefix) {
+            let ours = match name.strip_prefix(&prefix) {
                 Some(rest) if recurrent(rest) => format!("rnn.{rest}"),
-                _ => name,
+                _ => name.clone(),
             };
-            renamed.insert(name, t);
+            names.insert(ours.clone(), name);
+            renamed.insert(ours, t);
         }
         self.tensors = renamed;
         let cols = |name: &str| match self.tensors.get(name).map(|t| &t.shape[..]) {
@@ -316,8 +345,8 @@ impl TensorFile {
             .take_while(|k| self.tensors.contains_key(&format!("rnn.weight_ih_l{k}")))
             .count();
         let top = layers - 1;
-        let output = cols(&format!("rnn.weight_hr_l{top}"))
-            .or_else(|| cols(&format!("rnn.weight_hh_l{top}")))
+        // The top layer's output size: the columns of its W_hh (P with a projection, else H).
+        let output = cols(&format!("rnn.weight_hh_l{top}"))
             .ok_or_else(|| err(format!("tensor `rnn.weight_hh_l{top}` is missing")))?;
         // Other modules: name -> its leaves (weight, bias).
         let mut modules: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -366,6 +395,9 @@ impl TensorFile {
                 if let Some(t) = self.tensors.remove(&from) {
                     self.tensors.insert(to.to_string(), t);
                 }
+                if let Some(n) = names.remove(&from) {
+                    names.insert(to.to_string(), n);
+                }
             }
         };
         if let Some(m) = &embedding {
@@ -406,6 +438,7 @@ impl TensorFile {
             };
             self.tensors.insert("decoder.bias".into(), zeros);
         }
+        self.source_names = Some(names);
         Ok(())
     }
 
@@ -490,12 +523,21 @@ fn decode(view: &TensorView) -> Option<Vec<f64>> {
 pub struct Checkpoint<T> {
     pub model: LanguageModel<T>,
     pub metadata: HashMap<String, String>,
+    /// The PyTorch state dict's names of the parameters (see [`TensorFile::source_names`]).
+    pub source_names: Option<BTreeMap<String, String>>,
 }
 
 /// Loads a model checkpoint (ours, or a PyTorch state dict saved with safetensors, see
 /// [`TensorFile::adopt_pytorch_names`]), strictly.
 pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
-    let mut file = TensorFile::open(path)?;
+    from_file(TensorFile::open(path)?)
+}
+
+/// The model in tensors read by [`TensorFile::open`] or given by [`TensorFile::from_tensors`]
+/// (ours, or a PyTorch state dict), strictly.
+pub fn from_file<T: Float>(mut file: TensorFile) -> Result<Checkpoint<T>> {
+    let path = file.path.clone();
+    let path = path.as_path();
     file.adopt_pytorch_names()?;
     let config = file.model_config()?;
     config.validate()?;
@@ -518,6 +560,7 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
     Ok(Checkpoint {
         model,
         metadata: file.metadata,
+        source_names: file.source_names,
     })
 }
 

@@ -12,6 +12,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An input file (a corpus, a vocabulary, a config, ...) could not be read; `what` names it.
+    #[error("{}: cannot read the {what}: {source}{}", path.display(), if source.kind() == std::io::ErrorKind::NotFound { " (check the path)" } else { "" })]
+    Read {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A checkpoint is missing a tensor, has a wrong shape or is not a valid file.
     #[error("{path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },

@@ -601,6 +601,64 @@ impl<T: Float> LanguageModel<T> {
         Ok(m)
     }
 
+    /// Checks tokens (and targets) `[T, B]` with `B = batch`, and an initial `state`, against
+    /// this model (a token model whose vocabulary holds every id); returns `T`.
+    pub fn check_inputs(
+        &self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        state: Option<&State<T>>,
+        batch: usize,
+    ) -> Result<usize> {
+        let c = &self.config;
+        if c.input_size != 0 {
+            return Err(Error::Config(format!(
+                "the model reads dense inputs (`input_size` = {}), not tokens: token input needs a model with a token embedding",
+                c.input_size
+            )));
+        }
+        if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
+            return Err(Error::Config(format!(
+                "tokens ({}) must be a non-empty [T, B] block with B = {batch}",
+                tokens.len()
+            )));
+        }
+        let targets = targets.unwrap_or(tokens);
+        if targets.len() != tokens.len() {
+            return Err(Error::Config(format!(
+                "targets ({}) must have the shape of tokens ({})",
+                targets.len(),
+                tokens.len()
+            )));
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .chain(targets)
+            .find(|&&x| x as usize >= c.vocab)
+        {
+            return Err(Error::Data(format!(
+                "token {bad} is outside the model's vocabulary of {}",
+                c.vocab
+            )));
+        }
+        if let Some(s) = state {
+            let n = c.layers * batch * c.h_size();
+            let nc = if c.cell.keeps().cell_state {
+                c.layers * batch * c.hidden
+            } else {
+                0
+            };
+            if s.h.len() != n || s.c.len() != nc {
+                return Err(Error::Config(format!(
+                    "state has {} + {} values; this model with batch {batch} needs {n} + {nc}",
+                    s.h.len(),
+                    s.c.len()
+                )));
+            }
+        }
+        Ok(tokens.len() / batch)
+    }
+
     /// All parameters, laid out as `layout` says.
     pub fn params(&self) -> &[T] {
         &self.params

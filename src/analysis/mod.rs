@@ -18,7 +18,7 @@ pub mod text_view;
 pub mod theory;
 
 use crate::cell::{Activation, CellKind, Recurrence};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{LanguageModel, State, Workspace};
 use crate::tensor::Float;
 pub use input::{InputKind, InputRecord};
@@ -258,61 +258,6 @@ pub fn influence<T: Float>(
     profile::sweep(model, &ws.caches, &inject, visit)
 }
 
-fn check_inputs<T: Float>(
-    model: &LanguageModel<T>,
-    tokens: &[u32],
-    targets: &[u32],
-    state: Option<&State<T>>,
-    batch: usize,
-) -> Result<usize> {
-    let c = &model.config;
-    if c.input_size != 0 {
-        return Err(Error::Config(format!(
-            "the model reads dense inputs (`input_size` = {}), not tokens: the gradient-flow analysis needs a model with a token embedding",
-            c.input_size
-        )));
-    }
-    if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
-        return Err(Error::Config(format!(
-            "tokens ({}) must be a non-empty [T, B] block with B = {batch}",
-            tokens.len()
-        )));
-    }
-    if targets.len() != tokens.len() {
-        return Err(Error::Config(format!(
-            "targets ({}) must have the shape of tokens ({})",
-            targets.len(),
-            tokens.len()
-        )));
-    }
-    if let Some(&bad) = tokens
-        .iter()
-        .chain(targets)
-        .find(|&&x| x as usize >= c.vocab)
-    {
-        return Err(Error::Data(format!(
-            "token {bad} is outside the model's vocabulary of {}",
-            c.vocab
-        )));
-    }
-    if let Some(s) = state {
-        let n = c.layers * batch * c.h_size();
-        let nc = if c.cell.keeps().cell_state {
-            c.layers * batch * c.hidden
-        } else {
-            0
-        };
-        if s.h.len() != n || s.c.len() != nc {
-            return Err(Error::Config(format!(
-                "state has {} + {} values; this model with batch {batch} needs {n} + {nc}",
-                s.h.len(),
-                s.c.len()
-            )));
-        }
-    }
-    Ok(tokens.len() / batch)
-}
-
 /// Measures gradient flow through time on one window: `tokens`, `targets` `[T, B]`
 /// (time-major), starting from `state` (zeros when `None`).
 ///
@@ -328,7 +273,7 @@ pub fn snapshot<T: Float>(
     batch: usize,
     opts: &SnapshotOptions,
 ) -> Result<GradflowSnapshot> {
-    let steps = check_inputs(model, tokens, targets, state, batch)?;
+    let steps = model.check_inputs(tokens, Some(targets), state, batch)?;
     let m = to_f64(model)?;
     let c = m.config.clone();
     let state = state.map_or_else(|| State::zeros(&c, batch), convert_state::<T, f64>);

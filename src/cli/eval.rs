@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::{LanguageModel, Output, Workspace};
 use crate::tensor::Float;
 use crate::train::evaluate;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -47,7 +48,19 @@ pub fn load_language_model<T: Float>(
     vocab_file: Option<&Path>,
 ) -> Result<(LanguageModel<T>, Vocab)> {
     let ck = checkpoint::load::<T>(path)?;
-    let c = &ck.model.config;
+    let vocab = vocab_of(&ck.model, &ck.metadata, path, vocab_file)?;
+    Ok((ck.model, vocab))
+}
+
+/// The vocabulary of a language model: read from `vocab_file` when given, else from the
+/// checkpoint's `metadata` (`path` names the checkpoint in errors); it must fit the model.
+pub fn vocab_of<T: Float>(
+    model: &LanguageModel<T>,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+    vocab_file: Option<&Path>,
+) -> Result<Vocab> {
+    let c = &model.config;
     if c.input_size != 0 || c.output != Output::Softmax {
         return Err(Error::checkpoint(
             path,
@@ -57,7 +70,7 @@ pub fn load_language_model<T: Float>(
     let (vocab, source) = match vocab_file {
         Some(f) => (Vocab::from_file(f)?, f.display().to_string()),
         None => {
-            let json = ck.metadata.get(VOCAB_KEY).ok_or_else(|| {
+            let json = metadata.get(VOCAB_KEY).ok_or_else(|| {
                 Error::checkpoint(
                     path,
                     format!("no vocabulary (metadata `{VOCAB_KEY}`): give the model's vocabulary with --vocab-file FILE (one token per line, or a JSON list of tokens)"),
@@ -67,17 +80,17 @@ pub fn load_language_model<T: Float>(
             (v, path.display().to_string())
         }
     };
-    if vocab.len() != ck.model.config.vocab {
+    if vocab.len() != model.config.vocab {
         return Err(Error::checkpoint(
             path,
             format!(
                 "the vocabulary ({source}) has {} tokens but the model's embedding has {} rows: give the vocabulary the model was trained with",
                 vocab.len(),
-                ck.model.config.vocab
+                model.config.vocab
             ),
         ));
     }
-    Ok((ck.model, vocab))
+    Ok(vocab)
 }
 
 #[derive(serde::Serialize)]

@@ -221,7 +221,7 @@ fn check_memory(a: &Args, c: &ModelConfig) -> Result<()> {
 }
 
 /// `--json`: the summary, with the influence view over the text under `text_influence`.
-fn json_summary(snap: &analysis::GradflowSnapshot) -> serde_json::Value {
+pub fn json_summary(snap: &analysis::GradflowSnapshot) -> serde_json::Value {
     let mut v = serde_json::to_value(&snap.summary).expect("the summary serialises");
     if let (Some(t), Some(map)) = (&snap.text_influence, v.as_object_mut()) {
         map.insert(
@@ -232,36 +232,9 @@ fn json_summary(snap: &analysis::GradflowSnapshot) -> serde_json::Value {
     v
 }
 
-pub fn run(a: Args) -> Result<()> {
-    super::set_threads(a.threads);
-    if a.bptt == 0 || a.batch == 0 {
-        return Err(Error::Config(
-            "--bptt and --batch must be at least 1".into(),
-        ));
-    }
-    let (model, vocab) = match (&a.checkpoint, &a.text) {
-        (Some(p), Some(_)) => {
-            let (m, v) = super::eval::load_language_model::<f32>(p, a.vocab_file.as_deref())?;
-            (analysis::to_f64(&m)?, Some(v))
-        }
-        (Some(p), None) => {
-            let m = checkpoint::load::<f64>(p)?.model;
-            if m.config.input_size != 0 {
-                return Err(Error::checkpoint(
-                    p,
-                    format!(
-                        "the model reads dense inputs (input_size {}, a `task adding` model), not tokens: gradflow analyses models with a token embedding (language models, and the dependency, copy and order tasks)",
-                        m.config.input_size
-                    ),
-                ));
-            }
-            (m, None)
-        }
-        (None, _) => (fresh_model(&a)?, None),
-    };
-    check_memory(&a, &model.config)?;
-    let (inputs, targets, record) = input_windows(&a, model.config.vocab, vocab.as_ref())?;
-    let opts = SnapshotOptions {
+/// The snapshot options of `--no-jacobian`, `--jacobian-batch`, `--seed` and `--precision`.
+pub fn options(a: &Args) -> SnapshotOptions {
+    SnapshotOptions {
         jacobian: (!a.no_jacobian).then(|| JacobianOptions {
             batch_index: a.jacobian_batch,
             seed: a.seed,
@@ -272,16 +245,32 @@ pub fn run(a: Args) -> Result<()> {
             PrecisionArg::F32 => Precision::F32,
         },
         ..Default::default()
-    };
+    }
+}
+
+/// What `rnnscope gradflow` measures on `model` with the options `a` (input windows, snapshot,
+/// influence view over `--text` through `vocab`), without writing anything.
+pub fn measure(
+    model: &LanguageModel<f64>,
+    vocab: Option<&Vocab>,
+    a: &Args,
+) -> Result<analysis::GradflowSnapshot> {
+    if a.bptt == 0 || a.batch == 0 {
+        return Err(Error::Config(
+            "--bptt and --batch must be at least 1".into(),
+        ));
+    }
+    check_memory(a, &model.config)?;
+    let (inputs, targets, record) = input_windows(a, model.config.vocab, vocab)?;
+    let opts = options(a);
     if a.jacobian_batch >= a.batch {
         return Err(Error::Config(format!(
             "--jacobian-batch {} must be below --batch {}",
             a.jacobian_batch, a.batch
         )));
     }
-    super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, false)?;
-    let mut snap = snapshot(&model, &inputs, &targets, None, a.batch, &opts)?;
-    if let Some(v) = &vocab {
+    let mut snap = snapshot(model, &inputs, &targets, None, a.batch, &opts)?;
+    if let Some(v) = vocab {
         let text = |ids: &[u32], b: usize| -> Vec<String> {
             (0..a.bptt)
                 .map(|t| v.decode(&ids[t * a.batch + b..][..1]))
@@ -314,6 +303,33 @@ pub fn run(a: Args) -> Result<()> {
         )?);
     }
     snap.summary.input = record;
+    Ok(snap)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::set_threads(a.threads);
+    let (model, vocab) = match (&a.checkpoint, &a.text) {
+        (Some(p), Some(_)) => {
+            let (m, v) = super::eval::load_language_model::<f32>(p, a.vocab_file.as_deref())?;
+            (analysis::to_f64(&m)?, Some(v))
+        }
+        (Some(p), None) => {
+            let m = checkpoint::load::<f64>(p)?.model;
+            if m.config.input_size != 0 {
+                return Err(Error::checkpoint(
+                    p,
+                    format!(
+                        "the model reads dense inputs (input_size {}, a `task adding` model), not tokens: gradflow analyses models with a token embedding (language models, and the dependency, copy and order tasks)",
+                        m.config.input_size
+                    ),
+                ));
+            }
+            (m, None)
+        }
+        (None, _) => (fresh_model(&a)?, None),
+    };
+    super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, false)?;
+    let snap = measure(&model, vocab.as_ref(), &a)?;
     super::clear_out(&a.out, a.force, output::SNAPSHOT_FILE, true)?;
     output::write_dir(&a.out, &snap)?;
     if a.json {

@@ -52,10 +52,14 @@ pub enum Command {
 
 /// Parses the arguments and runs the subcommand.
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    run_command(Cli::parse().command)
+}
+
+/// Runs one parsed subcommand (what `rnnscope COMMAND ...` does).
+pub fn run_command(command: Command) -> Result<()> {
     // A bad RNNSCOPE_KERNEL is an error here, before any work, rather than a panic later.
     crate::tensor::kernel_from_env()?;
-    match cli.command {
+    match command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
@@ -132,8 +136,15 @@ pub fn clear_out(out: &Path, force: bool, marker: &str, remove: bool) -> Result<
 /// Raised by Ctrl-C (see [`install_ctrlc`]); training loops stop at it.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Whether [`install_ctrlc`] takes over Ctrl-C. A program that runs the commands inside its
+/// own process and raises [`STOP`] itself (the Python module) turns it off.
+pub static HANDLE_CTRLC: AtomicBool = AtomicBool::new(true);
+
 /// Ctrl-C raises the stop flag (the loop finishes the step and saves); a second one quits.
 pub fn install_ctrlc() {
+    if !HANDLE_CTRLC.load(Ordering::SeqCst) {
+        return;
+    }
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\ninterrupted twice: quitting now (checkpoints on disk are complete)");

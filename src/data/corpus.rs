@@ -53,16 +53,10 @@ pub struct Corpus {
 
 /// Reads a whole file; a missing or empty file is an error naming it.
 pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let data = std::fs::read(path).map_err(|e| {
-        Error::Data(format!(
-            "{}: cannot read the {what}: {e}{}",
-            path.display(),
-            if e.kind() == std::io::ErrorKind::NotFound {
-                " (check the path)"
-            } else {
-                ""
-            }
-        ))
+    let data = std::fs::read(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source: e,
     })?;
     if data.is_empty() {
         return Err(Error::Data(format!(
