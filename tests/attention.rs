@@ -389,3 +389,127 @@ fn gradflow_writes_the_attention_paths_and_weights() {
         serde_json::from_str(&std::fs::read_to_string(out.join("gradflow.json")).unwrap()).unwrap();
     assert_eq!(json["attention"]["span"], 5);
 }
+
+/// An experiment on the dependency task writes each run's gradient-flow analysis of its final
+/// model on held-out sentences: `gradflow.json` holds the paths that `analysis::snapshot`
+/// gives on the same checkpoint and the sentences its input record names, and `R(l)` at the
+/// dependency's distance along each path goes into `outcome.json`, `runs.csv` and the table.
+#[test]
+fn an_experiment_writes_both_paths_of_each_dependency_run() {
+    use rand::SeedableRng;
+    use rnnscope::analysis;
+    use rnnscope::data::tasks::{Task, TaskKind};
+    let dir = TempDir::new("experiment");
+    let sweep = dir.0.join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "task = \"dependency\"\nlengths = [9]\nseeds = [4]\n\
+         [defaults]\nhidden = 8\nembedding = 4\nbatch = 4\nsteps = 20\neval_every = 10\n\
+         test_size = 8\nlr = 0.01\ncell = \"rnn\"\n\
+         [[model]]\nname = \"rnn\"\n[[model]]\nname = \"rnn-dot\"\nattention = \"dot\"\n",
+    )
+    .unwrap();
+    let out = dir.0.join("exp");
+    ok(&[
+        "experiment",
+        "--config",
+        p(&sweep),
+        "--out",
+        p(&out),
+        "--threads",
+        "1",
+    ]);
+    let l = 9;
+    for (name, attentive) in [("rnn_T9_s4", false), ("rnn-dot_T9_s4", true)] {
+        let run = out.join(name);
+        let json = |path: PathBuf| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let written = json(run.join("gradflow/gradflow.json"));
+        let input = &written["summary"]["input"];
+        assert_eq!(input["kind"], "task", "{name}");
+        let ck = checkpoint::load::<f32>(&run.join("last.safetensors")).unwrap();
+        let task = Task {
+            kind: TaskKind::Dependency,
+            length: l,
+        };
+        let seed = input["seed"].as_u64().unwrap();
+        let windows = input["windows"].as_u64().unwrap() as usize;
+        let b = task.generate(windows, &mut rand::rngs::StdRng::seed_from_u64(seed));
+        let snap = analysis::snapshot(
+            &ck.model,
+            &b.tokens,
+            &b.targets,
+            None,
+            b.batch,
+            &Default::default(),
+        )
+        .unwrap();
+        let ratios = |rows: &serde_json::Value| -> Vec<Option<f64>> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["ratio"].as_f64())
+                .collect()
+        };
+        let close = |a: &[Option<f64>], b: Vec<Option<f64>>| {
+            assert_eq!(a.len(), b.len(), "{name}");
+            for (x, y) in a.iter().zip(&b) {
+                match (x, y) {
+                    (Some(x), Some(y)) => {
+                        assert!((x - y).abs() <= 1e-12 * y.abs(), "{name}: {x} {y}")
+                    }
+                    _ => assert_eq!(x, y, "{name}"),
+                }
+            }
+        };
+        let recurrent: Vec<Option<f64>> = snap.profiles[0].hidden.iter().map(|r| r.ratio).collect();
+        close(&recurrent, ratios(&written["profiles"][0]["hidden"]));
+        let outcome = json(run.join("outcome.json"));
+        // JSON keeps f64 to rounding.
+        let same = |v: &serde_json::Value, want: f64| {
+            let got = v.as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "{name}: {got} {want}"
+            );
+        };
+        same(&outcome["ratio_recurrent"], recurrent[l].unwrap());
+        assert!(recurrent[l].unwrap() > 0.0);
+        // At the dependent word: step i (reads `her`) and the key noun's step j = i - (l - 1).
+        let (i, j) = task.dependency_steps().unwrap();
+        assert_eq!((i, i - j), (b.steps - 2, l - 1));
+        let pair = |m: &[f64]| m[i * b.steps + j] / m[i * b.steps + i];
+        same(&outcome["dependent_recurrent"], pair(&snap.influence[0]));
+        match &snap.attention {
+            Some(a) => {
+                assert!(attentive, "{name}");
+                let path: Vec<Option<f64>> = a.path.iter().map(|r| r.ratio).collect();
+                close(&path, ratios(&written["attention"]["path"]));
+                same(&outcome["ratio_attention"], path[l].unwrap());
+                let hop = pair(&a.influence);
+                assert!(hop > 0.0);
+                same(&outcome["dependent_attention"], hop);
+                assert!(run.join("gradflow/attention_profile.csv").exists());
+            }
+            None => {
+                assert!(!attentive, "{name}");
+                assert!(outcome["ratio_attention"].is_null(), "{name}");
+                assert!(outcome["dependent_attention"].is_null(), "{name}");
+            }
+        }
+    }
+    let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    assert!(
+        runs.starts_with("model,length,seed,metric_name,metric,baseline,solved,updates,seconds,decay_per_step,ratio_recurrent,ratio_attention,dependent_recurrent,dependent_attention\n"),
+        "{runs}"
+    );
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    for part in [
+        ", R(l) recurrent ",
+        ", R(l) attention ",
+        ", dependent word attention ",
+    ] {
+        assert!(table.contains(part), "{part} in {table}");
+    }
+}

@@ -481,6 +481,22 @@ fn any_module_names_load_by_structure_and_unsupported_layouts_are_refused_by_nam
     assert_eq!(custom.config, reference.config);
     assert_eq!(custom.params(), reference.params());
     assert_eq!(logits(&custom), logits(&reference));
+    // The same with a projection: the decoder is found by its P = 6 columns.
+    let proj = TensorFile::open(&fixtures().join("wlm_lstm_proj.safetensors")).unwrap();
+    let reference = checkpoint::load::<f32>(&proj.path).unwrap().model;
+    let custom = renamed_state_dict(&proj, "custom_proj", |n| {
+        Some(
+            n.replace("encoder.", "embed.")
+                .replace("rnn.", "lstm.")
+                .replace("decoder.", "fc."),
+        )
+    })
+    .unwrap()
+    .model;
+    assert_eq!(custom.config, reference.config);
+    assert_eq!(custom.config.proj_size, 6);
+    assert_eq!(custom.params(), reference.params());
+    assert_eq!(logits(&custom), logits(&reference));
     // A decoder without bias (nn.Linear(bias=False)) reads as bias 0.
     let no_bias = renamed_state_dict(&wlm, "nobias", |n| {
         (n != "decoder.bias").then(|| n.to_string())

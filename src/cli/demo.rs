@@ -8,17 +8,13 @@
 //! argument predicts: the RNN's accuracy on the dependent word falls to chance as `l` grows,
 //! because its gradient across `l` steps is orders of magnitude smaller than the LSTM's.
 
-use crate::analysis;
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::{Task, TaskKind, NOUNS};
 use crate::error::{Error, Result};
 use crate::layers::attention::Attention;
-use crate::model::LanguageModel;
 use crate::train::experiment::run_parallel;
 use crate::train::records::{write_csv, write_json, DemoRow, TaskSummary};
-use crate::train::task::{run_task, TaskRunConfig};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use crate::train::task::{run_task, write_task_gradflow, TaskRunConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,46 +119,6 @@ fn run_config(model: Model, distance: usize, steps: usize, seed: u64) -> TaskRun
     c
 }
 
-/// Measures a trained model's gradient flow on fresh held-out sentences, writes the full
-/// analysis into `dir` (as `rnnscope gradflow` does) and returns `R(l)` and the per-step decay.
-/// For an attentive model `R(l)` is along the attention path (the one hop from the loss to
-/// the key noun's state), the path that carries the dependency.
-fn gradient_flow(
-    model: &LanguageModel<f32>,
-    task: &Task,
-    seed: u64,
-    dir: &Path,
-) -> Result<(Option<f64>, Option<f64>)> {
-    let b = task.generate(16, &mut StdRng::seed_from_u64(seed ^ 0xD3));
-    let mut snap = analysis::snapshot(
-        model,
-        &b.tokens,
-        &b.targets,
-        None,
-        b.batch,
-        &Default::default(),
-    )?;
-    snap.summary.input = analysis::InputRecord {
-        kind: analysis::InputKind::Task,
-        source: format!("dependency, l = {} (held-out sentences)", task.length),
-        tokenizer: None,
-        windows: b.batch,
-        window_length: b.steps,
-        seed,
-        offsets: Vec::new(),
-        unknown: 0,
-    };
-    analysis::output::write_dir(dir, &snap)?;
-    let ratio = match &snap.attention {
-        Some(a) => a.path.get(task.length).and_then(|r| r.ratio),
-        None => snap.profiles[0]
-            .hidden
-            .get(task.length)
-            .and_then(|r| r.ratio),
-    };
-    Ok((ratio, snap.summary.decay_per_step))
-}
-
 pub fn run(args: Args) -> Result<()> {
     let workers = super::set_threads(args.threads);
     for &l in &args.distances {
@@ -200,8 +156,11 @@ pub fn run(args: Args) -> Result<()> {
             kind: TaskKind::Dependency,
             length: l,
         };
-        let (ratio, decay) = gradient_flow(&model, &task, args.seed, &dir.join("gradflow"))?;
-        let row = demo_row(&r, which, ratio, decay);
+        // For an attentive model `R(l)` along the attention path, the one that carries the
+        // dependency.
+        let flow = write_task_gradflow(&model, &task, args.seed, &dir.join("gradflow"))?;
+        let ratio = flow.profile.attention.or(flow.profile.recurrent);
+        let row = demo_row(&r, which, ratio, flow.decay_per_step);
         println!(
             "  {:<14} l = {:>3}: accuracy {:>5.1}%  R(l) = {}  ({} updates, {:.0} s)",
             row.cell,

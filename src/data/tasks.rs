@@ -174,6 +174,12 @@ impl Task {
         Ok(Task { kind, length })
     }
 
+    /// The dependency task's pair of steps `(i, j)`: `i` reads `her` and is scored on the
+    /// dependent noun, `j` reads the key noun (`i - j = l - 1`); `None` for other tasks.
+    pub fn dependency_steps(&self) -> Option<(usize, usize)> {
+        (self.kind == TaskKind::Dependency).then(|| (self.steps() - 2, DEPENDENCY_PREFIX))
+    }
+
     /// Time steps of one sequence.
     pub fn steps(&self) -> usize {
         match self.kind {
@@ -422,6 +428,7 @@ mod tests {
                 // Input position of the key noun: the answer's position minus l.
                 let key = &vocab[b.tokens[(t + 1 - l) * b.batch + col] as usize];
                 assert_eq!(key, answer, "distance {l}");
+                assert_eq!(task.dependency_steps(), Some((t, t + 1 - l)));
                 // No other noun appears in between.
                 for s in t + 2 - l..=t {
                     let w = vocab[b.tokens[s * b.batch + col] as usize];

@@ -18,14 +18,15 @@
 //! trained by [`run_point`]: by the local pool ([`run_sweep`], one run per core), or one point
 //! per task of a cluster's job array. [`collect`] then gathers whatever points have finished
 //! into the tables (`runs.csv`, `runs.json`, `results.csv`, `results.json`, `results.md`) and
-//! lists the rest.
+//! lists the rest. On the dependency task each finished point also gets the gradient-flow
+//! analysis of its final model in its run directory's `gradflow/` ([`write_task_gradflow`]).
 
 use super::plan::{check_name, run_dir_name, Plan, PlanPoint, OUTCOME_FILE};
 use super::records::{
     read_json, write_csv, write_json, ExperimentRow, RunOutcome, RunRow, TaskSummary,
 };
 use super::run::{Monitor, StopReason};
-use super::task::{run_task_until, TaskRunConfig};
+use super::task::{run_task_until, write_task_gradflow, TaskGradflow, TaskRunConfig};
 use crate::analysis::profile;
 use crate::checkpoint::write_atomic;
 use crate::data::tasks::{Task, TaskKind};
@@ -202,7 +203,8 @@ pub fn measured_decay(model: &LanguageModel<f32>, task: &Task, seed: u64) -> Opt
 /// Trains grid point `point` of the experiment in `out`, in its run directory: a new run, the
 /// continuation of a run stopped before its end (killed, preempted, interrupted) from its last
 /// checkpoint, or nothing when the run is done (see [`run_task_until`]). A finished point gets
-/// its [`RunOutcome`] (with the measured decay) in `outcome.json` and returns it; a point
+/// its [`RunOutcome`] (with the measured decay and, on the dependency task, the gradient
+/// ratios of its `gradflow/` analysis) in `outcome.json` and returns it; a point
 /// stopped by `stop` returns `None`. The error of a failed attempt is also kept in
 /// `DIR/logs/point-<i>.failed` for [`collect`] (removed when the point is tried again).
 pub fn run_point(
@@ -239,11 +241,22 @@ fn train_point(
     if matches!(reason, StopReason::Interrupted | StopReason::TimeLimit) {
         return Ok(None);
     }
+    let task = c.task()?;
+    // The dependency task's distance is the one its gradient has to cross: its analysis
+    // (both paths of an attentive model) goes into the run's `gradflow/`.
+    let flow = match task.kind {
+        TaskKind::Dependency => write_task_gradflow(&model, &task, c.seed, &dir.join("gradflow"))?,
+        _ => TaskGradflow::default(),
+    };
     let outcome = RunOutcome {
         model: point.model.clone(),
         length: c.length,
         seed: c.seed,
-        decay_per_step: measured_decay(&model, &c.task()?, c.seed),
+        decay_per_step: measured_decay(&model, &task, c.seed),
+        ratio_recurrent: flow.profile.recurrent,
+        ratio_attention: flow.profile.attention,
+        dependent_recurrent: flow.dependent.recurrent,
+        dependent_attention: flow.dependent.attention,
         result,
     };
     write_json(&dir.join(OUTCOME_FILE), &outcome)?;
@@ -504,6 +517,10 @@ impl Collection {
                     mean_metric: s.metric,
                     mean_decay_per_step: s.decay,
                     mean_seconds: s.seconds,
+                    ratio_recurrent: s.ratio_recurrent,
+                    ratio_attention: s.ratio_attention,
+                    dependent_recurrent: s.dependent_recurrent,
+                    dependent_attention: s.dependent_attention,
                 }
             })
             .collect();
@@ -527,6 +544,16 @@ struct Stats {
     metric: f64,
     decay: Option<f64>,
     seconds: f64,
+    ratio_recurrent: Option<f64>,
+    ratio_attention: Option<f64>,
+    dependent_recurrent: Option<f64>,
+    dependent_attention: Option<f64>,
+}
+
+/// Geometric mean of the values there are (ratios span orders of magnitude).
+fn geometric_mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let logs: Vec<f64> = values.flatten().map(f64::ln).collect();
+    (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp())
 }
 
 fn stats(group: &[&RunOutcome]) -> Stats {
@@ -540,6 +567,10 @@ fn stats(group: &[&RunOutcome]) -> Stats {
         metric: group.iter().map(|o| o.result.metric).sum::<f64>() / n as f64,
         decay: (!decays.is_empty()).then(|| decays.iter().sum::<f64>() / decays.len() as f64),
         seconds: group.iter().map(|o| o.result.seconds).sum::<f64>() / n as f64,
+        ratio_recurrent: geometric_mean(group.iter().map(|o| o.ratio_recurrent)),
+        ratio_attention: geometric_mean(group.iter().map(|o| o.ratio_attention)),
+        dependent_recurrent: geometric_mean(group.iter().map(|o| o.dependent_recurrent)),
+        dependent_attention: geometric_mean(group.iter().map(|o| o.dependent_attention)),
     }
 }
 
@@ -575,16 +606,22 @@ fn groups<'a>(
 }
 
 /// The markdown results table: one row per model, one column per length, each cell
-/// `solved/runs (mean metric), decay d/step`.
+/// `solved/runs (mean metric), decay d/step`, and on the dependency task the gradient ratios
+/// of [`RunOutcome`] through the recurrence (and attention), geometric means over the runs.
 pub fn summary_markdown(plan: &Plan, outcomes: &[RunOutcome]) -> String {
     let task = Task {
         kind: plan.task,
         length: plan.lengths[0],
     };
     let mut s = format!(
-        "Task `{}`; cell = runs solved / runs (mean {}), measured gradient decay per step. Solved: {}.\n\n| model |",
+        "Task `{}`; cell = runs solved / runs (mean {}), measured gradient decay per step{}. Solved: {}.\n\n| model |",
         plan.task.name(),
         task.metric_name(),
+        if plan.task == TaskKind::Dependency {
+            ", R(l) = P(l) / P(0) at the dependency's distance l on held-out sentences through the recurrence and through attention, and at the dependent word: mean |dJ/dh| at the key noun over mean |dJ/dh| at its own step (geometric means over the runs; the analysis is in each run's gradflow/)"
+        } else {
+            ""
+        },
         match plan.task {
             TaskKind::Adding => "test MSE < 0.01 (baseline 1/6 = 0.167)",
             _ => "accuracy >= 99%",
@@ -608,9 +645,18 @@ pub fn summary_markdown(plan: &Plan, outcomes: &[RunOutcome]) -> String {
                     let decay = st
                         .decay
                         .map_or("n/a".to_string(), |d| format!("{d:.3}/step"));
+                    let ratio = |name: &str, r: Option<f64>| {
+                        r.map_or(String::new(), |r| format!(", {name} {r:.1e}"))
+                    };
                     s.push_str(&format!(
-                        " {}/{} ({:.4}), {decay} |",
-                        st.solved, st.n, st.metric
+                        " {}/{} ({:.4}), {decay}{}{}{}{} |",
+                        st.solved,
+                        st.n,
+                        st.metric,
+                        ratio("R(l) recurrent", st.ratio_recurrent),
+                        ratio("R(l) attention", st.ratio_attention),
+                        ratio("dependent word recurrent", st.dependent_recurrent),
+                        ratio("dependent word attention", st.dependent_attention)
                     ));
                 }
                 None => s.push_str(" |"),

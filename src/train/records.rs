@@ -278,6 +278,20 @@ pub struct RunOutcome {
     pub result: TaskSummary,
     /// Geometric-mean per-step decay of `R(l)` on held-out sequences after training.
     pub decay_per_step: Option<f64>,
+    /// Dependency task: `R(l)` at the dependency's distance `l` through the recurrence, from
+    /// the gradient-flow analysis in the run's `gradflow/`.
+    #[serde(default)]
+    pub ratio_recurrent: Option<f64>,
+    /// The same through attention, for an attentive model.
+    #[serde(default)]
+    pub ratio_attention: Option<f64>,
+    /// Dependency task: at the step scored on the dependent noun `i` and the key noun's step
+    /// `j`, `mean |dJ^(i)/dh^(j)| / mean |dJ^(i)/dh^(i)|` through the recurrence.
+    #[serde(default)]
+    pub dependent_recurrent: Option<f64>,
+    /// The same through attention, for an attentive model.
+    #[serde(default)]
+    pub dependent_attention: Option<f64>,
 }
 
 impl RunOutcome {
@@ -295,6 +309,10 @@ impl RunOutcome {
             updates: r.updates,
             seconds: r.seconds,
             decay_per_step: self.decay_per_step,
+            ratio_recurrent: self.ratio_recurrent,
+            ratio_attention: self.ratio_attention,
+            dependent_recurrent: self.dependent_recurrent,
+            dependent_attention: self.dependent_attention,
         }
     }
 }
@@ -312,6 +330,10 @@ pub struct RunRow {
     pub updates: u64,
     pub seconds: f64,
     pub decay_per_step: Option<f64>,
+    pub ratio_recurrent: Option<f64>,
+    pub ratio_attention: Option<f64>,
+    pub dependent_recurrent: Option<f64>,
+    pub dependent_attention: Option<f64>,
 }
 
 impl CsvRecord for RunRow {
@@ -326,6 +348,10 @@ impl CsvRecord for RunRow {
         "updates",
         "seconds",
         "decay_per_step",
+        "ratio_recurrent",
+        "ratio_attention",
+        "dependent_recurrent",
+        "dependent_attention",
     ];
 
     fn fields(&self) -> Vec<String> {
@@ -340,6 +366,10 @@ impl CsvRecord for RunRow {
             self.updates.to_string(),
             self.seconds.to_string(),
             opt(self.decay_per_step),
+            opt(self.ratio_recurrent),
+            opt(self.ratio_attention),
+            opt(self.dependent_recurrent),
+            opt(self.dependent_attention),
         ]
     }
 
@@ -355,6 +385,10 @@ impl CsvRecord for RunRow {
             updates: r.num("updates")?,
             seconds: r.num("seconds")?,
             decay_per_step: r.opt("decay_per_step")?,
+            ratio_recurrent: r.opt_column("ratio_recurrent")?,
+            ratio_attention: r.opt_column("ratio_attention")?,
+            dependent_recurrent: r.opt_column("dependent_recurrent")?,
+            dependent_attention: r.opt_column("dependent_attention")?,
         })
     }
 }
@@ -371,6 +405,18 @@ pub struct ExperimentRow {
     pub mean_metric: f64,
     pub mean_decay_per_step: Option<f64>,
     pub mean_seconds: f64,
+    /// Geometric mean of the runs' [`RunOutcome::ratio_recurrent`].
+    #[serde(default)]
+    pub ratio_recurrent: Option<f64>,
+    /// Geometric mean of the runs' [`RunOutcome::ratio_attention`].
+    #[serde(default)]
+    pub ratio_attention: Option<f64>,
+    /// Geometric mean of the runs' [`RunOutcome::dependent_recurrent`].
+    #[serde(default)]
+    pub dependent_recurrent: Option<f64>,
+    /// Geometric mean of the runs' [`RunOutcome::dependent_attention`].
+    #[serde(default)]
+    pub dependent_attention: Option<f64>,
 }
 
 impl CsvRecord for ExperimentRow {
@@ -383,6 +429,10 @@ impl CsvRecord for ExperimentRow {
         "mean_metric",
         "mean_decay_per_step",
         "mean_seconds",
+        "ratio_recurrent",
+        "ratio_attention",
+        "dependent_recurrent",
+        "dependent_attention",
     ];
 
     fn fields(&self) -> Vec<String> {
@@ -395,6 +445,10 @@ impl CsvRecord for ExperimentRow {
             self.mean_metric.to_string(),
             opt(self.mean_decay_per_step),
             self.mean_seconds.to_string(),
+            opt(self.ratio_recurrent),
+            opt(self.ratio_attention),
+            opt(self.dependent_recurrent),
+            opt(self.dependent_attention),
         ]
     }
 
@@ -408,6 +462,10 @@ impl CsvRecord for ExperimentRow {
             mean_metric: r.num("mean_metric")?,
             mean_decay_per_step: r.opt("mean_decay_per_step")?,
             mean_seconds: r.num("mean_seconds")?,
+            ratio_recurrent: r.opt_column("ratio_recurrent")?,
+            ratio_attention: r.opt_column("ratio_attention")?,
+            dependent_recurrent: r.opt_column("dependent_recurrent")?,
+            dependent_attention: r.opt_column("dependent_attention")?,
         })
     }
 }
@@ -515,6 +573,16 @@ impl Row<'_> {
             Ok(None)
         } else {
             self.num(name).map(Some)
+        }
+    }
+
+    /// Like [`Self::opt`], a file without column `name` (written before it was added) being
+    /// `None`.
+    pub fn opt_column<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        if self.has(name) {
+            self.opt(name)
+        } else {
+            Ok(None)
         }
     }
 }

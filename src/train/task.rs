@@ -25,6 +25,7 @@ use super::run::{
 use super::rundir::{RunDir, RunKind, SavedState};
 use super::schedule::Schedule;
 use super::step::{Batch, Clip};
+use crate::analysis;
 use crate::cell::{Activation, CellKind, Recurrence};
 use crate::data::tasks::{Task, TaskBatch, TaskKind};
 use crate::error::{Error, Result, RunDirProblem};
@@ -548,6 +549,92 @@ pub fn run_task_until(
     };
     let (reason, summary) = train(&mut session, &mut data, Some(&mut dir), monitor, stop)?;
     Ok((reason, summary, session.trainer.model))
+}
+
+/// Held-out sentences that [`write_task_gradflow`] analyses.
+pub const GRADFLOW_SENTENCES: usize = 16;
+
+/// A ratio of gradient norms along each path.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PathRatios {
+    /// Through the recurrence (the top layer's `dJ^(i)/dh^(j)` carried back step by step).
+    pub recurrent: Option<f64>,
+    /// Through attention: the one hop from `J^(i)` to `h^(j)` (`None` without attention).
+    pub attention: Option<f64>,
+}
+
+/// What [`write_task_gradflow`] measured of a trained model on held-out sequences.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TaskGradflow {
+    /// `R(l) = P(l) / P(0)` of the profiles at the task's distance `l` (means over every
+    /// target step `i`).
+    pub profile: PathRatios,
+    /// Dependency task, at the scored step `i` and the key noun's step `j`
+    /// ([`Task::dependency_steps`]): `mean |dJ^(i)/dh^(j)| / mean |dJ^(i)/dh^(i)|` over the
+    /// sentences.
+    pub dependent: PathRatios,
+    /// Measured per-step decay of the recurrent path (geometric mean).
+    pub decay_per_step: Option<f64>,
+}
+
+/// Measures the gradient flow of a trained `model` on [`GRADFLOW_SENTENCES`] fresh held-out
+/// sequences of `task`, writes the full analysis into `dir` (the files of `rnnscope gradflow`)
+/// and returns `R(l)` at the task's distance along each path (and, on the dependency task,
+/// the ratio at the dependent word).
+///
+/// ```text
+/// input = task.generate(16, StdRng::seed_from_u64(seed ^ 0xD3))   (its seed is in gradflow.json)
+/// ```
+pub fn write_task_gradflow(
+    model: &LanguageModel<f32>,
+    task: &Task,
+    seed: u64,
+    dir: &Path,
+) -> Result<TaskGradflow> {
+    let input_seed = seed ^ 0xD3;
+    let b = task.generate(GRADFLOW_SENTENCES, &mut StdRng::seed_from_u64(input_seed));
+    let mut snap = analysis::snapshot(
+        model,
+        &b.tokens,
+        &b.targets,
+        None,
+        b.batch,
+        &Default::default(),
+    )?;
+    snap.summary.input = analysis::InputRecord {
+        kind: analysis::InputKind::Task,
+        source: format!(
+            "{}, length {} (held-out sequences)",
+            task.kind.name(),
+            task.length
+        ),
+        tokenizer: None,
+        windows: b.batch,
+        window_length: b.steps,
+        seed: input_seed,
+        offsets: Vec::new(),
+        unknown: 0,
+    };
+    analysis::output::write_dir(dir, &snap)?;
+    let at = |rows: &[analysis::profile::ProfileRow]| rows.get(task.length).and_then(|r| r.ratio);
+    // Influence matrices are `[T, T]`, row `i` (target), column `j` (source).
+    let steps = b.steps;
+    let pair = |m: &[f64]| {
+        let (i, j) = task.dependency_steps()?;
+        let own = m[i * steps + i];
+        (own > 0.0).then(|| m[i * steps + j] / own)
+    };
+    Ok(TaskGradflow {
+        profile: PathRatios {
+            recurrent: snap.profiles.last().and_then(|p| at(&p.hidden)),
+            attention: snap.attention.as_ref().and_then(|a| at(&a.path)),
+        },
+        dependent: PathRatios {
+            recurrent: snap.influence.last().and_then(|m| pair(m)),
+            attention: snap.attention.as_ref().and_then(|a| pair(&a.influence)),
+        },
+        decay_per_step: snap.summary.decay_per_step,
+    })
 }
 
 /// The saved state of the run of `cfg` in `dir`, if there is one to continue. A directory
