@@ -4,10 +4,13 @@
     python examples/python/gradflow_overhead.py [path/to/rnnscope] [rounds]
 
 The checkpoint is a random LSTM (V 65, E 32, H 256); the work: 16 random windows of 128
-tokens, the full analysis in f64 (influence sweep, Jacobians, spectra).
+tokens, the full analysis in f64 (influence sweep, Jacobians, spectra). Prints the median wall
+time and the median CPU time (user + system, all threads; steadier than wall time on a busy
+machine) of each.
 """
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,14 +45,25 @@ def python():
     rnnscope.Model.load(ck).gradflow(bptt=128, batch=16)
 
 
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 times = {"command": [], "python": []}
+cpus = {"command": [], "python": []}
 for r in range(rounds + 1):
     for name, f in (("command", command), ("python", python)):
-        t = time.perf_counter()
+        who = resource.RUSAGE_CHILDREN if name == "command" else resource.RUSAGE_SELF
+        t, c = time.perf_counter(), cpu(who)
         f()
         if r > 0:  # round 0 warms the caches
             times[name].append(time.perf_counter() - t)
-cmd, py = statistics.median(times["command"]), statistics.median(times["python"])
-print(f"rnnscope gradflow --checkpoint lstm.safetensors {' '.join(args)}: median {cmd:.3f} s")
-print(f"Model.load(...).gradflow(bptt=128, batch=16):            median {py:.3f} s")
-print(f"python / command = {py / cmd:.3f} ({rounds} alternated rounds each)")
+            cpus[name].append(cpu(who) - c)
+med = {k: (statistics.median(times[k]), statistics.median(cpus[k])) for k in times}
+print(f"rnnscope gradflow --checkpoint lstm.safetensors {' '.join(args)}: "
+      f"median {med['command'][0]:.3f} s wall, {med['command'][1]:.3f} s CPU")
+print(f"Model.load(...).gradflow(bptt=128, batch=16): "
+      f"median {med['python'][0]:.3f} s wall, {med['python'][1]:.3f} s CPU")
+print(f"python / command: wall {med['python'][0] / med['command'][0]:.3f}, "
+      f"CPU {med['python'][1] / med['command'][1]:.3f} ({rounds} alternated rounds each)")
