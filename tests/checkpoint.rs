@@ -8,10 +8,11 @@ use rnnscope::{Activation, CellKind, LanguageModel, State, Workspace};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnscope-ckpt-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("model.safetensors")
+/// A fresh folder (removed when the first value drops) and the checkpoint path inside it.
+fn tmp(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("ckpt-{name}"));
+    let path = dir.join("model.safetensors");
+    (dir, path)
 }
 
 fn logits(m: &LanguageModel<f32>) -> Vec<f32> {
@@ -40,7 +41,7 @@ fn save_then_load_gives_identical_outputs() {
         (CellKind::Rnn, Activation::Identity, true),
     ] {
         let m = f32_model(cell, act, tie);
-        let path = tmp(&format!("{cell:?}{act:?}{tie}"));
+        let (_dir, path) = tmp(&format!("{cell:?}{act:?}{tie}"));
         let meta = HashMap::from([("rnnscope.vocab".to_string(), "[\"a\",\"b\"]".to_string())]);
         checkpoint::save(&m, &path, &meta).unwrap();
         let back = checkpoint::load::<f32>(&path).unwrap();
@@ -103,7 +104,7 @@ fn pytorch_state_dict_loads_with_inferred_config() {
 #[test]
 fn wrong_shape_missing_tensor_and_truncation_are_refused_by_name() {
     let m = f32_model(CellKind::Lstm, Activation::Tanh, false);
-    let path = tmp("refusals");
+    let (_dir, path) = tmp("refusals");
     checkpoint::save(&m, &path, &HashMap::new()).unwrap();
     let good = TensorFile::open(&path).unwrap();
     let meta = good.metadata.clone();
@@ -459,7 +460,7 @@ fn renamed_state_dict(
             rename(n).map(|n| (n, t.shape.clone(), v))
         })
         .collect();
-    let path = tmp(name);
+    let (_dir, path) = tmp(name);
     write_tensors(&path, &tensors, &HashMap::new()).unwrap();
     checkpoint::load::<f32>(&path)
 }

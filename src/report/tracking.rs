@@ -144,7 +144,7 @@ pub(super) fn tracking_part(dir: &Path, p: &Prefix, part: &mut Part) -> Result<(
             s.blocks.push(fig(
                 p.name("track_decay"),
                 Figure::Line(c),
-                "Per-step factor by which the gradient shrinks with distance, measured on the training window at each tracked step: closer to 1 means longer memory.",
+                "Per-step factor of the gradient with distance, measured on the training window at each tracked step: below 1 the gradient shrinks geometrically (closer to 1 means longer memory), above 1 it grows.",
             ));
         }
         if let Some(&k) = layers.last() {
