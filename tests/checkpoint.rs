@@ -240,11 +240,26 @@ fn word_language_model_state_dict_evaluates_and_samples_as_in_pytorch() {
     let out = greedy_sample("wlm_lstm.safetensors", "wlm_vocab.txt", "the dog", 12);
     assert_eq!(out, format!("{}\n", data.metadata["wlm.greedy"]));
 
-    // gradflow on the held-out text, read through the same vocabulary file: 14 words and 2
-    // <eos>, cut into 2 windows of 5 steps (each with its next-word targets).
-    let out_dir = std::env::temp_dir().join(format!("rnnscope-wlm-gf-{}", std::process::id()));
+    let (_out_dir, g) = gradflow_on_the_held_out_text("wlm_lstm.safetensors");
+    let input = &g["summary"]["input"];
+    assert_eq!(
+        (&input["kind"], &input["tokenizer"], &input["unknown"]),
+        (&"text".into(), &"word".into(), &1.into()),
+        "{input}"
+    );
+    assert_eq!(
+        input["source"],
+        fixtures().join("wlm_eval.txt").display().to_string()
+    );
+}
+
+/// `gradflow --text` on the word-model fixtures' held-out text, read through their vocabulary
+/// file: 14 words and 2 <eos>, cut into 2 windows of 5 steps (each with its next-word
+/// targets). Returns the output folder (removed when dropped) and its `gradflow.json`.
+fn gradflow_on_the_held_out_text(checkpoint: &str) -> (TempDir, serde_json::Value) {
+    let out_dir = TempDir::new(&format!("gf-{checkpoint}"));
     let (ckpt, vocab, text) = (
-        fixtures().join("wlm_lstm.safetensors"),
+        fixtures().join(checkpoint),
         fixtures().join("wlm_vocab.txt"),
         fixtures().join("wlm_eval.txt"),
     );
@@ -261,19 +276,12 @@ fn word_language_model_state_dict_evaluates_and_samples_as_in_pytorch() {
         "--batch",
         "2",
         "--out",
-        out_dir.to_str().unwrap(),
+        out_dir.0.to_str().unwrap(),
     ]);
     assert!(ok, "gradflow failed: {err}");
     let g: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("gradflow.json")).unwrap()).unwrap();
-    let input = &g["summary"]["input"];
-    assert_eq!(
-        (&input["kind"], &input["tokenizer"], &input["unknown"]),
-        (&"text".into(), &"word".into(), &1.into()),
-        "{input}"
-    );
-    assert_eq!(input["source"], text.display().to_string());
-    std::fs::remove_dir_all(&out_dir).unwrap();
+    (out_dir, g)
 }
 
 /// word_language_model's RNNModel with `nn.LSTM(8, 10, 2, proj_size=6)` and its decoder
@@ -311,30 +319,7 @@ fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
     assert!(data.metadata["proj.greedy"].ends_with('\n'));
     assert_eq!(out, data.metadata["proj.greedy"]);
 
-    let out_dir = std::env::temp_dir().join(format!("rnnscope-proj-gf-{}", std::process::id()));
-    let (ckpt, vocab, text) = (
-        fixtures().join("wlm_lstm_proj.safetensors"),
-        fixtures().join("wlm_vocab.txt"),
-        fixtures().join("wlm_eval.txt"),
-    );
-    let (ok, _, err) = rnnscope(&[
-        "gradflow",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--vocab-file",
-        vocab.to_str().unwrap(),
-        "--text",
-        text.to_str().unwrap(),
-        "--bptt",
-        "5",
-        "--batch",
-        "2",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(ok, "gradflow failed: {err}");
-    let g: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("gradflow.json")).unwrap()).unwrap();
+    let (out_dir, g) = gradflow_on_the_held_out_text("wlm_lstm_proj.safetensors");
     assert_eq!(g["summary"]["input"]["kind"], "text");
     for layer in g["spectrum"].as_array().unwrap() {
         for gate in layer["gates"].as_array().unwrap() {
@@ -345,7 +330,7 @@ fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
     assert!(top["mean"].as_f64().unwrap() > 0.0, "{top}");
     assert_eq!(g["summary"]["proj_size"], 6);
     // The report names the spectra as what they are, and states no vanilla-RNN rule.
-    let r = rnnscope::report::build(&out_dir).unwrap();
+    let r = rnnscope::report::build(&out_dir.0).unwrap();
     let captions: Vec<&str> = r.figures().iter().map(|f| f.caption.as_str()).collect();
     let spectra: Vec<&&str> = captions
         .iter()
@@ -361,7 +346,7 @@ fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
         "{captions:?}"
     );
     let html = std::fs::read_to_string(
-        rnnscope::report::write(&out_dir, &Default::default())
+        rnnscope::report::write(&out_dir.0, &Default::default())
             .unwrap()
             .html,
     )
@@ -370,7 +355,6 @@ fn projected_lstm_state_dict_evaluates_samples_and_analyses() {
         html.contains("Eigenvalues of W_hr W_hh, layer 1"),
         "no spectrum title"
     );
-    std::fs::remove_dir_all(&out_dir).unwrap();
 }
 
 #[test]
