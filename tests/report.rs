@@ -2,6 +2,10 @@
 //! number of series and points with its labels; PNGs decode at the figure's size; reports of
 //! generated run directories inline every plot their files allow and reference nothing outside.
 
+mod common;
+
+use common::TempDir;
+
 use rnnscope::analysis;
 use rnnscope::data::tasks::{Task, TaskKind};
 use rnnscope::report::plot::{
@@ -10,37 +14,10 @@ use rnnscope::report::plot::{
 };
 use rnnscope::report::{self, Options};
 use rnnscope::train::task::{run_task, TaskRunConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rnnscope");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rnnscope-report-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Parses an SVG document; panics with the parser's message if it is not well-formed XML.
 fn parse(svg: &str) -> roxmltree::Document<'_> {

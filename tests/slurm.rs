@@ -15,34 +15,16 @@
 //! `RNNSCOPE_REQUIRE_SLURM=1` (set by `.ci/run`, which installs Debian's `slurmctld slurmd
 //! slurm-client munge`).
 
+mod common;
+
+use common::TempDir;
+
 use rnnscope::train::records::{read_csv, ExperimentRow, RunRow};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rnnscope");
-
-/// A temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("rnnscope-slurm-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The binary with no scheduler index in its environment.
 fn rnnscope() -> Command {

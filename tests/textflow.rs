@@ -1,6 +1,9 @@
 //! Gradient flow on the user's own text: `gradflow --text` against the library call on the same
 //! windows, outputs that name their input, dense-input checkpoints, task metric names.
 
+mod common;
+
+use common::TempDir;
 use rnnscope::analysis::{self, output, InputKind, SnapshotOptions};
 use rnnscope::data::{Vocab, VOCAB_KEY};
 use std::path::{Path, PathBuf};
@@ -29,24 +32,6 @@ fn text(b: &[u8]) -> String {
 
 fn p(x: &Path) -> &str {
     x.to_str().unwrap()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d =
-            std::env::temp_dir().join(format!("rnnscope-textflow-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A small text with structure a char model picks up in a few updates.

@@ -67,12 +67,19 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// A temporary folder `rnnscope-PID-NAME`, emptied when made and removed when dropped.
+/// A temporary folder `rnnscope-PID-N-NAME` (N counts the folders of this process, so two
+/// tests never share one), emptied when made and removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("rnnscope-{}-{name}", std::process::id()));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rnnscope-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
